@@ -1,0 +1,308 @@
+"""The ``closedloop`` command.
+
+User mistakes (an unknown preset, a bad ``--set``, a missing teacher, a file that is not a run
+file) print one line on stderr and exit with code 2, never a traceback.
+
+Example
+-------
+::
+
+    closedloop train di-tanh-closed --out runs/closed.h5 --seed 0
+    closedloop train di-tanh-open --teacher runs/closed.h5 --out runs/open.h5 --seed 0
+    closedloop inspect runs/open.h5 --json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from closedloop import __version__
+from closedloop.config import load_preset, preset_dict, preset_names
+from closedloop.errors import ClosedLoopError, ConfigError
+from closedloop.plants import plant_from_config
+from closedloop.sources import load_initial_parameters, load_teacher, parse_run_reference
+from closedloop.store import EpochRecord, Run, load_run
+from closedloop.training import train
+
+err_console = Console(stderr=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="closedloop")
+def cli() -> None:
+    """Train RNN controllers in closed loop with a plant, compare with open-loop training, and
+    read the learning dynamics from the coupled agent-environment spectrum.
+
+    \b
+    Example:
+      closedloop presets
+      closedloop train di-tanh-closed --out runs/closed.h5 --seed 0
+      closedloop inspect runs/closed.h5
+    """
+
+
+@cli.command()
+def presets() -> None:
+    """List the shipped presets, one line each.
+
+    \b
+    Example:
+      closedloop presets
+    """
+    names = preset_names()
+    width = max(len(n) for n in names)
+    for name in names:
+        click.echo(f"{name:<{width}}  {preset_dict(name).get('description', '')}")
+
+
+@cli.command(name="train")
+@click.argument("preset")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Run file to write (default runs/PRESET-seedN.h5).")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Seed of initialisation and batches.")
+@click.option("--epochs", type=click.IntRange(0, 10_000_000), default=None,
+              help="Number of updates (overrides the preset).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config field, e.g. --set training.lr=1e-3 (repeatable).")
+@click.option("--init-from", default=None, metavar="RUN@EPOCH",
+              help="Start from another run's parameters after EPOCH (default 0).")
+@click.option("--teacher", default=None, metavar="RUN[@EPOCH]|gain:K|lqr[:R]",
+              help="Teacher of an open-loop preset: a run (default its last epoch), a static "
+                   "gain u = K x, or the LQR gain.")
+@click.option("--resume", is_flag=True, help="Continue an unfinished run at --out.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run at --out.")
+@click.option("--device", default=None, help="cpu (default) or cuda.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_command(preset: str, out: Path | None, seed: int, epochs: int | None,
+                  overrides: tuple[str, ...], init_from: str | None, teacher: str | None,
+                  resume: bool, overwrite: bool, device: str | None, quiet: bool) -> None:
+    """Train PRESET and record every epoch to a run file.
+
+    \b
+    Example:
+      closedloop train di-tanh-closed --out runs/closed.h5 --seed 0
+      closedloop train di-tanh-open --init-from runs/closed.h5@0 \\
+          --teacher runs/closed.h5 --out runs/open.h5 --seed 0
+    """
+    settings = list(overrides)
+    if device is not None:
+        settings.append(f"training.device={device}")
+    mode = load_preset(preset, settings, seed, epochs).training.mode
+    if mode != "closed" and teacher is None:
+        raise ConfigError(f"preset '{preset}' trains open loop and needs --teacher "
+                          "RUN[@EPOCH] (or gain:K / lqr for a teacher-driven plant)")
+    if mode == "closed" and teacher is not None:
+        raise ConfigError(f"preset '{preset}' trains closed loop; --teacher is for open-loop "
+                          "presets")
+    default_init = (init_from is None and teacher is not None
+                    and not teacher.startswith(("gain:", "lqr")))
+    if default_init:
+        init_from = f"{parse_run_reference(teacher)[0]}@0"
+    config = load_preset(preset, settings, seed, epochs).model_copy(
+        update={"teacher": teacher, "init_from": init_from})
+    out = out or Path("runs") / f"{preset}-seed{seed}.h5"
+
+    initial = teacher_source = None
+    if not resume:
+        if init_from is not None:
+            initial, _ = load_initial_parameters(init_from)
+        if teacher is not None:
+            teacher_source = load_teacher(teacher, plant_from_config(config.plant))
+        if default_init and not quiet:
+            click.echo(f"student starts from {init_from}, the teacher run's initial weights "
+                       "(--init-from changes it)", err=True)
+
+    started = time.perf_counter()
+    with _progress(config.training.epochs, preset, quiet) as update:
+        result = train(config, out, initial=initial, teacher=teacher_source, resume=resume,
+                       overwrite=overwrite, progress=update)
+    elapsed = time.perf_counter() - started
+    last = result.last_record
+    summary = f"{result.path}: {result.status}"
+    if last is not None:
+        summary += (f", epoch {last.epoch}, test loss {last.test_loss:.4g}, "
+                    f"spectral radius {last.spectral_radius:.4f}")
+        if last.gains is not None and last.gains.size == 2:
+            summary += f", gains ({last.gains.flat[0]:.4f}, {last.gains.flat[1]:.4f})"
+    summary += f" [{elapsed:.1f} s]"
+    if result.status == "diverged":
+        err_console.print(f"[yellow]diverged at epoch {result.diverged_epoch} (recorded in the "
+                          "run file)[/yellow]")
+    click.echo(summary)
+
+
+class _progress:
+    """A Rich progress bar showing the current losses and spectral radius; it appears with the
+    first finished epoch, so set-up errors print alone."""
+
+    def __init__(self, epochs: int, label: str, quiet: bool) -> None:
+        self.epochs, self.label, self.quiet = epochs, label, quiet
+        self.progress: Progress | None = None
+
+    def __enter__(self) -> Any:
+        return self.update
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def update(self, record: EpochRecord) -> None:
+        if self.quiet:
+            return
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=err_console)
+            self.progress.__enter__()
+            self.task = self.progress.add_task(self.label, total=self.epochs + 1, status="")
+        status = (f"train {record.train_loss:.3g}  test {record.test_loss:.3g}  "
+                  f"rho {record.spectral_radius:.3f}")
+        self.progress.update(self.task, completed=record.epoch + 1, status=status)
+
+
+@cli.command()
+@click.argument("run_path", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def inspect(run_path: Path, as_json: bool) -> None:
+    """Summarise a run file; --json prints the per-epoch curves as one JSON object.
+
+    \b
+    Example:
+      closedloop inspect runs/closed.h5
+      closedloop inspect runs/open.h5 --json > open.json
+    """
+    run = load_run(run_path)
+    summary = run_summary(run)
+    if as_json:
+        click.echo(json.dumps(summary, allow_nan=False))
+        return
+    _print_summary(run, summary)
+
+
+def _finite_list(values: np.ndarray) -> list[Any]:
+    def clean(v: Any) -> Any:
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v if isinstance(v, float) and math.isfinite(v) else (
+            None if isinstance(v, float) else v)
+    return clean(np.asarray(values, dtype=np.float64).tolist())
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    """The JSON summary ``inspect --json`` prints."""
+    metrics = run.metrics
+    final = run.coupled_eigenvalues[-1] if len(run.coupled_eigenvalues) else np.zeros(0)
+    final = final[np.isfinite(final)][:6]
+    summary: dict[str, Any] = {
+        "path": str(run.path),
+        "preset": run.config.preset,
+        "seed": run.config.seed,
+        "status": run.status,
+        "diverged_epoch": run.diverged_epoch,
+        "epochs": run.last_epoch,
+        "mode": run.config.training.mode,
+        "teacher": run.teacher.source if run.teacher else None,
+        "init_from": run.config.init_from,
+        "epoch": metrics["epoch"].tolist(),
+        "train_loss": _finite_list(metrics["train_loss"]),
+        "test_loss": _finite_list(metrics["test_loss"]),
+        "grad_norm": _finite_list(metrics["grad_norm"]),
+        "spectral_radius": _finite_list(metrics["spectral_radius"]),
+        "stabilization_epoch": run.stabilization_epoch,
+        "final_eigenvalues": [[float(v.real), float(v.imag)] for v in final],
+    }
+    if "gains" in metrics:
+        gains = metrics["gains"]
+        summary["gains"] = _finite_list(gains[:, 0, :] if gains.shape[1] == 1 else gains)
+    return summary
+
+
+def _print_summary(run: Run, summary: dict[str, Any]) -> None:
+    console = Console()
+    test = run.metrics["test_loss"]
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    finite = np.isfinite(test)
+    peak = int(np.nanargmax(np.where(finite, test, np.nan))) if finite.any() else None
+    rows = [
+        ("run", str(run.path)),
+        ("preset", f"{run.config.preset} ({run.config.training.mode}, seed {run.config.seed})"),
+        ("status", run.status + (f" at epoch {run.diverged_epoch}" if run.diverged_epoch
+                                 is not None else "")),
+        ("epochs", f"0..{run.last_epoch}"),
+        ("train loss", f"{_fmt(run.metrics['train_loss'][0])} (epoch 0) -> "
+                       f"{_fmt(run.metrics['train_loss'][-1])}"),
+        ("test loss", f"{_fmt(test[0])} (epoch 0) -> {_fmt(test[-1])}; peak "
+                      f"{_fmt(test[peak]) if peak is not None else '-'} at epoch {peak}"),
+        ("spectral radius", f"{_fmt(run.metrics['spectral_radius'][0])} -> "
+                            f"{_fmt(run.metrics['spectral_radius'][-1])}"),
+        ("stabilisation", f"epoch {summary['stabilization_epoch']}"
+         if summary["stabilization_epoch"] is not None else "never (rho(P) >= 1 at the end)"),
+    ]
+    if "gains" in run.metrics:
+        gains = run.metrics["gains"][-1]
+        rows.append(("final gains", np.array2string(gains.squeeze(0) if gains.shape[0] == 1
+                                                    else gains, precision=4)))
+    if run.teacher is not None:
+        rows.append(("teacher", run.teacher.source))
+    if run.config.init_from:
+        rows.append(("initial weights", run.config.init_from))
+    eig = ", ".join(f"{v.real:+.4f}{v.imag:+.4f}j" for v in
+                    (complex(*p) for p in summary["final_eigenvalues"]))
+    rows.append(("final eig(P)", eig))
+    rows.append(("snapshots", f"{len(run.snapshot_epochs)} epochs"))
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else "n/a"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and map errors to one line and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="closedloop", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        hint = f" (see 'closedloop {exc.ctx.info_name} --help')" if exc.ctx and \
+            exc.ctx.info_name != "closedloop" else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except ClosedLoopError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        click.echo("interrupted (an unfinished run continues with --resume)", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,397 @@
+"""Typed run configurations, the shipped presets, and ``--set key=value`` overrides.
+
+A run is fully described by one :class:`RunConfig`. Presets are YAML files in
+``closedloop/presets``; every paper setting of SPEC.md is one of them. Overrides address
+fields by dotted path (``training.lr=1e-3``, ``agent.init.W.gain=0.2``); values are parsed as
+YAML scalars or lists. Anything invalid raises :class:`~closedloop.errors.ConfigError` with a
+message that names the key, the value and what is allowed.
+
+Example
+-------
+>>> from closedloop.config import load_preset
+>>> config = load_preset("di-tanh-closed", overrides=["training.epochs=5"], seed=3)
+>>> config.training.epochs, config.seed, config.agent.size
+(5, 3, 100)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from closedloop.errors import ConfigError
+
+PARAMETER_NAMES: dict[str, tuple[str, ...]] = {
+    "rnn": ("W_in", "W", "W_out", "b", "b_out"),
+    "lowrank": ("m", "z", "u", "v", "W_rand"),
+    "static_gain": ("K",),
+}
+"""Parameter names of each agent kind (``b`` and ``b_out`` exist only when biases are on,
+``W_rand`` only when ``random_gain`` > 0; it is never trained)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False,
+                              validate_assignment=True)
+
+
+class InitSpec(_Strict):
+    """How one parameter matrix is drawn.
+
+    ``normal``: each entry ~ N(0, (gain * scale)^2); ``uniform``: U(-gain * scale, gain * scale);
+    ``zeros``: all zero. ``scale`` is a number or one of ``"1/N"``, ``"1/sqrt(N)"`` with N the
+    network size.
+    """
+
+    distribution: Literal["normal", "uniform", "zeros"] = "normal"
+    scale: float | Literal["1/N", "1/sqrt(N)"] = "1/sqrt(N)"
+    gain: float = 1.0
+
+    def resolve_scale(self, size: int) -> float:
+        """The numeric scale for a network of ``size`` units."""
+        if self.scale == "1/N":
+            return 1.0 / size
+        if self.scale == "1/sqrt(N)":
+            return 1.0 / math.sqrt(size)
+        return float(self.scale)
+
+
+class PlantConfig(_Strict):
+    """A linear time-invariant plant (SPEC 1.1).
+
+    ``integrator``: k-th order integrator (``order``, ``n_inputs``, ``n_observed``, ``dt``);
+    ``point_mass_2d``: two double integrators, positions observed; ``linear``: the user's
+    ``A``, ``B``, ``C`` (nested lists, column-vector maths).
+    """
+
+    kind: Literal["integrator", "point_mass_2d", "linear"] = "integrator"
+    order: int = Field(2, ge=1, le=64)
+    n_inputs: int = Field(1, ge=1, le=64)
+    n_observed: int = Field(1, ge=1, le=64)
+    dt: float = Field(1.0, gt=0, le=1e3)
+    A: list[list[float]] | None = None
+    B: list[list[float]] | None = None
+    C: list[list[float]] | None = None
+    process_noise_std: float = Field(0.0, ge=0, le=1e6)
+    clamp: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> PlantConfig:
+        if self.kind == "linear":
+            if self.A is None or self.B is None or self.C is None:
+                raise ValueError("plant.kind 'linear' needs plant.A, plant.B and plant.C")
+        elif self.kind == "integrator":
+            if self.n_inputs > self.order or self.n_observed > self.order:
+                raise ValueError("plant.n_inputs and plant.n_observed must be <= plant.order")
+        return self
+
+
+class AgentConfig(_Strict):
+    """The controller (SPEC 1.2).
+
+    ``rnn``: continuous-time rate RNN, Euler-discretised; ``lowrank``: linear RNN with
+    W = U V^T + random_gain * W_rand; ``static_gain``: u = K x on the full state.
+    ``init`` and ``trainable`` are keyed by parameter name (``W_in``, ``W``, ``W_out`` for
+    ``rnn``; ``m``, ``z``, ``u``, ``v`` for ``lowrank``; ``K`` for ``static_gain``).
+    """
+
+    kind: Literal["rnn", "lowrank", "static_gain"] = "rnn"
+    size: int = Field(100, ge=1, le=100_000)
+    activation: Literal["tanh", "relu", "linear"] = "tanh"
+    dt: float = Field(1.0, gt=0, le=1e3)
+    tau: float = Field(1.0, gt=0, le=1e6)
+    bias: bool = False
+    output_bias: bool = False
+    rank: int = Field(1, ge=1, le=100_000)
+    random_gain: float = Field(0.0, ge=0, le=1e3)
+    prescribed_overlap: float | None = Field(None, ge=-1e3, le=1e3)
+    gain: list[list[float]] | None = None
+    init: dict[str, InitSpec] = Field(default_factory=dict)
+    trainable: dict[str, bool] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> AgentConfig:
+        allowed = PARAMETER_NAMES[self.kind]
+        for section in ("init", "trainable"):
+            for name in getattr(self, section):
+                if name not in allowed:
+                    raise ValueError(
+                        f"agent.{section}.{name}: unknown parameter for agent.kind "
+                        f"'{self.kind}' (allowed: {', '.join(allowed)})"
+                    )
+        if self.kind == "lowrank" and self.rank > self.size:
+            raise ValueError("agent.rank must be <= agent.size")
+        if self.dt > self.tau:
+            raise ValueError("agent.dt must be <= agent.tau (dt/tau > 1 overshoots)")
+        return self
+
+
+class TaskConfig(_Strict):
+    """What the closed loop must do: regulate to 0, or track a reference (SPEC 1.4, 6)."""
+
+    kind: Literal["regulation", "tracking"] = "regulation"
+    steps: int = Field(50, ge=1, le=1_000_000)
+    batch_size: int = Field(100, ge=1, le=1_000_000)
+    initial_state_range: float = Field(1.0, ge=0, le=1e6)
+    frequencies: list[list[float]] = Field(default_factory=lambda: [[0.1, 0.3], [0.2, 0.4]])
+    amplitude: float = Field(2.31, ge=0, le=1e6)
+    ramp_time: float = Field(1.0, ge=0, le=1e6)
+
+
+class LossConfig(_Strict):
+    """The closed-loop objective (SPEC 1.4).
+
+    ``paper_di``: sum_t [mean_{batch,dims} x_t^2 + control_cost * sum_batch u_t^2] (the
+    authors' double-integrator loss); ``mean_state``: mean_{t,dims,batch} x_t^2 +
+    control_cost * mean_batch sum_t u_t^2 (the low-rank loss); ``per_sample``:
+    mean_batch sum_t [state_weight |x_t|^2 + control_cost |u_t|^2] (a clean LQR-style
+    parametrisation); ``tracking``: SPEC 6.
+    """
+
+    kind: Literal["paper_di", "mean_state", "per_sample", "tracking"] = "paper_di"
+    control_cost: float = Field(0.0, ge=0, le=1e12)
+    state_weight: float = Field(1.0, ge=0, le=1e12)
+
+
+class TrainingConfig(_Strict):
+    """Optimiser and protocol (SPEC 1.5, 2).
+
+    ``mode``: ``closed`` (backpropagation through the plant), ``open_white_noise`` (student
+    imitates a teacher on white-noise inputs), ``open_teacher_plant`` (the teacher drives the
+    plant; the student imitates it on the same observations).
+    """
+
+    mode: Literal["closed", "open_white_noise", "open_teacher_plant"] = "closed"
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(1e-2, gt=0, le=1e3)
+    clip_norm: float | None = Field(1.0, gt=0)
+    epochs: int = Field(1000, ge=0, le=10_000_000)
+    initial_epoch_no_update: bool = True
+    zero_first_control: bool = True
+    input_noise_std: float = Field(1.0, ge=0, le=1e6)
+    dtype: Literal["float32", "float64"] = "float32"
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
+
+
+class EvaluationConfig(_Strict):
+    """The held-out closed-loop test set (SPEC 1.4: 10 states from U(-1, 1)^n_x, or 10
+    reference draws for tracking; drawn from ``test_seed``, the same for every run seed) on
+    which the test loss and the effective gains (SPEC 5) are computed every epoch. The test
+    rollout has no process noise."""
+
+    test_size: int = Field(10, ge=1, le=100_000)
+    initial_state_range: float = Field(1.0, ge=0, le=1e6)
+    test_steps: int | None = Field(None, ge=2, le=1_000_000)
+    test_seed: int = Field(20250513, ge=0, lt=2**63)
+
+
+class RecordingConfig(_Strict):
+    """What is written per epoch. ``snapshot_every``: ``auto`` records parameters every epoch
+    for N <= 256 and every 10th epoch otherwise (the last epoch always)."""
+
+    snapshot_every: int | Literal["auto"] = "auto"
+    segment_epochs: int = Field(20, ge=1, le=100_000)
+
+    def snapshot_interval(self, size: int) -> int:
+        """Epochs between parameter snapshots for a network of ``size`` units."""
+        if self.snapshot_every == "auto":
+            return 1 if size <= 256 else 10
+        return max(1, self.snapshot_every)
+
+
+class RunConfig(_Strict):
+    """Everything that defines a run. ``teacher`` and ``init_from`` record where a teacher and
+    initial weights came from (``RUN@EPOCH`` or ``gain:...``); the arrays themselves are
+    stored in the run file."""
+
+    preset: str = "custom"
+    description: str = ""
+    seed: int = Field(0, ge=0, lt=2**63)
+    plant: PlantConfig = Field(default_factory=PlantConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    teacher: str | None = None
+    init_from: str | None = None
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> RunConfig:
+        if self.loss.kind == "tracking" and self.task.kind != "tracking":
+            raise ValueError("loss.kind 'tracking' needs task.kind 'tracking'")
+        if self.task.kind == "tracking" and self.loss.kind != "tracking":
+            raise ValueError("task.kind 'tracking' needs loss.kind 'tracking'")
+        if self.loss.kind == "tracking" and self.loss.control_cost != 0:
+            raise ValueError("loss.control_cost must be 0 for the tracking loss (SPEC 6 has none)")
+        if self.agent.kind == "static_gain" and self.training.mode == "open_white_noise":
+            raise ValueError("a static-gain agent reads the plant state; it cannot be trained "
+                             "on white-noise inputs")
+        return self
+
+    def to_json(self) -> str:
+        """The config as one JSON string (what run files store)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+    @property
+    def test_steps(self) -> int:
+        """Steps of the held-out evaluation rollout (defaults to the task's episode length)."""
+        return self.evaluation.test_steps or self.task.steps
+
+
+# --------------------------------------------------------------------------------------------
+# presets and overrides
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with closedloop, sorted.
+
+    Example
+    -------
+    >>> "di-tanh-closed" in preset_names()
+    True
+    """
+    folder = resources.files("closedloop") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    """The raw YAML mapping of preset ``name``; raises ConfigError for an unknown name."""
+    names = preset_names()
+    if name not in names:
+        raise ConfigError(f"unknown preset '{name}' (available: {', '.join(names)})")
+    text = (resources.files("closedloop") / "presets" / f"{name}.yaml").read_text()
+    data = yaml.safe_load(text)
+    data.setdefault("preset", name)
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``key.path=value`` into the key path and the YAML-parsed value.
+
+    Example
+    -------
+    >>> parse_override("training.lr=1e-3")
+    (['training', 'lr'], 0.001)
+    """
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):
+        value = _parse_number(value)
+    return key.split("."), value
+
+
+def _parse_number(text: str) -> Any:
+    """YAML 1.1 reads '1e-3' as a string; accept plain float spellings as numbers."""
+    try:
+        return float(text) if any(c.isdigit() for c in text) else text
+    except ValueError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides to a nested mapping (a copy is returned)."""
+    result = json.loads(json.dumps(data))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part) if isinstance(node, dict) else None
+            if child is None:
+                child = {}
+                if isinstance(node, dict):
+                    node[part] = child
+            if not isinstance(child, dict):
+                raise ConfigError(f"unknown key '{'.'.join(path)}': "
+                                  f"'{'.'.join(path[: i + 1])}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def build_config(data: dict[str, Any]) -> RunConfig:
+    """Validate a mapping into a :class:`RunConfig`, turning errors into one clear line."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, data)) from None
+
+
+def load_preset(name: str, overrides: list[str] | None = None, seed: int | None = None,
+                epochs: int | None = None) -> RunConfig:
+    """Resolve preset ``name`` with overrides (and the CLI's ``--seed``/``--epochs``).
+
+    Example
+    -------
+    >>> load_preset("di-lowrank-closed").agent.kind
+    'lowrank'
+    """
+    data = apply_overrides(preset_dict(name), overrides or [])
+    if seed is not None:
+        data["seed"] = seed
+    if epochs is not None:
+        data.setdefault("training", {})["epochs"] = epochs
+    return build_config(data)
+
+
+def config_from_json(text: str) -> RunConfig:
+    """Parse a config stored by :meth:`RunConfig.to_json`."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"stored config is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("stored config is not a JSON object")
+    return build_config(data)
+
+
+def _describe(exc: ValidationError, data: dict[str, Any]) -> str:
+    error = exc.errors()[0]
+    loc = [str(p) for p in error["loc"] if not str(p).startswith(("function-", "literal["))]
+    key = ".".join(loc)
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        allowed = ", ".join(parent.model_fields) if parent is not None else ""
+        return f"unknown key '{key}'" + (f" (allowed: {allowed})" if allowed else "")
+    if not key:
+        return f"invalid config: {message}"
+    value = error.get("input")
+    shown = json.dumps(value) if not isinstance(value, dict) else "{...}"
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"invalid value for '{key}': {shown} ({message})"
+
+
+def _model_at(path: list[str]) -> type[BaseModel] | None:
+    """The config model at a dotted path (``agent.init.W`` is an :class:`InitSpec`)."""
+    model: type[BaseModel] = RunConfig
+    parts = list(path)
+    while parts:
+        part = parts.pop(0)
+        if model is AgentConfig and part == "init":
+            if not parts:
+                return None
+            parts.pop(0)
+            model = InitSpec
+            continue
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model

@@ -1,0 +1,95 @@
+"""The coupled agent-environment matrix P and its spectrum (SPEC 3).
+
+For a linear RNN, or a nonlinear one linearised at the origin s = 0, the joint state
+s = (x, h) evolves as s_{t+1} = P s_t with (maths layout, alpha = dt/tau, D = diag(phi'(p_0)),
+p_0 = b + W_in C B b_out the pre-activation at the origin, 0 without biases)
+
+    P = [[ A,                     B W_out                                         ],
+         [ alpha D W_in C A,      (1 - alpha) I + alpha D (W + W_in C B W_out)    ]]
+
+Derivation: h_{t+1} = (1 - alpha) h_t + alpha phi(W h_t + W_in y_{t+1}) with
+y_{t+1} = C x_{t+1} = C (A x_t + B W_out h_t); linearise phi. Only the observation columns of
+W_in enter (a tracking reference is an external input, not part of the loop). For a static
+gain u = K x, P = A + B K. Every array may carry leading batch axes (many snapshots at once).
+
+Example
+-------
+>>> import numpy as np
+>>> from closedloop.agents import Linearisation, activation_slope
+>>> from closedloop.plants import double_integrator
+>>> lin = Linearisation(W_in=np.zeros((0, 2)), W=np.zeros((0, 0)), W_out=np.zeros((1, 0)),
+...                     alpha=1.0, feedthrough=np.array([[-0.5, -1.0]]))
+>>> coupled_matrix(double_integrator(), lin).tolist()
+[[1.0, 1.0], [-0.5, 0.0]]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from closedloop.agents import Linearisation, activation_slope
+from closedloop.plants import LinearPlant
+
+
+def coupled_matrix(plant: LinearPlant, lin: Linearisation) -> np.ndarray:
+    """P for a plant and an agent's linearisation; leading axes of ``lin`` are batch axes.
+
+    Returns
+    -------
+    numpy.ndarray
+        (..., n_x + N, n_x + N), float64.
+    """
+    A, B, C = plant.A, plant.B, plant.C
+    if lin.feedthrough is not None:
+        return A + B @ lin.feedthrough
+    n_y = plant.n_outputs
+    w_in = np.asarray(lin.W_in)[..., :n_y]
+    w = np.asarray(lin.W)
+    w_out = np.asarray(lin.W_out)
+    alpha = lin.alpha
+    size = w.shape[-1]
+    slope = _slope_at_origin(plant, lin, w_in)[..., :, None]
+    batch_shape = np.broadcast_shapes(w_in.shape[:-2], w.shape[:-2], w_out.shape[:-2])
+    top_left = np.broadcast_to(A, (*batch_shape, *A.shape))
+    top_right = B @ w_out
+    bottom_left = alpha * slope * (w_in @ (C @ A))
+    bottom_right = ((1.0 - alpha) * np.eye(size)
+                    + alpha * slope * (w + w_in @ (C @ B) @ w_out))
+    top = np.concatenate([top_left, np.broadcast_to(top_right, (*batch_shape,
+                                                                *top_right.shape[-2:]))], -1)
+    bottom = np.concatenate([np.broadcast_to(bottom_left, (*batch_shape,
+                                                           *bottom_left.shape[-2:])),
+                             np.broadcast_to(bottom_right, (*batch_shape,
+                                                            *bottom_right.shape[-2:]))], -1)
+    return np.concatenate([top, bottom], -2)
+
+
+def _slope_at_origin(plant: LinearPlant, lin: Linearisation, w_in_observed: np.ndarray
+                     ) -> np.ndarray:
+    """phi' at the pre-activation b + W_in C B b_out that the one-step map sees at s = 0."""
+    size = np.asarray(lin.W).shape[-1]
+    pre = np.zeros(size) if lin.bias is None else np.asarray(lin.bias, dtype=np.float64)
+    if lin.output_bias is not None:
+        drive = plant.C @ plant.B @ np.asarray(lin.output_bias, dtype=np.float64)[..., None]
+        pre = pre + (w_in_observed @ drive)[..., 0]
+    return activation_slope(lin.activation, pre)
+
+
+def sorted_eigenvalues(matrices: np.ndarray) -> np.ndarray:
+    """Eigenvalues of (a stack of) square matrices, sorted by descending modulus (ties:
+    descending imaginary part), in one batched call.
+
+    Example
+    -------
+    >>> sorted_eigenvalues(np.diag([0.5, -2.0, 1.0])).tolist()
+    [(-2+0j), (1+0j), (0.5+0j)]
+    """
+    values = np.linalg.eigvals(matrices).astype(np.complex128)
+    order = np.lexsort((-values.imag, -np.abs(values)), axis=-1)
+    return np.take_along_axis(values, order, axis=-1)
+
+
+def spectral_radius(matrices: np.ndarray) -> np.ndarray | float:
+    """max |eig| of (a stack of) square matrices."""
+    values = np.abs(np.linalg.eigvals(matrices))
+    return values.max(axis=-1) if values.shape[-1] else np.zeros(values.shape[:-1])

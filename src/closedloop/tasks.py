@@ -1,0 +1,123 @@
+"""Episodes: initial states, tracking references and white-noise inputs (SPEC 1.4, 2, 6).
+
+A :class:`Batch` holds everything random about one training epoch (or the held-out test set):
+initial states ``x0`` (batch, n_x), an optional ``reference`` (batch, T, n_axes) built from
+``phases``, and, for white-noise open-loop training, ``inputs`` (batch, T, n_in).
+
+Example
+-------
+>>> import torch
+>>> from closedloop.config import TaskConfig
+>>> task = TaskConfig(kind="tracking", steps=300)
+>>> batch = sample_batch(task, n_states=4, generator=torch.Generator().manual_seed(0))
+>>> tuple(batch.reference.shape), abs(float(batch.reference[0, 0, 0]))
+((100, 300, 2), 0.0)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from closedloop.config import TaskConfig
+
+
+@dataclass
+class Batch:
+    """The random inputs of one episode batch."""
+
+    x0: torch.Tensor
+    reference: torch.Tensor | None = None
+    phases: torch.Tensor | None = None
+    inputs: torch.Tensor | None = None
+    noise: torch.Tensor | None = None
+
+    @property
+    def size(self) -> int:
+        """Number of episodes in the batch."""
+        return self.x0.shape[0]
+
+    def to(self, dtype: torch.dtype, device: torch.device | str = "cpu") -> Batch:
+        """The batch cast to ``dtype`` on ``device``."""
+        def cast(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(dtype=dtype, device=device)
+        return Batch(cast(self.x0), cast(self.reference), cast(self.phases), cast(self.inputs),
+                     cast(self.noise))
+
+
+def time_grid(steps: int, dt: float) -> np.ndarray:
+    """t_i = i * dt for i = 0..steps-1, the paper's linspace(0, steps*dt, steps, endpoint=False)."""
+    return np.arange(steps, dtype=np.float64) * dt
+
+
+def reference_signal(phases: torch.Tensor, frequencies: list[list[float]], amplitude: float,
+                     ramp_time: float, steps: int, dt: float) -> torch.Tensor:
+    """r(t) = ramp(t) * sum_k amplitude * cos(2 pi f_k t + phi_k) per axis (SPEC 6).
+
+    Parameters
+    ----------
+    phases
+        (batch, n_axes, n_freqs) phases phi_k.
+    frequencies
+        Per axis, the frequencies f_k in Hz.
+
+    Returns
+    -------
+    torch.Tensor
+        (batch, steps, n_axes), in the dtype of ``phases``.
+
+    Example
+    -------
+    >>> r = reference_signal(torch.zeros(1, 1, 1), [[0.5]], 1.0, 0.0, 3, 1.0)
+    >>> [round(v, 6) for v in r[0, :, 0].tolist()]
+    [1.0, -1.0, 1.0]
+    """
+    freqs = torch.as_tensor(np.array(frequencies, dtype=np.float64), dtype=phases.dtype,
+                            device=phases.device)
+    if freqs.shape != phases.shape[1:]:
+        raise ValueError(f"phases of shape {tuple(phases.shape)} do not match frequencies "
+                         f"of shape {tuple(freqs.shape)}")
+    grid = time_grid(steps, dt)
+    t = torch.as_tensor(grid, dtype=phases.dtype, device=phases.device)
+    ramp = torch.as_tensor(np.clip(grid / ramp_time, 0.0, 1.0) if ramp_time > 0
+                           else np.ones_like(grid), dtype=phases.dtype, device=phases.device)
+    angle = 2 * math.pi * freqs[None, None] * t[None, :, None, None] + phases[:, None]
+    return ramp[None, :, None] * (amplitude * torch.cos(angle)).sum(-1)
+
+
+def draw_phases(task: TaskConfig, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """Phases U(-pi, pi), (batch, n_axes, n_freqs), drawn in float64."""
+    shape = (batch_size, len(task.frequencies), len(task.frequencies[0]))
+    return (torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1) * math.pi
+
+
+def sample_batch(task: TaskConfig, n_states: int, generator: torch.Generator, *,
+                 batch_size: int | None = None, steps: int | None = None, dt: float = 0.1,
+                 initial_state_range: float | None = None, input_size: int = 0,
+                 input_std: float = 1.0) -> Batch:
+    """Draw one batch of episodes (float64; cast with :meth:`Batch.to`).
+
+    Regulation: x0 ~ U(-a, a)^n_x. Tracking: x0 = 0 and a reference from fresh phases.
+    With ``input_size`` > 0, also white-noise inputs N(0, input_std^2) of shape
+    (batch, steps, input_size) for open-loop training.
+    """
+    batch_size = batch_size or task.batch_size
+    steps = steps or task.steps
+    if task.kind == "tracking":
+        phases = draw_phases(task, batch_size, generator)
+        batch = Batch(x0=torch.zeros(batch_size, n_states, dtype=torch.float64),
+                      reference=reference_signal(phases, task.frequencies, task.amplitude,
+                                                 task.ramp_time, steps, dt),
+                      phases=phases)
+    else:
+        bound = task.initial_state_range if initial_state_range is None else initial_state_range
+        x0 = (torch.rand(batch_size, n_states, generator=generator, dtype=torch.float64) * 2
+              - 1) * bound
+        batch = Batch(x0=x0)
+    if input_size:
+        batch.inputs = torch.randn(batch_size, steps, input_size, generator=generator,
+                                   dtype=torch.float64) * input_std
+    return batch

@@ -1,0 +1,96 @@
+"""Presets against SPEC 1.5's table, overrides, and config errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from closedloop.agents import build_agent
+from closedloop.config import load_preset, parse_override, preset_names
+from closedloop.errors import ConfigError
+
+# SPEC 1.5: trained, optimiser, lr, batch, T, epochs, clip; SPEC 1.4/2: loss and mode
+SPEC_TABLE = {
+    "di-tanh-closed": ({"W_in", "W", "W_out"}, "sgd", 1e-2, 100, 50, 1000, 1.0, "closed"),
+    "di-tanh-open": ({"W_in", "W", "W_out"}, "sgd", 1e-2, 100, 50, 1000, 1.0,
+                     "open_white_noise"),
+    "di-lowrank-closed": ({"z", "u", "v"}, "sgd", 1e-2, 100, 50, 1000, 1.0, "closed"),
+    "tracking-closed": ({"W", "W_out"}, "adam", 1e-3, 100, 300, 10000, None, "closed"),
+    "tracking-open": ({"W_in", "W", "W_out"}, "adam", 1e-3, 100, 300, 10000, None,
+                      "open_teacher_plant"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPEC_TABLE))
+def test_paper_presets_follow_spec_table(name):
+    trained, optimizer, lr, batch, steps, epochs, clip, mode = SPEC_TABLE[name]
+    config = load_preset(name)
+    t = config.training
+    assert (t.optimizer, t.lr, config.task.batch_size, config.task.steps, t.epochs,
+            t.clip_norm, t.mode) == (optimizer, lr, batch, steps, epochs, clip, mode)
+    agent = build_agent(config.agent, 1 if name.startswith("di") else 4,
+                        1 if name.startswith("di") else 2)
+    params = agent.init_params(torch.Generator().manual_seed(0))
+    assert {k for k, v in params.items() if v.requires_grad} == trained
+    assert config.agent.size == 100
+    assert t.initial_epoch_no_update == name.startswith("di-tanh")
+
+
+def test_paper_initialisation_scales():
+    """SPEC 1.2: std 1/N (not 1/sqrt(N)) for the tanh network's input and output weights."""
+    n = 100
+    gen = torch.Generator().manual_seed(0)
+    tanh = build_agent(load_preset("di-tanh-closed").agent, 1, 1).init_params(gen)
+    assert tanh["W_in"].std().item() == pytest.approx(1 / n, rel=0.2)
+    assert tanh["W_out"].std().item() == pytest.approx(1 / n, rel=0.2)
+    assert tanh["W"].std().item() == pytest.approx(0.1 / math.sqrt(n), rel=0.05)
+    tracking = build_agent(load_preset("tracking-closed").agent, 4, 2).init_params(gen)
+    bound = 1 / math.sqrt(n)
+    assert tracking["W_in"].abs().max().item() <= bound
+    assert tracking["W_in"].std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    assert tracking["W"].std().item() == pytest.approx(0.2 / math.sqrt(n), rel=0.05)
+    lowrank = build_agent(load_preset("di-lowrank-closed").agent, 1, 1).init_params(gen)
+    assert lowrank["m"].abs().max().item() <= bound
+    assert lowrank["u"].shape == (n, 1)
+
+
+def test_prescribed_overlap():
+    config = load_preset("di-lowrank-closed", ["agent.prescribed_overlap=-0.05"])
+    params = build_agent(config.agent, 1, 1).init_params(torch.Generator().manual_seed(1),
+                                                         torch.float64)
+    m, z = params["m"][:, 0].detach().numpy(), params["z"][0].detach().numpy()
+    assert float(z @ m) == pytest.approx(-0.05, rel=1e-12)
+    parallel = (z @ m) / (m @ m) * m
+    assert np.linalg.norm(z - parallel) == pytest.approx(0.1 * np.linalg.norm(parallel))
+
+
+def test_every_preset_validates():
+    for name in preset_names():
+        assert load_preset(name).preset == name
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("training.lr=1e-3", (["training", "lr"], 0.001)),
+    ("training.clip_norm=null", (["training", "clip_norm"], None)),
+    ("agent.trainable.W=false", (["agent", "trainable", "W"], False)),
+    ("task.frequencies=[[0.1], [0.2]]", (["task", "frequencies"], [[0.1], [0.2]])),
+    ("seed=7", (["seed"], 7)),
+])
+def test_parse_override(text, expected):
+    assert parse_override(text) == expected
+
+
+def test_override_applies_and_names_bad_keys():
+    config = load_preset("tracking-closed", ["agent.init.W.gain=0.5", "training.epochs=3"])
+    assert config.agent.init["W"].gain == 0.5 and config.training.epochs == 3
+    with pytest.raises(ConfigError, match=r"unknown key 'agent.init.W.gian'.*gain"):
+        load_preset("tracking-closed", ["agent.init.W.gian=0.5"])
+    with pytest.raises(ConfigError, match=r"agent\.init\.Q: unknown parameter"):
+        load_preset("tracking-closed", ["agent.init.Q.gain=0.5"])
+    with pytest.raises(ConfigError, match=r"'training.lr'.*greater than 0"):
+        load_preset("di-tanh-closed", ["training.lr=0"])
+    with pytest.raises(ConfigError, match=r"'plant\.order\.x': 'plant\.order' is not a section"):
+        load_preset("di-tanh-closed", ["plant.order.x=1"])

@@ -1,0 +1,187 @@
+import numpy as np
+import pytest
+import torch
+
+from closedloop.config import load_preset
+from closedloop.store import Teacher
+from closedloop.training import Trainer
+
+DI_A = np.array([[1.0, 1.0], [0.0, 1.0]])
+DI_B = np.array([[0.0], [1.0]])
+DI_C = np.array([[1.0, 0.0]])
+PM_A = np.array([[1.0, 0.1, 0.0, 0.0],
+                 [0.0, 1.0, 0.0, 0.0],
+                 [0.0, 0.0, 1.0, 0.1],
+                 [0.0, 0.0, 0.0, 1.0]])
+PM_B = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.0], [0.0, 0.1]])
+PM_C = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+SMALL = ["agent.size=6", "task.batch_size=3", "task.steps=8", "training.dtype=float64"]
+
+
+def set_params(trainer, scales, seed):
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        for name, scale in scales.items():
+            p = trainer.params[name]
+            p.copy_(torch.as_tensor(rng.normal(size=tuple(p.shape)) * scale))
+
+
+def rnn_maths(params):
+    p = {k: v.detach().numpy().astype(np.float64) for k, v in params.items()}
+    return p["W_in"].T, p["W"].T, p["W_out"].T
+
+
+def closed_loop_by_hand(A, B, C, x0, w_in, w, w_out, alpha, phi, steps, reference=None,
+                        clamp=None):
+    """SPEC 1.2-1.3 for one episode, column vectors: states x_0..x_T, controls u_0..u_{T-1}."""
+    x = np.array(x0, dtype=np.float64)
+    h = np.zeros(w.shape[0])
+    xs, us = [x], []
+    for t in range(steps):
+        if t == 0:
+            u = np.zeros(B.shape[1])
+        else:
+            y = C @ x
+            if reference is not None:
+                y = np.concatenate([y, reference[t]])
+            h = h + alpha * (-h + phi(w @ h + w_in @ y))
+            u = w_out @ h
+        x = A @ x + B @ u
+        if clamp is not None:
+            x = np.clip(x, -clamp, clamp)
+        xs.append(x)
+        us.append(u)
+    return np.array(xs), np.array(us)
+
+
+def float_loss(trainer, batch):
+    with torch.no_grad():
+        return float(trainer.loss(batch))
+
+
+def test_di_tanh_closed_paper_loss():
+    trainer = Trainer(load_preset("di-tanh-closed", overrides=SMALL))
+    assert trainer.config.loss.control_cost == 0.005
+    set_params(trainer, {"W_in": 1.0, "W": 0.4, "W_out": 0.5}, seed=0)
+    batch = trainer.draw_batch()
+    w_in, w, w_out = rnn_maths(trainer.params)
+    x0 = batch.x0.numpy()
+    runs = [closed_loop_by_hand(DI_A, DI_B, DI_C, x0[b], w_in, w, w_out, 1.0, np.tanh, 8)
+            for b in range(3)]
+    xs = np.stack([r[0] for r in runs])
+    us = np.stack([r[1] for r in runs])
+    state_term = sum(np.mean(xs[:, t] ** 2) for t in range(8))
+    control_term = sum(0.005 * np.sum(us[:, t] ** 2) for t in range(8))
+    assert control_term > 1e-4 * state_term
+    expected = state_term + control_term
+    assert float_loss(trainer, batch) == pytest.approx(expected, rel=1e-10)
+
+
+def test_di_lowrank_closed_mean_loss():
+    trainer = Trainer(load_preset("di-lowrank-closed", overrides=SMALL))
+    set_params(trainer, {"m": 0.5, "z": 0.5, "u": 0.6, "v": 0.6}, seed=1)
+    batch = trainer.draw_batch()
+    x0 = batch.x0.numpy()
+    assert np.abs(x0).max() <= 2.0 and np.abs(x0).max() > 1.0
+    p = {k: v.detach().numpy() for k, v in trainer.params.items()}
+    w = p["u"] @ p["v"].T
+    w_in, w_out = p["m"], p["z"]
+    xs = np.stack([closed_loop_by_hand(DI_A, DI_B, DI_C, x0[b], w_in, w, w_out, 1.0,
+                                       lambda a: a, 8)[0] for b in range(3)])
+    expected = np.mean(xs[:, :8] ** 2)
+    assert float_loss(trainer, batch) == pytest.approx(expected, rel=1e-10)
+
+
+def reference_by_hand(phases, steps):
+    freqs = [[0.1, 0.3], [0.2, 0.4]]
+    reference = np.zeros((phases.shape[0], steps, 2))
+    for b in range(phases.shape[0]):
+        for i in range(steps):
+            t = i * 0.1
+            ramp = min(max(t / 1.0, 0.0), 1.0)
+            for axis in range(2):
+                reference[b, i, axis] = ramp * sum(
+                    2.31 * np.cos(2 * np.pi * freqs[axis][k] * t + phases[b, axis, k])
+                    for k in range(2))
+    return reference
+
+
+@pytest.mark.parametrize("w_out_scale", [0.5, 300.0])
+def test_tracking_closed_loss(w_out_scale):
+    steps = 12
+    overrides = ["agent.size=6", "task.batch_size=3", f"task.steps={steps}",
+                 "training.dtype=float64"]
+    trainer = Trainer(load_preset("tracking-closed", overrides=overrides))
+    set_params(trainer, {"W_in": 0.5, "W": 0.3, "W_out": w_out_scale}, seed=2)
+    batch = trainer.draw_batch()
+    phases = batch.phases.numpy()
+    assert phases.shape == (3, 2, 2)
+    assert np.all(np.abs(phases) <= np.pi)
+    reference = reference_by_hand(phases, steps)
+    np.testing.assert_allclose(batch.reference.numpy(), reference, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(batch.x0.numpy(), 0.0)
+    w_in, w, w_out = rnn_maths(trainer.params)
+    xs = np.stack([closed_loop_by_hand(PM_A, PM_B, PM_C, np.zeros(4), w_in, w, w_out, 0.1,
+                                       lambda a: a, steps, reference[b], clamp=10.0)[0]
+                   for b in range(3)])
+    if w_out_scale > 1:
+        assert np.any(np.abs(xs) == 10.0)
+    else:
+        assert np.abs(xs).max() < 10.0
+    error = 0.0
+    for i in range(steps):
+        error += 0.1 * (np.mean((xs[:, i + 1, 0] - reference[:, i, 0]) ** 2)
+                        + np.mean((xs[:, i + 1, 2] - reference[:, i, 1]) ** 2))
+    expected = error / steps
+    assert float_loss(trainer, batch) == pytest.approx(expected, rel=1e-10)
+
+
+def teacher_from_seed(config, seed):
+    closed = load_preset("di-tanh-closed", overrides=SMALL, seed=seed)
+    source = Trainer(closed)
+    return Teacher(source="test", agent_config=config.agent.model_dump_json(),
+                   parameters=source.parameters_numpy())
+
+
+def white_noise_outputs(w_in, w, w_out, inputs):
+    h = np.zeros(w.shape[0])
+    us = []
+    for t in range(inputs.shape[0]):
+        h = np.tanh(w @ h + w_in @ inputs[t])
+        us.append(w_out @ h)
+    return np.array(us)
+
+
+def test_white_noise_imitation_loss():
+    config = load_preset("di-tanh-open", overrides=SMALL)
+    teacher = teacher_from_seed(config, seed=5)
+    trainer = Trainer(config, teacher=teacher)
+    batch = trainer.draw_batch()
+    inputs = batch.inputs.numpy()
+    assert inputs.shape == (3, 8, 1)
+    tp = teacher.parameters
+    teacher_w = (tp["W_in"].T, tp["W"].T, tp["W_out"].T)
+    student_w = rnn_maths(trainer.params)
+    assert not np.allclose(teacher_w[1], student_w[1])
+    u_student = np.stack([white_noise_outputs(*student_w, inputs[b]) for b in range(3)])
+    u_teacher = np.stack([white_noise_outputs(*teacher_w, inputs[b]) for b in range(3)])
+    expected = sum(np.mean(np.sum((u_student[:, t] - u_teacher[:, t]) ** 2, axis=-1))
+                   for t in range(8))
+    assert expected > 0
+    assert float_loss(trainer, batch) == pytest.approx(expected, rel=1e-10)
+
+
+def test_white_noise_imitation_of_itself_is_exactly_zero():
+    config = load_preset("di-tanh-open", overrides=SMALL)
+    student = Trainer(config, teacher=teacher_from_seed(config, seed=5))
+    teacher = Teacher(source="test", agent_config=config.agent.model_dump_json(),
+                      parameters=student.parameters_numpy())
+    trainer = Trainer(config, teacher=teacher)
+    batch = trainer.draw_batch()
+    loss = trainer.loss(batch)
+    loss.backward()
+    assert float(loss.detach()) == 0.0
+    for name in ("W_in", "W", "W_out"):
+        grad = trainer.params[name].grad
+        assert grad is not None
+        assert torch.count_nonzero(grad) == 0

@@ -1,0 +1,204 @@
+"""Training loop: determinism, resume after interruption and SIGKILL, divergence, recording."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from closedloop.gains import effective_gains
+from closedloop.sources import load_initial_parameters, load_teacher
+from closedloop.store import load_run, partial_dir
+from closedloop.training import OutputExistsError, Trainer, train
+from tests.conftest import SMALL, small_config
+
+
+def _datasets(path: Path) -> dict[str, np.ndarray]:
+    out = {}
+    with h5py.File(path, "r") as handle:
+        handle.visititems(lambda name, obj: out.__setitem__(name, obj[()])
+                          if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Every dataset of two run files is bit-identical (NaN where NaN)."""
+    left, right = _datasets(a), _datasets(b)
+    assert left.keys() == right.keys()
+    for name in left:
+        assert left[name].dtype == right[name].dtype, name
+        np.testing.assert_array_equal(left[name], right[name], err_msg=name)
+
+
+def test_same_seed_same_bits(tmp_path, tiny_config):
+    train(tiny_config, tmp_path / "a.h5")
+    train(tiny_config, tmp_path / "b.h5")
+    assert_same_run(tmp_path / "a.h5", tmp_path / "b.h5")
+
+
+def test_different_seed_differs(tmp_path):
+    train(small_config(seed=0), tmp_path / "a.h5")
+    train(small_config(seed=1), tmp_path / "b.h5")
+    a, b = load_run(tmp_path / "a.h5"), load_run(tmp_path / "b.h5")
+    assert not np.array_equal(a.parameters(0)["W"], b.parameters(0)["W"])
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("preset", ["di-tanh-closed", "tracking-closed"])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, preset):
+    extra = ("task.steps=30",) if preset == "tracking-closed" else ()
+    config = small_config(preset, epochs=11, extra=extra)
+    train(config, tmp_path / "whole.h5")
+
+    def stop_at_7(record):
+        if record.epoch == 7:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(config, tmp_path / "cut.h5", progress=stop_at_7)
+    assert not (tmp_path / "cut.h5").exists()
+    assert partial_dir(tmp_path / "cut.h5").is_dir()
+    result = train(config, tmp_path / "cut.h5", resume=True)
+    assert result.status == "complete"
+    assert not partial_dir(tmp_path / "cut.h5").exists()
+    assert_same_run(tmp_path / "whole.h5", tmp_path / "cut.h5")
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    """A real `closedloop train` process killed with SIGKILL mid-run resumes bit for bit."""
+    args = ["train", "di-tanh-closed", "--epochs", "150", "--quiet", "--seed", "3"]
+    for setting in SMALL:
+        args += ["--set", setting]
+    command = [sys.executable, "-m", "closedloop.cli", *args]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    subprocess.run([*command, "--out", str(tmp_path / "whole.h5")], check=True, env=env)
+
+    cut = tmp_path / "cut.h5"
+    process = subprocess.Popen([*command, "--out", str(cut)], env=env)
+    folder = partial_dir(cut)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if folder.is_dir() and len(list(folder.glob("segment-*.npz"))) >= 5:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not cut.exists(), "killed too late: the run had finished"
+    with pytest.raises(Exception, match="incomplete"):
+        load_run(cut)
+    subprocess.run([*command, "--out", str(cut), "--resume"], check=True, env=env)
+    assert_same_run(tmp_path / "whole.h5", cut)
+
+
+def test_divergence_is_recorded_not_raised(tmp_path):
+    config = small_config(epochs=50, extra=("training.lr=1000", "training.clip_norm=null"))
+    result = train(config, tmp_path / "bad.h5")
+    assert result.status == "diverged"
+    run = load_run(tmp_path / "bad.h5")
+    assert run.status == "diverged"
+    assert run.diverged_epoch == result.diverged_epoch
+    assert run.last_epoch == run.diverged_epoch
+    assert run.diverged_epoch in run.snapshot_epochs
+    assert np.isfinite(run.metrics["train_loss"][0])
+
+
+def test_snapshot_schedule_and_metrics_lengths(tmp_path):
+    config = small_config(epochs=10, extra=("recording.snapshot_every=3",))
+    train(config, tmp_path / "run.h5")
+    run = load_run(tmp_path / "run.h5")
+    assert run.snapshot_epochs.tolist() == [0, 3, 6, 9, 10]
+    assert run.epochs.tolist() == list(range(11))
+    for name in ("train_loss", "test_loss", "grad_norm", "spectral_radius"):
+        assert run.metrics[name].shape == (11,)
+    assert run.metrics["gains"].shape == (11, 1, 2)
+    assert run.coupled_eigenvalues.shape == (11, 2 + 8)
+    assert np.all(np.diff(np.abs(run.coupled_eigenvalues), axis=1) <= 1e-12)
+    assert np.isnan(run.metrics["grad_norm"][0]) and np.isfinite(run.metrics["grad_norm"][1:]).all()
+    with pytest.raises(Exception, match="no parameter snapshot at epoch 4"):
+        run.parameters(4)
+
+
+def test_epoch_zero_records_initial_parameters_without_update(tmp_path, tiny_config):
+    trainer = Trainer(tiny_config)
+    initial = trainer.parameters_numpy()
+    train(tiny_config, tmp_path / "run.h5")
+    run = load_run(tmp_path / "run.h5")
+    for name, value in initial.items():
+        np.testing.assert_array_equal(run.parameters(0)[name], value)
+    assert np.isfinite(run.metrics["train_loss"][0])  # the paper's epoch 0: loss, no update
+    assert not np.array_equal(run.parameters(1)["W"], initial["W"])
+
+
+def test_recorded_quantities_match_independent_computations(tmp_path, tiny_config):
+    """Test loss, gains and eigenvalues in the file equal recomputations from the snapshot."""
+    train(tiny_config, tmp_path / "run.h5")
+    run = load_run(tmp_path / "run.h5")
+    params = run.parameters(5)
+    trainer = Trainer(tiny_config, params)
+    with torch.no_grad():
+        from closedloop.rollout import rollout
+        traj = rollout(trainer.plant, trainer.agent, trainer.params,
+                       steps=tiny_config.test_steps, x0=trainer.test_batch.x0)
+    states = traj.states.double().numpy()
+    expected_loss = float((states[:, :-1] ** 2).mean())
+    assert run.metrics["test_loss"][5] == pytest.approx(expected_loss, rel=1e-6)
+    np.testing.assert_allclose(run.metrics["gains"][5],
+                               effective_gains(states, traj.controls.double().numpy()),
+                               rtol=1e-6)
+    w_maths = params["W"].astype(np.float64).T
+    expected = np.sort(np.abs(np.linalg.eigvals(w_maths)))[::-1]
+    np.testing.assert_allclose(np.abs(run.recurrent_eigenvalues[5]), expected, atol=1e-10)
+
+
+def test_effective_gains_of_a_static_gain_are_its_gain(tmp_path):
+    config = small_config(extra=("agent.kind=static_gain", "agent.gain=[[-0.3, -0.9]]",
+                                 "agent.init={}", "agent.trainable={}",
+                                 "loss.kind=per_sample", "loss.control_cost=1.0"), epochs=0)
+    trainer = Trainer(config)
+    np.testing.assert_allclose(trainer.evaluate()["gains"], [[-0.3, -0.9]], atol=1e-6)
+
+
+def test_open_loop_student_starts_from_init_and_stores_teacher(tmp_path):
+    closed = tmp_path / "closed.h5"
+    train(small_config(epochs=6), closed)
+    initial, _ = load_initial_parameters(f"{closed}@0")
+    teacher = load_teacher(str(closed), Trainer(small_config()).plant)
+    config = small_config("di-tanh-open", epochs=4)
+    train(config, tmp_path / "open.h5", initial=initial, teacher=teacher)
+    run, source = load_run(tmp_path / "open.h5"), load_run(closed)
+    for name in ("W_in", "W", "W_out"):
+        np.testing.assert_array_equal(run.parameters(0)[name], source.parameters(0)[name])
+        np.testing.assert_array_equal(run.teacher.parameters[name], source.parameters(6)[name])
+    assert run.teacher.source == f"{closed}@6"
+
+
+def test_teacher_driven_plant_with_lqr_teacher(tmp_path):
+    config = small_config("di-tanh-open-plant", epochs=3)
+    teacher = load_teacher("lqr", Trainer(small_config()).plant)
+    result = train(config, tmp_path / "open.h5", teacher=teacher)
+    assert result.status == "complete"
+    run = load_run(tmp_path / "open.h5")
+    np.testing.assert_allclose(run.teacher.parameters["K"], [[-0.42208244, -1.24392885]],
+                               atol=1e-6)
+
+
+def test_existing_output_is_not_overwritten(tmp_path, tiny_config):
+    out = tmp_path / "run.h5"
+    train(tiny_config, out)
+    before = out.read_bytes()
+    with pytest.raises(OutputExistsError):
+        train(tiny_config, out)
+    assert out.read_bytes() == before
+    train(tiny_config, out, overwrite=True)
+    assert load_run(out).status == "complete"
