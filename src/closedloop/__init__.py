@@ -11,9 +11,23 @@ Example
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING, Any
+
 from closedloop.config import RunConfig, load_preset, preset_names
 from closedloop.store import Run, load_run
-from closedloop.training import Trainer, train
+
+if TYPE_CHECKING:
+    from closedloop.training import Trainer, train
 
 __all__ = ["Run", "RunConfig", "Trainer", "__version__", "load_preset", "load_run",
            "preset_names", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    # training needs PyTorch; importing it lazily keeps `closedloop inspect` and
+    # `closedloop presets` quick
+    if name in ("Trainer", "train"):
+        from closedloop import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'closedloop' has no attribute {name!r}")

@@ -37,10 +37,8 @@ from rich.table import Table
 from closedloop import __version__
 from closedloop.config import load_preset, preset_dict, preset_names
 from closedloop.errors import ClosedLoopError, ConfigError
-from closedloop.plants import plant_from_config
 from closedloop.sources import load_initial_parameters, load_teacher, parse_run_reference
 from closedloop.store import EpochRecord, Run, load_run
-from closedloop.training import train
 
 err_console = Console(stderr=True)
 
@@ -103,6 +101,9 @@ def train_command(preset: str, out: Path | None, seed: int, epochs: int | None,
       closedloop train di-tanh-open --init-from runs/closed.h5@0 \\
           --teacher runs/closed.h5 --out runs/open.h5 --seed 0
     """
+    from closedloop.plants import plant_from_config
+    from closedloop.training import train
+
     settings = list(overrides)
     if device is not None:
         settings.append(f"training.device={device}")

@@ -17,13 +17,17 @@ Example
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from closedloop.config import AgentConfig
 from closedloop.errors import ConfigError
 from closedloop.gains import lqr_gain
-from closedloop.plants import LinearPlant
 from closedloop.store import Teacher, load_run
+
+if TYPE_CHECKING:
+    from closedloop.plants import LinearPlant
 
 
 def parse_run_reference(text: str, default_epoch: int | str = "last") -> tuple[str, int | str]:

@@ -51,7 +51,6 @@ from typing import Any
 
 import h5py
 import numpy as np
-import torch
 
 from closedloop import __version__
 from closedloop.config import RunConfig, config_from_json
@@ -197,6 +196,8 @@ class RunWriter:
         state = None
         last_saved = -1
         if checkpoint.exists():
+            import torch
+
             try:
                 raw = torch.load(checkpoint, weights_only=True, map_location="cpu")
             except Exception as exc:
@@ -241,6 +242,8 @@ class RunWriter:
             _save_npz(self.folder / f"segment-{first:09d}-{last:09d}.npz",
                       _pack(self._buffer))
             self._buffer = []
+
+        import torch
 
         def write(tmp: Path) -> None:
             torch.save({"next_epoch": state.next_epoch, "trainer_state": state.trainer_state},
