@@ -303,7 +303,6 @@ def _write_h5(handle: h5py.File, config: RunConfig, segments: list[Path],
     handle.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     handle.attrs["diverged_epoch"] = -1 if diverged_epoch is None else diverged_epoch
     total = sum(_segment_range(s)[1] - _segment_range(s)[0] + 1 for s in segments)
-    first = _load_npz(segments[0]) if segments else None
     datasets: dict[str, h5py.Dataset] = {}
 
     def dataset(name: str, sample: np.ndarray, rows: int) -> h5py.Dataset:
@@ -312,7 +311,7 @@ def _write_h5(handle: h5py.File, config: RunConfig, segments: list[Path],
                                                    dtype=sample.dtype)
         return datasets[name]
 
-    if first is not None:
+    if segments:
         snapshot_rows = 0
         for segment in segments:
             with np.load(segment, allow_pickle=False) as data:

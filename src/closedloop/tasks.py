@@ -96,13 +96,10 @@ def draw_phases(task: TaskConfig, batch_size: int, generator: torch.Generator) -
 
 def sample_batch(task: TaskConfig, n_states: int, generator: torch.Generator, *,
                  batch_size: int | None = None, steps: int | None = None, dt: float = 0.1,
-                 initial_state_range: float | None = None, input_size: int = 0,
-                 input_std: float = 1.0) -> Batch:
+                 initial_state_range: float | None = None) -> Batch:
     """Draw one batch of episodes (float64; cast with :meth:`Batch.to`).
 
     Regulation: x0 ~ U(-a, a)^n_x. Tracking: x0 = 0 and a reference from fresh phases.
-    With ``input_size`` > 0, also white-noise inputs N(0, input_std^2) of shape
-    (batch, steps, input_size) for open-loop training.
     """
     batch_size = batch_size or task.batch_size
     steps = steps or task.steps
@@ -117,7 +114,13 @@ def sample_batch(task: TaskConfig, n_states: int, generator: torch.Generator, *,
         x0 = (torch.rand(batch_size, n_states, generator=generator, dtype=torch.float64) * 2
               - 1) * bound
         batch = Batch(x0=x0)
-    if input_size:
-        batch.inputs = torch.randn(batch_size, steps, input_size, generator=generator,
-                                   dtype=torch.float64) * input_std
     return batch
+
+
+def white_noise_batch(batch_size: int, steps: int, input_size: int, std: float,
+                      generator: torch.Generator) -> Batch:
+    """White-noise inputs y_t ~ N(0, std^2), (batch, steps, input_size), for open-loop
+    imitation (SPEC 2); there is no plant state, so ``x0`` is empty."""
+    inputs = torch.randn(batch_size, steps, input_size, generator=generator,
+                         dtype=torch.float64) * std
+    return Batch(x0=torch.zeros(batch_size, 0, dtype=torch.float64), inputs=inputs)

@@ -45,7 +45,7 @@ from closedloop.losses import control_objective, evaluation_cost, imitation_cost
 from closedloop.plants import plant_from_config
 from closedloop.rollout import Trajectory, rollout
 from closedloop.store import CheckpointState, EpochRecord, RunWriter, Teacher, partial_dir
-from closedloop.tasks import Batch, sample_batch
+from closedloop.tasks import Batch, sample_batch, white_noise_batch
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _THREADPOOLS = ThreadpoolController()
@@ -148,10 +148,9 @@ class Trainer:
         config = self.config
         white_noise = config.training.mode == "open_white_noise"
         if white_noise:
-            inputs = torch.randn(config.task.batch_size, config.task.steps, self.agent.n_inputs,
-                                 generator=self.generator, dtype=torch.float64)
-            batch = Batch(x0=torch.zeros(config.task.batch_size, 0, dtype=torch.float64),
-                          inputs=inputs * config.training.input_noise_std)
+            batch = white_noise_batch(config.task.batch_size, config.task.steps,
+                                      self.agent.n_inputs, config.training.input_noise_std,
+                                      self.generator)
         else:
             batch = sample_batch(config.task, self.plant.n_states, self.generator,
                                  dt=self.plant.dt)
