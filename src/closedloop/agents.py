@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -282,6 +283,73 @@ class LowRankRNN(RNNAgent):
         return {"W_in": params["m"].T, "W": recurrent, "W_out": params["z"].T}
 
 
+OVERLAP_NAMES = ("s_zm", "s_zu", "s_vm", "s_vu")
+
+
+def order_parameters(params: Mapping[str, Any]) -> dict[str, float]:
+    """The four overlaps of a rank-1 low-rank network (SPEC 3.1), from its m, z, u, v.
+
+    sigma_zm = z.m, sigma_zu = z.u, sigma_vm = v.m, sigma_vu = v.u.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> p = {"m": np.array([[1.0], [0.0]]), "z": np.array([[2.0, 3.0]]),
+    ...      "u": np.array([[0.0], [1.0]]), "v": np.array([[0.5], [0.25]])}
+    >>> order_parameters(p)
+    {'s_zm': 2.0, 's_zu': 3.0, 's_vm': 0.5, 's_vu': 0.25}
+    """
+    m, z, u, v = (np.asarray(params[k], dtype=np.float64) for k in ("m", "z", "u", "v"))
+    if m.shape[1] != 1 or z.shape[0] != 1 or u.shape[1] != 1:
+        raise ShapeError("order parameters are defined for one input, one output and rank 1")
+    m, z, u, v = m[:, 0], z[0], u[:, 0], v[:, 0]
+    return {"s_zm": float(z @ m), "s_zu": float(z @ u), "s_vm": float(v @ m),
+            "s_vu": float(v @ u)}
+
+
+@dataclass
+class OverlapModel(RNNAgent):
+    """The reduced rank-1 model of SPEC 3.1, trained directly on its four order parameters.
+
+    With W = u v^T, input m and readout z, h stays in span{m, u}: h = k_m m + k_u u. The
+    coordinates (k_m, k_u) form a 2-unit linear RNN with row-layout weights
+
+        W_in = [[1, 0]],   W = [[0, s_vm], [0, s_vu]],   W_out = [[s_zm], [s_zu]]
+
+    so it runs through the same rollout, and its coupled matrix is exactly P_eff. It is exact
+    for a linear, dt = tau, rank-1, g = 0 network read through one input and one output.
+    Initial parameters may be given as overlaps or as a low-rank network's m, z, u, v.
+    """
+
+    initial_overlaps: list[float] | None = None
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict.fromkeys(OVERLAP_NAMES, ())
+
+    def init_params(self, generator: torch.Generator, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str = "cpu") -> Params:
+        if self.initial_overlaps is None:
+            raise ConfigError("an overlaps agent needs agent.overlaps=[s_zm, s_zu, s_vm, s_vu] "
+                              "or --init-from a rank-1 low-rank run")
+        return self.to_tensors(dict(zip(OVERLAP_NAMES, self.initial_overlaps, strict=True)),
+                               dtype, device)
+
+    def to_tensors(self, arrays: Mapping[str, object], dtype: torch.dtype = torch.float32,
+                   device: torch.device | str = "cpu") -> Params:
+        if {"m", "z", "u", "v"} <= set(arrays):
+            if "W_rand" in arrays:
+                raise ShapeError("the reduced model is exact only without a random part (g = 0)")
+            arrays = order_parameters(arrays)
+        return super().to_tensors(arrays, dtype, device)
+
+    def prepare(self, params: Params) -> Params:
+        s_zm, s_zu, s_vm, s_vu = (params[k] for k in OVERLAP_NAMES)
+        zero, one = torch.zeros_like(s_zm), torch.ones_like(s_zm)
+        return {"W_in": torch.stack([one, zero])[None, :],
+                "W": torch.stack([torch.stack([zero, s_vm]), torch.stack([zero, s_vu])]),
+                "W_out": torch.stack([s_zm, s_zu])[:, None]}
+
+
 @dataclass
 class StaticGain:
     """The static-gain policy u = K x on the full plant state (no memory).
@@ -370,6 +438,13 @@ def build_agent(config: AgentConfig, n_inputs: int, n_outputs: int, n_states: in
                   activation=config.activation, dt=config.dt, tau=config.tau,
                   bias=config.bias, output_bias=config.output_bias, init=dict(config.init),
                   trainable=dict(config.trainable))
+    if config.kind == "overlaps":
+        if (n_inputs, n_outputs) != (1, 1) or config.activation != "linear" or \
+                config.dt != config.tau:
+            raise ConfigError("the overlaps agent is the reduced model of a linear rank-1 "
+                              "network with dt = tau, one input and one output")
+        common.update(size=2, init={}, trainable=dict(config.trainable))
+        return OverlapModel(**common, initial_overlaps=config.overlaps)
     if config.kind == "lowrank":
         return LowRankRNN(**common, rank=config.rank, random_gain=config.random_gain,
                           prescribed_overlap=config.prescribed_overlap)

@@ -35,6 +35,7 @@ from rich.progress import (
 from rich.table import Table
 
 from closedloop import __version__
+from closedloop.analysis import summarize_run
 from closedloop.config import load_preset, preset_dict, preset_names
 from closedloop.errors import ClosedLoopError, ConfigError
 from closedloop.sources import load_initial_parameters, load_teacher, parse_run_reference
@@ -193,49 +194,76 @@ def inspect(run_path: Path, as_json: bool) -> None:
       closedloop inspect runs/open.h5 --json > open.json
     """
     run = load_run(run_path)
-    summary = run_summary(run)
+    summary = summarize_run(run)
     if as_json:
         click.echo(json.dumps(summary, allow_nan=False))
         return
     _print_summary(run, summary)
 
 
-def _finite_list(values: np.ndarray) -> list[Any]:
-    def clean(v: Any) -> Any:
-        if isinstance(v, list):
-            return [clean(x) for x in v]
-        return v if isinstance(v, float) and math.isfinite(v) else (
-            None if isinstance(v, float) else v)
-    return clean(np.asarray(values, dtype=np.float64).tolist())
+@cli.command()
+@click.argument("run_path", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--window", type=click.IntRange(1, 10_000), default=5, show_default=True,
+              help="Stage-1 detector: epochs averaged.")
+@click.option("--growth-threshold", type=click.FloatRange(0, 10, min_open=True), default=0.01,
+              show_default=True,
+              help="Stage-1 detector: relative growth of Im(lambda) per epoch called settled.")
+def analyze(run_path: Path, as_json: bool, window: int, growth_threshold: float) -> None:
+    """Stages, stabilisation, unit-circle crossings and (rank-1 runs) order parameters of a
+    run, read from the spectrum of the coupled matrix P.
+
+    \b
+    Example:
+      closedloop analyze runs/lowrank.h5
+      closedloop analyze runs/closed.h5 --json > closed-analysis.json
+    """
+    from closedloop.analysis import analyze_run
+
+    run = load_run(run_path)
+    report = analyze_run(run, window=window, growth_threshold=growth_threshold)
+    if as_json:
+        click.echo(json.dumps(report, allow_nan=False))
+        return
+    _print_analysis(report)
 
 
-def run_summary(run: Run) -> dict[str, Any]:
-    """The JSON summary ``inspect --json`` prints."""
-    metrics = run.metrics
-    final = run.coupled_eigenvalues[-1] if len(run.coupled_eigenvalues) else np.zeros(0)
-    final = final[np.isfinite(final)][:6]
-    summary: dict[str, Any] = {
-        "path": str(run.path),
-        "preset": run.config.preset,
-        "seed": run.config.seed,
-        "status": run.status,
-        "diverged_epoch": run.diverged_epoch,
-        "epochs": run.last_epoch,
-        "mode": run.config.training.mode,
-        "teacher": run.teacher.source if run.teacher else None,
-        "init_from": run.config.init_from,
-        "epoch": metrics["epoch"].tolist(),
-        "train_loss": _finite_list(metrics["train_loss"]),
-        "test_loss": _finite_list(metrics["test_loss"]),
-        "grad_norm": _finite_list(metrics["grad_norm"]),
-        "spectral_radius": _finite_list(metrics["spectral_radius"]),
-        "stabilization_epoch": run.stabilization_epoch,
-        "final_eigenvalues": [[float(v.real), float(v.imag)] for v in final],
-    }
-    if "gains" in metrics:
-        gains = metrics["gains"]
-        summary["gains"] = _finite_list(gains[:, 0, :] if gains.shape[1] == 1 else gains)
-    return summary
+def _print_analysis(report: dict[str, Any]) -> None:
+    console = Console()
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("run", f"{report['path']} ({report['preset']}, seed {report['seed']}, "
+                         f"epochs 0..{report['epochs']}, {report['status']})")
+    for name, label in (("stage1_end", "stage 1 ends"), ("stage2_end", "stage 2 ends")):
+        boundary = report["boundary_losses"][name]
+        if boundary is None:
+            table.add_row(label, "not reached")
+        else:
+            table.add_row(label, f"epoch {boundary['epoch']} (train loss "
+                                 f"{_fmt(boundary['train_loss'] or math.nan)}, test loss "
+                                 f"{_fmt(boundary['test_loss'] or math.nan)})")
+    stabilization = report["stabilization_epoch"]
+    table.add_row("stabilisation", "never" if stabilization is None else f"epoch {stabilization}")
+    merges = report["merges"]
+    table.add_row("merges", ", ".join(f"epoch {m['epoch']} -> {_complex(m['eigenvalue'])}"
+                                      for m in merges[:6]) or "none")
+    crossings = report["crossings"]
+    shown = ", ".join(f"{c['epoch']} {c['direction']}" for c in crossings[:12])
+    more = f" (+{len(crossings) - 12} more)" if len(crossings) > 12 else ""
+    table.add_row("crossings", (shown + more) or "none")
+    table.add_row("final eig(P)", ", ".join(_complex(v) for v in report["final_eigenvalues"]))
+    if "order_parameters" in report:
+        order = report["order_parameters"]
+        for name in ("s_zm", "s_zu", "s_vm", "s_vu"):
+            values = order[name]
+            table.add_row(name, f"{values[0]:+.4f} (epoch {order['epoch'][0]}) -> "
+                                f"{values[-1]:+.4f} (epoch {order['epoch'][-1]})")
+    console.print(table)
+
+
+def _complex(pair: list[float]) -> str:
+    return f"{pair[0]:+.4f}{pair[1]:+.4f}j"
 
 
 def _print_summary(run: Run, summary: dict[str, Any]) -> None:
@@ -260,6 +288,8 @@ def _print_summary(run: Run, summary: dict[str, Any]) -> None:
                             f"{_fmt(run.metrics['spectral_radius'][-1])}"),
         ("stabilisation", f"epoch {summary['stabilization_epoch']}"
          if summary["stabilization_epoch"] is not None else "never (rho(P) >= 1 at the end)"),
+        ("stages", f"stage 1 ends at epoch {summary['stages']['stage1_end']}, stage 2 at "
+                   f"{summary['stages']['stage2_end']} (see closedloop analyze)"),
     ]
     if "gains" in run.metrics:
         gains = run.metrics["gains"][-1]

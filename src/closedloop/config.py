@@ -30,6 +30,7 @@ PARAMETER_NAMES: dict[str, tuple[str, ...]] = {
     "rnn": ("W_in", "W", "W_out", "b", "b_out"),
     "lowrank": ("m", "z", "u", "v", "W_rand"),
     "static_gain": ("K",),
+    "overlaps": ("s_zm", "s_zu", "s_vm", "s_vu"),
 }
 """Parameter names of each agent kind (``b`` and ``b_out`` exist only when biases are on,
 ``W_rand`` only when ``random_gain`` > 0; it is never trained)."""
@@ -95,12 +96,15 @@ class AgentConfig(_Strict):
     """The controller (SPEC 1.2).
 
     ``rnn``: continuous-time rate RNN, Euler-discretised; ``lowrank``: linear RNN with
-    W = U V^T + random_gain * W_rand; ``static_gain``: u = K x on the full state.
+    W = U V^T + random_gain * W_rand; ``static_gain``: u = K x on the full state (initial
+    ``gain``); ``overlaps``: the reduced rank-1 model of SPEC 3.1 trained directly on its four
+    order parameters (initial ``overlaps`` = [s_zm, s_zu, s_vm, s_vu], or ``--init-from`` a
+    low-rank run).
     ``init`` and ``trainable`` are keyed by parameter name (``W_in``, ``W``, ``W_out`` for
     ``rnn``; ``m``, ``z``, ``u``, ``v`` for ``lowrank``; ``K`` for ``static_gain``).
     """
 
-    kind: Literal["rnn", "lowrank", "static_gain"] = "rnn"
+    kind: Literal["rnn", "lowrank", "static_gain", "overlaps"] = "rnn"
     size: int = Field(100, ge=1, le=100_000)
     activation: Literal["tanh", "relu", "linear"] = "tanh"
     dt: float = Field(1.0, gt=0, le=1e3)
@@ -111,6 +115,7 @@ class AgentConfig(_Strict):
     random_gain: float = Field(0.0, ge=0, le=1e3)
     prescribed_overlap: float | None = Field(None, ge=-1e3, le=1e3)
     gain: list[list[float]] | None = None
+    overlaps: list[float] | None = Field(None, min_length=4, max_length=4)
     init: dict[str, InitSpec] = Field(default_factory=dict)
     trainable: dict[str, bool] = Field(default_factory=dict)
 

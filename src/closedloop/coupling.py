@@ -26,9 +26,11 @@ Example
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from closedloop.agents import Linearisation, activation_slope
+from closedloop.agents import Agent, Linearisation, Params, activation_slope
 from closedloop.plants import LinearPlant
+from closedloop.rollout import agent_observation
 
 
 def coupled_matrix(plant: LinearPlant, lin: Linearisation) -> np.ndarray:
@@ -93,3 +95,71 @@ def spectral_radius(matrices: np.ndarray) -> np.ndarray | float:
     """max |eig| of (a stack of) square matrices."""
     values = np.abs(np.linalg.eigvals(matrices))
     return values.max(axis=-1) if values.shape[-1] else np.zeros(values.shape[:-1])
+
+
+def one_step_map(plant: LinearPlant, agent: Agent, params: Params, x: torch.Tensor,
+                 hidden: torch.Tensor, reference: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The closed-loop map (x_t, h_t) -> (x_{t+1}, h_{t+1}) of the rollout for t >= 1:
+    u_t = W_out h_t (+ b_out), x_{t+1} = A x_t + B u_t, then the agent reads x_{t+1} (and the
+    reference, if any). A static gain has no hidden state: u_t = K x_t.
+
+    ``x`` is (n_x,) or (batch, n_x), ``hidden`` (N,) or (batch, N).
+    """
+    prepared = agent.prepare(params)
+    if agent.reads_state:
+        _, u = agent.step(prepared, hidden, x)
+        return plant.step(x, u), hidden
+    x_next = plant.step(x, agent.output(prepared, hidden))
+    hidden_next, _ = agent.step(prepared, hidden,
+                                agent_observation(agent, plant, x_next, reference))
+    return x_next, hidden_next
+
+
+def coupled_jacobian(plant: LinearPlant, agent: Agent, params: Params, x: torch.Tensor,
+                     hidden: torch.Tensor, reference: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+    """Jacobian of :func:`one_step_map` with respect to s = (x, h), by autograd, batched.
+
+    For a tanh (or linear) network at the origin it equals :func:`coupled_matrix`; at other
+    operating points it is the local P of the nonlinear loop (SPEC 3).
+
+    Parameters
+    ----------
+    x, hidden
+        (batch, n_x) and (batch, N) operating points (or unbatched (n_x,), (N,)).
+    reference
+        (batch, n_ref) reference inputs at the next step, for tracking networks.
+
+    Returns
+    -------
+    torch.Tensor
+        (batch, n_x + N, n_x + N) (or unbatched).
+
+    Example
+    -------
+    >>> import torch
+    >>> from closedloop.agents import StaticGain
+    >>> from closedloop.plants import double_integrator
+    >>> gain = StaticGain(2, 1)
+    >>> params = gain.to_tensors({"K": [[-0.5, -1.0]]}, torch.float64)
+    >>> coupled_jacobian(double_integrator(), gain, params, torch.zeros(2, dtype=torch.float64),
+    ...                  torch.zeros(0, dtype=torch.float64)).tolist()
+    [[1.0, 1.0], [-0.5, 0.0]]
+    """
+    from torch.func import jacrev, vmap
+
+    n_x = x.shape[-1]
+    detached = {k: v.detach() for k, v in params.items()}
+
+    def step(state: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor:
+        x_next, hidden_next = one_step_map(plant, agent, detached, state[:n_x], state[n_x:],
+                                           ref)
+        return torch.cat((x_next, hidden_next))
+
+    state = torch.cat((x, hidden), dim=-1)
+    if state.ndim == 1:
+        return jacrev(step)(state, reference)
+    if reference is None:
+        return vmap(jacrev(lambda s: step(s, None)))(state)
+    return vmap(jacrev(step))(state, reference)

@@ -64,8 +64,10 @@ class Trajectory:
     hidden: torch.Tensor | None = None
 
 
-def _observation(agent: Agent, plant: LinearPlant, x: torch.Tensor,
-                 reference_t: torch.Tensor | None) -> torch.Tensor:
+def agent_observation(agent: Agent, plant: LinearPlant, x: torch.Tensor,
+                      reference_t: torch.Tensor | None) -> torch.Tensor:
+    """What ``agent`` reads at state x: C x (then the reference, if any), or x for a static
+    gain."""
     if agent.reads_state:
         return x
     y = plant.observe(x)
@@ -139,8 +141,8 @@ def rollout(plant: LinearPlant | None, agent: Agent, params: Params, *,
             observation = teacher_observation = inputs[:, t]
         else:
             r_t = None if reference is None else reference[:, t]
-            observation = _observation(agent, plant, x, r_t)
-            teacher_observation = (_observation(teacher, plant, x, r_t)
+            observation = agent_observation(agent, plant, x, r_t)
+            teacher_observation = (agent_observation(teacher, plant, x, r_t)
                                    if teacher is not None else None)
         if t == 0 and zero_first_control:
             u = u_teacher = zero_control
