@@ -89,7 +89,8 @@ class SpectralEvent:
 
     ``kind`` is ``"crossing"`` (``direction`` ``"in"``: into the unit disc; ``"out"``), or
     ``"merge"`` (a real pair became a complex pair) / ``"split"`` (the reverse). For a complex
-    pair only the member with positive imaginary part is reported.
+    pair only the member with positive imaginary part is reported. ``previous`` is the
+    trajectory's value one epoch before.
     """
 
     epoch: int
@@ -97,6 +98,7 @@ class SpectralEvent:
     eigenvalue: complex
     direction: str | None = None
     trajectory: int = -1
+    previous: complex | None = None
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict: epoch, kind, eigenvalue [re, im], direction."""
@@ -125,24 +127,45 @@ def spectral_events(tracked: np.ndarray, epochs: np.ndarray | None = None, *,
     events: list[SpectralEvent] = []
     modulus = np.abs(tracked)
     is_complex = np.abs(tracked.imag) > imag_tolerance
-    upper = tracked.imag > imag_tolerance
     for e in range(1, tracked.shape[0]):
         if not np.all(np.isfinite(tracked[e])):
             break
+        found: list[SpectralEvent] = []
         for j in range(tracked.shape[1]):
-            value = complex(tracked[e, j])
-            if is_complex[e, j] and not upper[e, j]:
-                continue  # the conjugate partner reports for the pair
+            value, previous = complex(tracked[e, j]), complex(tracked[e - 1, j])
             before, after = modulus[e - 1, j] >= 1.0, modulus[e, j] >= 1.0
             if before != after:
-                events.append(SpectralEvent(int(epochs[e]), "crossing", value,
-                                            "out" if after else "in", j))
-            if is_complex[e, j] != is_complex[e - 1, j]:
-                kind = "merge" if is_complex[e, j] else "split"
-                if kind == "split" and tracked[e - 1, j].imag < 0:
-                    continue
-                events.append(SpectralEvent(int(epochs[e]), kind, value, None, j))
+                found.append(SpectralEvent(int(epochs[e]), "crossing", value,
+                                           "out" if after else "in", j, previous))
+            if is_complex[e, j] and not is_complex[e - 1, j]:
+                found.append(SpectralEvent(int(epochs[e]), "merge", value, None, j, previous))
+            elif is_complex[e - 1, j] and not is_complex[e, j]:
+                found.append(SpectralEvent(int(epochs[e]), "split", value, None, j, previous))
+        events.extend(_one_per_pair(found, imag_tolerance))
     return events
+
+
+def _one_per_pair(found: list[SpectralEvent], imag_tolerance: float) -> list[SpectralEvent]:
+    """Drop the lower member's event when its conjugate partner has the same event (the upper
+    member reports for the pair); a member that crosses alone (e.g. while a real pair merges)
+    is kept. For a split, the members were conjugates one epoch before."""
+
+    def conjugates(a: complex | None, b: complex | None) -> bool:
+        return a is not None and b is not None and abs(a - b.conjugate()) <= 1e-9 * max(
+            1.0, abs(a))
+
+    kept = []
+    for event in found:
+        lower = (event.previous if event.kind == "split" else event.eigenvalue)
+        if lower is not None and lower.imag < -imag_tolerance and any(
+                other is not event and other.kind == event.kind
+                and other.direction == event.direction
+                and (conjugates(other.previous, event.previous) if event.kind == "split"
+                     else conjugates(other.eigenvalue, event.eigenvalue))
+                for other in found):
+            continue
+        kept.append(event)
+    return kept
 
 
 def crossings(tracked: np.ndarray, epochs: np.ndarray | None = None) -> list[SpectralEvent]:
@@ -178,9 +201,9 @@ def detect_stages(eigenvalues: np.ndarray, spectral_radius: np.ndarray | None = 
 
     Stage 2 ends at the stabilisation epoch. Stage 1 ends at the first epoch e such that the
     dominant eigenvalue is complex (|Im| > ``imag_tolerance``) at every epoch from
-    e - window + 1 up to stabilisation (or the end), and the relative growth of its imaginary
-    part per epoch, averaged over the ``window`` epochs ending at e, is below
-    ``growth_threshold``.
+    e - window up to stabilisation (or the end), and the relative growth of its imaginary
+    part per epoch, averaged over the ``window`` steps ending at e (from e - window to e), is
+    below ``growth_threshold``.
 
     Parameters
     ----------
