@@ -19,7 +19,7 @@ histories are handled in one call.
 
 Example
 -------
->>> roots = cubic_roots(s_zm=-0.04, s_zu=0.0, s_vm=0.0, s_vu=0.3)
+>>> roots = cubic_roots(s_zm=-0.04, s_zu=0.0, s_vm=0.0, s_vu=0.3).round(12)
 >>> sorted(roots.tolist(), key=lambda z: (z.real, z.imag))
 [(0.3+0j), (1-0.2j), (1+0.2j)]
 """
