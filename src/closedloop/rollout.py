@@ -37,8 +37,9 @@ from dataclasses import dataclass
 
 import torch
 
-from closedloop.agents import Agent, Params
+from closedloop.agents import Agent, Params, RNNAgent
 from closedloop.errors import ShapeError
+from closedloop.fused import rnn_rollout
 from closedloop.plants import LinearPlant
 
 
@@ -82,6 +83,78 @@ def rollout(plant: LinearPlant | None, agent: Agent, params: Params, *,
             record_hidden: bool = False) -> Trajectory:
     """Run agent (and teacher) for ``steps`` steps; see the module docstring for the variants.
 
+    RNN agents (full, low-rank, reduced) take the fused fast path of
+    :mod:`closedloop.fused`; static gains (and a teacher that only labels a student-driven
+    rollout) take :func:`reference_rollout`. Both compute the
+    same thing (the tests check it); the arguments are those of :func:`reference_rollout`.
+    """
+    student_drives_with_teacher = (teacher is not None and not teacher_drives
+                                   and inputs is None)
+    if not isinstance(agent, RNNAgent) or student_drives_with_teacher:
+        return reference_rollout(plant, agent, params, steps=steps, x0=x0, reference=reference,
+                                 inputs=inputs, teacher=teacher, teacher_params=teacher_params,
+                                 teacher_drives=teacher_drives,
+                                 zero_first_control=zero_first_control, noise=noise,
+                                 record_hidden=record_hidden)
+    if (teacher is None) != (teacher_params is None):
+        raise ShapeError("teacher and teacher_params go together")
+    prepared = agent.prepare(params)
+    if inputs is not None:
+        teacher_controls = None
+        _check_inputs(agent, inputs, steps)
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_controls = rollout(None, teacher, teacher_params, steps=steps,
+                                           inputs=inputs).controls
+        _, controls, hidden = rnn_rollout(agent, prepared, steps=steps, inputs=inputs,
+                                          zero_first_control=False,
+                                          record_hidden=record_hidden)
+        return Trajectory(None, controls, teacher_controls, hidden)
+    _check_start(plant, x0)
+    if teacher_drives:
+        if teacher is None:
+            raise ShapeError("teacher_drives needs a teacher")
+        with torch.no_grad():
+            driven = rollout(plant, teacher, teacher_params, steps=steps, x0=x0,
+                             reference=reference, zero_first_control=zero_first_control,
+                             noise=noise)
+        observations = agent_observation(agent, plant, driven.states[:, :steps],
+                                         None if reference is None else reference[:, :steps])
+        _, controls, hidden = rnn_rollout(agent, prepared, steps=steps, inputs=observations,
+                                          zero_first_control=zero_first_control,
+                                          record_hidden=record_hidden)
+        return Trajectory(driven.states, controls, driven.controls, hidden)
+    states, controls, hidden = rnn_rollout(agent, prepared, steps=steps, plant=plant, x0=x0,
+                                           reference=reference, noise=noise,
+                                           zero_first_control=zero_first_control,
+                                           record_hidden=record_hidden)
+    return Trajectory(states, controls, None, hidden)
+
+
+def _check_inputs(agent: Agent, inputs: torch.Tensor, steps: int) -> None:
+    if inputs.ndim != 3 or inputs.shape[1] < steps or inputs.shape[2] != agent.n_inputs:
+        raise ShapeError(f"inputs must be (batch, >= {steps}, {agent.n_inputs}), "
+                         f"got {tuple(inputs.shape)}")
+
+
+def _check_start(plant: LinearPlant | None, x0: torch.Tensor | None) -> None:
+    if plant is None or x0 is None:
+        raise ShapeError("a plant-driven rollout needs a plant and x0 (or white-noise inputs)")
+    if x0.ndim != 2 or x0.shape[1] != plant.n_states:
+        raise ShapeError(f"x0 must be (batch, {plant.n_states}), got {tuple(x0.shape)}")
+
+
+def reference_rollout(plant: LinearPlant | None, agent: Agent, params: Params, *,
+            steps: int, x0: torch.Tensor | None = None, reference: torch.Tensor | None = None,
+            inputs: torch.Tensor | None = None, teacher: Agent | None = None,
+            teacher_params: Params | None = None, teacher_drives: bool = False,
+            zero_first_control: bool = True, noise: torch.Tensor | None = None,
+            record_hidden: bool = False) -> Trajectory:
+    """The straightforward time loop of SPEC 1.3 for any agent (see the module docstring).
+
+    :func:`rollout` uses it for static gains; for RNN agents it is the reference the fused
+    path is tested against.
+
     Parameters
     ----------
     plant
@@ -118,15 +191,10 @@ def rollout(plant: LinearPlant | None, agent: Agent, params: Params, *,
     prepared = agent.prepare(params)
     teacher_prepared = teacher.prepare(teacher_params) if teacher is not None else None
     if inputs is not None:
-        if inputs.ndim != 3 or inputs.shape[1] < steps or inputs.shape[2] != agent.n_inputs:
-            raise ShapeError(f"inputs must be (batch, >= {steps}, {agent.n_inputs}), "
-                             f"got {tuple(inputs.shape)}")
+        _check_inputs(agent, inputs, steps)
         plant, zero_first_control, first = None, False, inputs
     else:
-        if plant is None or x0 is None:
-            raise ShapeError("a plant-driven rollout needs a plant and x0 (or white-noise inputs)")
-        if x0.ndim != 2 or x0.shape[1] != plant.n_states:
-            raise ShapeError(f"x0 must be (batch, {plant.n_states}), got {tuple(x0.shape)}")
+        _check_start(plant, x0)
         first = x0
     batch, dtype, device = first.shape[0], first.dtype, first.device
     hidden = agent.initial_hidden(batch, dtype, device)
