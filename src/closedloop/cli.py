@@ -202,6 +202,56 @@ def inspect(run_path: Path, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("reproduction"), show_default=True,
+              help="Output folder (run files in OUT/runs are reused on a second call).")
+@click.option("--only", default=None, metavar="FIGS",
+              help="Comma-separated figures to make, e.g. fig1,fig3 (default all).")
+@click.option("--quick", is_flag=True,
+              help="Reduced settings for tests: a few minutes instead of the full run.")
+@click.option("--seeds", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="Repeat every stochastic experiment over N seeds; claims report the "
+                   "fraction of seeds that support them.")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Parallel training processes (default: the number of CPU cores).")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def reproduce(out: Path, only: str | None, quick: bool, seeds: int, workers: int | None,
+              quiet: bool) -> None:
+    """Regenerate every figure of the paper, judge each claim, and write a report
+    (OUT/index.html, OUT/results.json, OUT/fig1.png ... fig6.png and .svg).
+
+    \b
+    Example:
+      closedloop reproduce                       # the paper's settings, ~35 min on 2 cores
+      closedloop reproduce --quick --out quick   # a few minutes
+      closedloop reproduce --only fig1,fig2 --seeds 5
+    """
+    import os
+
+    from closedloop.experiments import reproduce as run_reproduction
+
+    figures = [f.strip() for f in only.split(",") if f.strip()] if only else None
+    workers = workers or max(1, len(os.sched_getaffinity(0)))
+    started = time.perf_counter()
+    result = run_reproduction(out, only=figures, quick=quick, seeds=seeds, workers=workers,
+                              console=err_console, quiet=quiet)
+    console = Console()
+    table = Table(title="claims")
+    for column in ("claim", "figure", "verdict", "support"):
+        table.add_column(column)
+    for claim in result.results["claims"]:
+        style = {"supported": "green", "not supported": "red"}.get(claim["verdict"], "yellow")
+        table.add_row(claim["id"], claim["figure"], f"[{style}]{claim['verdict']}[/{style}]",
+                      f"{claim['support']:.0%}")
+    console.print(table)
+    for figure in result.results["figures"]:
+        if figure.get("error"):
+            console.print(f"[red]{figure['figure']}: {figure['error']}[/red]")
+    minutes = (time.perf_counter() - started) / 60
+    click.echo(f"report: {result.page} ({minutes:.1f} min)")
+
+
+@cli.command()
 @click.argument("run_path", metavar="RUN", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--window", type=click.IntRange(1, 10_000), default=5, show_default=True,

@@ -99,6 +99,14 @@ class OverlapRun:
     history: dict[str, np.ndarray]
 
 
+def overlap_config(value: float, *, epochs: int = 100, seed: int = 0,
+                   preset: str = "di-lowrank-closed", overrides: Sequence[str] = ()
+                   ) -> RunConfig:
+    """The config of a low-rank run whose initial sigma_zm is ``value``."""
+    return load_preset(preset, [*overrides, f"agent.prescribed_overlap={value}"], seed=seed,
+                       epochs=epochs)
+
+
 def prescribed_overlap_runs(values: Sequence[float], *, epochs: int = 100, seed: int = 0,
                             preset: str = "di-lowrank-closed", overrides: Sequence[str] = (),
                             workdir: str | os.PathLike[str] | None = None,
@@ -113,8 +121,8 @@ def prescribed_overlap_runs(values: Sequence[float], *, epochs: int = 100, seed:
     results = []
     with _folder(workdir) as folder:
         for value in values:
-            config = load_preset(preset, [*overrides, f"agent.prescribed_overlap={value}"],
-                                 seed=seed, epochs=epochs)
+            config = overlap_config(value, epochs=epochs, seed=seed, preset=preset,
+                                    overrides=overrides)
             if on_run:
                 on_run(f"sigma_zm(0) = {value:+.3f}")
             run = ensure_run(config, folder / f"overlap-{_label(value)}-seed{seed}.h5")
@@ -143,6 +151,17 @@ class LengthRun:
         return complex(self.eigenvalue[self.stabilization_epoch])
 
 
+def length_config(run: Run, *, epoch: int, steps: int, epochs: int | None = None
+                  ) -> RunConfig:
+    """The config that retrains ``run`` from its epoch-``epoch`` weights with episode length
+    ``steps`` (``epochs`` defaults to the rest of the run); start it from
+    ``run.parameters(epoch)``."""
+    epochs = run.last_epoch - epoch if epochs is None else epochs
+    return _derived_config(run.config, [f"task.steps={steps}", f"training.epochs={epochs}",
+                                        "training.initial_epoch_no_update=false"],
+                           init_from=f"{run.path}@{epoch}")
+
+
 def episode_length_sweep(run: Run, *, epoch: int = 10,
                          lengths: Sequence[int] = (10, 20, 50, 100, 200),
                          epochs: int | None = None,
@@ -151,16 +170,11 @@ def episode_length_sweep(run: Run, *, epoch: int = 10,
     """Retrain the full model from ``run``'s epoch-``epoch`` weights with each episode length
     (SPEC 4, stage 2): short T sends the eigenvalues up, long T down. ``epochs`` defaults to
     the rest of the original run."""
-    epochs = run.last_epoch - epoch if epochs is None else epochs
     start = run.parameters(epoch)
-    source = f"{run.path}@{epoch}"
     results = []
     with _folder(workdir) as folder:
         for steps in lengths:
-            config = _derived_config(run.config, [f"task.steps={steps}",
-                                                  f"training.epochs={epochs}",
-                                                  "training.initial_epoch_no_update=false"],
-                                     init_from=source)
+            config = length_config(run, epoch=epoch, steps=steps, epochs=epochs)
             if on_run:
                 on_run(f"T = {steps}")
             trained = ensure_run(config, folder / f"length-T{steps}-from{epoch}.h5",
@@ -194,6 +208,24 @@ class ReducedComparison:
         return float(self.reduced.metrics["test_loss"][-1] / self.full.metrics["test_loss"][-1])
 
 
+def reduced_configs(run: Run, *, control_cost: float, start_epoch: int,
+                    epochs: int | None = None) -> tuple[RunConfig, RunConfig]:
+    """Configs of the full low-rank model and of the reduced overlap model continued from
+    ``run``'s epoch ``start_epoch`` with control cost ``control_cost`` (same task, optimiser
+    and seed; ``epochs`` defaults to the rest of the run). Start both from
+    ``run.parameters(start_epoch)``."""
+    if run.config.agent.kind != "lowrank" or run.config.agent.rank != 1:
+        raise ConfigError("the reduced model needs a rank-1 low-rank run")
+    epochs = run.last_epoch - start_epoch if epochs is None else epochs
+    settings = [f"training.epochs={epochs}", "training.initial_epoch_no_update=false",
+                f"loss.control_cost={control_cost}"]
+    full = _derived_config(run.config, settings, init_from=f"{run.path}@{start_epoch}")
+    reduced = load_preset("di-reduced-closed")
+    return full, _derived_config(full, [], preset=reduced.preset,
+                                 description=reduced.description,
+                                 agent=reduced.agent.model_dump(mode="json"))
+
+
 def reduced_versus_full(run: Run, *, control_costs: Sequence[float] = (0.0, 0.5, 2.0, 5.0),
                         start_epoch: int | None = None, epochs: int | None = None,
                         workdir: str | os.PathLike[str] | None = None,
@@ -206,24 +238,16 @@ def reduced_versus_full(run: Run, *, control_costs: Sequence[float] = (0.0, 0.5,
     differ only in how gradient descent moves the overlaps. ``epochs`` defaults to the rest of
     the original run.
     """
-    if run.config.agent.kind != "lowrank" or run.config.agent.rank != 1:
-        raise ConfigError("reduced_versus_full needs a rank-1 low-rank run")
     start_epoch = run.stabilization_epoch if start_epoch is None else start_epoch
     if start_epoch is None:
         raise ConfigError(f"{run.path}: the run never stabilises; pass start_epoch")
-    epochs = run.last_epoch - start_epoch if epochs is None else epochs
     start = run.parameters(start_epoch)
-    source = f"{run.path}@{start_epoch}"
-    shared = [f"training.epochs={epochs}", "training.initial_epoch_no_update=false"]
-    reduced = load_preset("di-reduced-closed")
     results = []
     with _folder(workdir) as folder:
         for beta in control_costs:
-            settings = [*shared, f"loss.control_cost={beta}"]
-            full_config = _derived_config(run.config, settings, init_from=source)
-            reduced_config = _derived_config(full_config, [], preset=reduced.preset,
-                                             description=reduced.description,
-                                             agent=reduced.agent.model_dump(mode="json"))
+            full_config, reduced_config = reduced_configs(run, control_cost=beta,
+                                                          start_epoch=start_epoch,
+                                                          epochs=epochs)
             if on_run:
                 on_run(f"beta = {beta:g}")
             label = f"beta{_label(beta)}-from{start_epoch}"

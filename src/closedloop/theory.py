@@ -226,21 +226,40 @@ def descend_surrogate(overlaps: Mapping[str, float] | np.ndarray, alpha: float, 
     >>> path.overlaps.shape, path.eigenvalue.shape
     ((6, 4), (6,))
     """
+    return alpha_sweep(overlaps, np.array([alpha]), steps=steps, lr=lr, clip_norm=clip_norm,
+                       horizon=horizon, real_tolerance=real_tolerance)[0]
+
+
+def alpha_sweep(overlaps: Mapping[str, float] | np.ndarray, alphas: np.ndarray | None = None,
+                *, steps: int = 200, lr: float = 1e-3, clip_norm: float | None = 1.0,
+                horizon: int = 20, real_tolerance: float = 1e-9) -> list[SurrogatePath]:
+    """:func:`descend_surrogate` for each alpha (default 0, 0.05, ..., 1), all descents run
+    together (each with its own clipping, exactly as if run alone)."""
+    if alphas is None:
+        alphas = np.round(np.arange(0.0, 1.0001, 0.05), 10)
+    alphas = np.asarray(alphas, dtype=np.float64)
     if isinstance(overlaps, Mapping):
         overlaps = np.array([overlaps[k] for k in ("s_zm", "s_zu", "s_vm", "s_vu")])
-    values = torch.tensor(np.asarray(overlaps, dtype=np.float64), requires_grad=True)
-    optimizer = torch.optim.SGD([values], lr=lr)
-    history = [values.detach().clone()]
+    start = np.broadcast_to(np.asarray(overlaps, dtype=np.float64), (len(alphas), 4))
+    values = torch.tensor(start.copy())
+    weight = torch.tensor(alphas)
+    history = [values.clone()]
     for _ in range(steps):
-        optimizer.zero_grad()
-        stability, myopic = surrogate_terms(values, horizon)
-        loss = alpha * stability + (1 - alpha) * myopic
-        loss.backward()
+        current = values.clone().requires_grad_(True)
+        stability, myopic = surrogate_terms(current, horizon)
+        loss = (weight * stability + (1 - weight) * myopic).sum()
+        (grad,) = torch.autograd.grad(loss, current)
         if clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_([values], clip_norm)
-        optimizer.step()
-        history.append(values.detach().clone())
-    path = torch.stack(history).numpy()
+            norm = grad.norm(dim=1, keepdim=True)
+            grad = grad * torch.clamp(clip_norm / (norm + 1e-6), max=1.0)
+        values = values - lr * grad
+        history.append(values.clone())
+    paths = torch.stack(history, dim=1).numpy()          # (alphas, steps + 1, 4)
+    return [_path(float(a), path, real_tolerance) for a, path in zip(alphas, paths,
+                                                                      strict=True)]
+
+
+def _path(alpha: float, path: np.ndarray, real_tolerance: float) -> SurrogatePath:
     eigenvalue = dominant_root(cubic_roots(*path.T))
     complex_pair = np.abs(eigenvalue.imag) > real_tolerance
     valid = len(path) if complex_pair.all() else int(np.argmin(complex_pair))
@@ -248,13 +267,20 @@ def descend_surrogate(overlaps: Mapping[str, float] | np.ndarray, alpha: float, 
         valid = len(path)  # the path starts real: nothing collides
     inside = np.flatnonzero(np.abs(eigenvalue[:valid]) < 1.0)
     crossing = int(inside[0]) if inside.size else None
-    return SurrogatePath(alpha=float(alpha), overlaps=path, eigenvalue=eigenvalue,
-                         valid=valid, crossing_step=crossing)
+    return SurrogatePath(alpha=alpha, overlaps=path, eigenvalue=eigenvalue, valid=valid,
+                         crossing_step=crossing)
 
 
-def alpha_sweep(overlaps: Mapping[str, float] | np.ndarray, alphas: np.ndarray | None = None,
-                **options: float) -> list[SurrogatePath]:
-    """:func:`descend_surrogate` for each alpha (default 0, 0.05, ..., 1)."""
-    if alphas is None:
-        alphas = np.round(np.arange(0.0, 1.0001, 0.05), 10)
-    return [descend_surrogate(overlaps, float(a), **options) for a in alphas]
+def crossing_window(overlaps: Mapping[str, float] | np.ndarray, *, coarse: float = 0.05,
+                    fine: float = 0.01, **options: float) -> list[SurrogatePath]:
+    """Scan alpha on a coarse grid over [0, 1], then on a fine grid around the alphas whose
+    path crosses the unit circle; returns the fine paths (all alphas within one coarse step
+    of a crossing one), sorted by alpha."""
+    coarse_paths = alpha_sweep(overlaps, np.round(np.arange(0, 1 + 1e-9, coarse), 10),
+                               **options)
+    crossing = [p.alpha for p in coarse_paths if p.crossing_step is not None]
+    if not crossing:
+        return coarse_paths
+    low, high = max(0.0, min(crossing) - coarse), min(1.0, max(crossing) + coarse)
+    fine_alphas = np.round(np.arange(low, high + 1e-9, fine), 10)
+    return alpha_sweep(overlaps, fine_alphas, **options)

@@ -1,0 +1,128 @@
+"""Tracking analysis (SPEC 6): single-frequency probes, acquisition epochs, and the RNN's
+continuous-time spectrum.
+
+A *probe* asks the network to track one sinusoid at a time (amplitude ``task.amplitude``,
+phase 0, the task's ramp) on one axis while the other axis' reference is zero. Its error is the
+mean over the episode of (position - reference)^2 on that axis, with the tracking loss' time
+indexing; a network that does not track scores the not-tracking level a^2 / 2. A frequency is
+*acquired* at the first snapshot epoch where its probe error falls below ``threshold`` x a^2/2.
+
+Example
+-------
+>>> from closedloop.store import load_run
+>>> probes = probe_errors(load_run("runs/tracking.h5"))          # doctest: +SKIP
+>>> acquisition_epochs(probes)                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from closedloop.agents import build_agent
+from closedloop.errors import ConfigError
+from closedloop.plants import plant_from_config
+from closedloop.rollout import rollout
+from closedloop.store import Run
+from closedloop.tasks import reference_signal
+
+ACQUIRED = 0.2
+"""Default acquisition threshold, as a fraction of the not-tracking level a^2 / 2."""
+
+
+@dataclass
+class Probes:
+    """Probe errors of a tracking run at its snapshot epochs.
+
+    Attributes
+    ----------
+    epochs
+        (S,) snapshot epochs.
+    frequencies
+        (P,) probe frequencies in Hz, sorted; ``axes`` (P,) the axis each is probed on.
+    errors
+        (S, P) mean squared tracking error of each probe.
+    level
+        The not-tracking level a^2 / 2.
+    """
+
+    epochs: np.ndarray
+    frequencies: np.ndarray
+    axes: np.ndarray
+    errors: np.ndarray
+    level: float
+
+
+def probe_references(run: Run) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """(frequencies, axes, references (P, T, n_axes)) of a tracking run's probes, sorted by
+    frequency."""
+    task = run.config.task
+    if task.kind != "tracking":
+        raise ConfigError(f"{run.path}: probes need a tracking run")
+    pairs = sorted((f, axis) for axis, freqs in enumerate(task.frequencies) for f in freqs)
+    frequencies = np.array([f for f, _ in pairs])
+    axes = np.array([a for _, a in pairs])
+    n_axes = len(task.frequencies)
+    references = torch.zeros(len(pairs), task.steps, n_axes, dtype=torch.float64)
+    for index, (frequency, axis) in enumerate(pairs):
+        phase = torch.zeros(1, 1, 1, dtype=torch.float64)
+        signal = reference_signal(phase, [[frequency]], task.amplitude, task.ramp_time,
+                                  task.steps, run.config.plant.dt)
+        references[index, :, axis] = signal[0, :, 0]
+    return frequencies, axes, references
+
+
+def probe_errors(run: Run, epochs: np.ndarray | None = None) -> Probes:
+    """Probe errors at every snapshot epoch (or the given ones), in one batch per epoch."""
+    frequencies, axes, references = probe_references(run)
+    plant = plant_from_config(run.config.plant)
+    agent = build_agent(run.config.agent, plant.n_outputs + references.shape[2],
+                        plant.n_inputs, plant.n_states)
+    steps = run.config.task.steps
+    x0 = torch.zeros(len(frequencies), plant.n_states, dtype=torch.float64)
+    wanted = run.snapshot_epochs if epochs is None else np.asarray(epochs)
+    rows, done = [], []
+    for epoch, params in run.iter_parameters():
+        if epoch not in wanted:
+            continue
+        tensors = agent.to_tensors(params, torch.float64)
+        with torch.no_grad():
+            traj = rollout(plant, agent, tensors, steps=steps, x0=x0, reference=references,
+                           zero_first_control=run.config.training.zero_first_control)
+        positions = plant.observe(traj.states[:, 1:])
+        error = (positions - references) ** 2
+        rows.append(error[torch.arange(len(axes)), :, torch.as_tensor(axes)].mean(-1).numpy())
+        done.append(epoch)
+    level = run.config.task.amplitude ** 2 / 2
+    return Probes(np.array(done), frequencies, axes, np.array(rows), level)
+
+
+def acquisition_epochs(probes: Probes, threshold: float = ACQUIRED) -> list[int | None]:
+    """Per probe frequency, the first epoch its error is below ``threshold`` x a^2/2."""
+    below = probes.errors < threshold * probes.level
+    out: list[int | None] = []
+    for column in below.T:
+        hits = np.flatnonzero(column)
+        out.append(int(probes.epochs[hits[0]]) if hits.size else None)
+    return out
+
+
+def continuous_eigenvalues(run: Run) -> np.ndarray:
+    """Per epoch, the eigenvalues of the RNN's continuous-time Jacobian (-I + W) / tau
+    (from the recorded eig(W)), sorted by descending real part."""
+    values = (run.recurrent_eigenvalues - 1.0) / run.config.agent.tau
+    order = np.argsort(-values.real, axis=1)
+    return np.take_along_axis(values, order, axis=1)
+
+
+def matched_frequencies(eigenvalues: np.ndarray, frequencies: np.ndarray) -> np.ndarray:
+    """For each frequency f (Hz), the imaginary part (rad/s) of the eigenvalue nearest to
+    2 pi f in imaginary part, among eigenvalues with positive imaginary part."""
+    upper = eigenvalues[eigenvalues.imag > 0].imag
+    if upper.size == 0:
+        return np.full(len(frequencies), np.nan)
+    targets = 2 * math.pi * np.asarray(frequencies)
+    return np.array([upper[np.argmin(np.abs(upper - t))] for t in targets])
