@@ -238,32 +238,35 @@ class _AffineRecurrence(torch.autograd.Function):
         matrix, exogenous, first_matrix, trajectory, w_out = ctx.saved_tensors
         setup, offset = ctx.setup, ctx.offset
         steps, first, bound = setup.steps, setup.first, setup.clamp
-        # the loss's direct gradients at every s_t = [h_t, x_t]
-        grads = torch.zeros_like(trajectory)
-        if grad_states is not None:
-            grads[:, :, offset:] = grad_states
+        # the loss's direct gradients: on x_t (states) and on h_t through u_t = h_t W_out
+        state_grads = grad_states.unbind(0) if grad_states is not None else None
+        hidden_grads = None
         if grad_controls is not None:
             grad_controls = grad_controls.clone()
             grad_controls[:first] = 0
-            grads[1:, :, :offset] = torch.matmul(grad_controls, w_out.T)
+            hidden_grads = torch.matmul(grad_controls, w_out.T).unbind(0)   # for h_1..h_T
         kept = None
         if bound is not None:
             kept = trajectory[1:, :, offset:].abs() < bound
             clamped_steps = (~kept).flatten(1).any(dim=1).tolist()
         adjoint = torch.empty_like(trajectory[1:])   # gradient at each step's (masked) output
         adjoint_rows = adjoint.unbind(0)
-        grad_rows = grads.unbind(0)
         matrix_t, first_t = matrix.T, first_matrix.T
         for t in range(steps - 1, -1, -1):
-            row = adjoint_rows[t]
+            row = adjoint_rows[t]                    # d loss / d s_{t+1}, then masked
             if t == steps - 1:
-                row.copy_(grad_rows[steps])
+                row.zero_()
             else:
-                torch.addmm(grad_rows[t + 1], adjoint_rows[t + 1],
-                            first_t if t + 1 < first else matrix_t, out=row)
+                torch.mm(adjoint_rows[t + 1], first_t if t + 1 < first else matrix_t, out=row)
+            if state_grads is not None:
+                row[:, offset:] += state_grads[t + 1]
+            if hidden_grads is not None:
+                row[:, :offset] += hidden_grads[t]
             if kept is not None and clamped_steps[t]:
                 row[:, offset:].mul_(kept[t])
-        lam = torch.addmm(grad_rows[0], adjoint_rows[0], first_t if first > 0 else matrix_t)
+        lam = adjoint_rows[0] @ (first_t if first > 0 else matrix_t)
+        if state_grads is not None:
+            lam[:, offset:] += state_grads[0]
         used = adjoint[first:]
         needs = ctx.needs_input_grad
         grad_matrix = _outer(trajectory[first:steps], used) if needs[0] else None

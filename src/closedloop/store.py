@@ -128,6 +128,9 @@ class EpochRecord:
     recurrent_eigenvalues: np.ndarray
     gains: np.ndarray | None = None
     snapshot: dict[str, np.ndarray] | None = None
+    pending_spectrum: Any = None
+    """A future whose result fills the three spectral fields (set while it is computed on
+    another thread; see ``closedloop.training.complete_record``)."""
 
 
 @dataclass

@@ -75,17 +75,21 @@ def reference_signal(phases: torch.Tensor, frequencies: list[list[float]], ampli
     >>> [round(v, 6) for v in r[0, :, 0].tolist()]
     [1.0, -1.0, 1.0]
     """
-    freqs = torch.as_tensor(np.array(frequencies, dtype=np.float64), dtype=phases.dtype,
-                            device=phases.device)
-    if freqs.shape != phases.shape[1:]:
+    freqs = np.array(frequencies, dtype=np.float64)
+    if freqs.shape != tuple(phases.shape[1:]):
         raise ValueError(f"phases of shape {tuple(phases.shape)} do not match frequencies "
-                         f"of shape {tuple(freqs.shape)}")
+                         f"of shape {freqs.shape}")
     grid = time_grid(steps, dt)
-    t = torch.as_tensor(grid, dtype=phases.dtype, device=phases.device)
-    ramp = torch.as_tensor(np.clip(grid / ramp_time, 0.0, 1.0) if ramp_time > 0
-                           else np.ones_like(grid), dtype=phases.dtype, device=phases.device)
-    angle = 2 * math.pi * freqs[None, None] * t[None, :, None, None] + phases[:, None]
-    return ramp[None, :, None] * (amplitude * torch.cos(angle)).sum(-1)
+    ramp = np.clip(grid / ramp_time, 0.0, 1.0) if ramp_time > 0 else np.ones_like(grid)
+    # cos(w t + phi) = cos(w t) cos(phi) - sin(w t) sin(phi): one product per axis instead of
+    # a cosine per (episode, step, axis, frequency)
+    angle = 2 * math.pi * freqs[:, :, None] * grid                 # (axes, freqs, T)
+    as_tensor = lambda a: torch.as_tensor(a, dtype=phases.dtype, device=phases.device)  # noqa: E731
+    cos_t = as_tensor(amplitude * np.cos(angle) * ramp)
+    sin_t = as_tensor(amplitude * np.sin(angle) * ramp)
+    signal = (torch.einsum("baf,aft->bta", torch.cos(phases), cos_t)
+              - torch.einsum("baf,aft->bta", torch.sin(phases), sin_t))
+    return signal
 
 
 def draw_phases(task: TaskConfig, batch_size: int, generator: torch.Generator) -> torch.Tensor:

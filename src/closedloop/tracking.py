@@ -118,11 +118,38 @@ def continuous_eigenvalues(run: Run) -> np.ndarray:
     return np.take_along_axis(values, order, axis=1)
 
 
+def outliers(eigenvalues: np.ndarray, bulk_radius: float, tau: float = 1.0,
+             margin: float = 1.5) -> np.ndarray:
+    """Eigenvalues of (-I + W)/tau outside the random bulk: |lambda tau + 1| > margin x the
+    bulk radius (the circular law puts g W_rand's eigenvalues within radius g of -1/tau)."""
+    values = np.asarray(eigenvalues)
+    return values[np.abs(values * tau + 1) > margin * bulk_radius]
+
+
 def matched_frequencies(eigenvalues: np.ndarray, frequencies: np.ndarray) -> np.ndarray:
     """For each frequency f (Hz), the imaginary part (rad/s) of the eigenvalue nearest to
-    2 pi f in imaginary part, among eigenvalues with positive imaginary part."""
-    upper = eigenvalues[eigenvalues.imag > 0].imag
+    2 pi f in imaginary part, among eigenvalues with positive imaginary part (NaN if none)."""
+    upper = np.asarray(eigenvalues)[np.asarray(eigenvalues).imag > 0].imag
     if upper.size == 0:
         return np.full(len(frequencies), np.nan)
     targets = 2 * math.pi * np.asarray(frequencies)
     return np.array([upper[np.argmin(np.abs(upper - t))] for t in targets])
+
+
+def outlier_frequencies_at_acquisition(run: Run, acquisitions: list[int | None],
+                                       frequencies: np.ndarray) -> np.ndarray:
+    """For each frequency, the outlier imaginary part (rad/s) nearest to 2 pi f at the epoch it
+    was acquired (NaN if never acquired or no outlier then)."""
+    spectra = continuous_eigenvalues(run)
+    init = run.config.agent.init.get("W")
+    bulk = (init.gain * init.resolve_scale(run.config.agent.size) * math.sqrt(
+        run.config.agent.size)) if init is not None else 1.0
+    tau = run.config.agent.tau
+    out = []
+    for epoch, frequency in zip(acquisitions, frequencies, strict=True):
+        if epoch is None:
+            out.append(np.nan)
+            continue
+        found = outliers(spectra[epoch], bulk, tau)
+        out.append(matched_frequencies(found, np.array([frequency]))[0])
+    return np.array(out)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,9 +205,9 @@ class Trainer:
         """The current parameters as NumPy arrays (in the training dtype)."""
         return {k: v.detach().cpu().numpy().copy() for k, v in self.params.items()}
 
-    def evaluate(self) -> dict[str, Any]:
-        """Test loss, effective gains (regulation), eig(P), rho(P) and eig(W) of the current
-        parameters."""
+    def evaluate(self, with_spectrum: bool = True) -> dict[str, Any]:
+        """Test loss and effective gains (regulation) of the current parameters, and with
+        ``with_spectrum`` their eig(P), rho(P) and eig(W) (see :meth:`spectrum`)."""
         test = self.test_batch
         with torch.no_grad():
             traj = rollout(self.plant, self.agent, self.params, steps=self.config.test_steps,
@@ -217,7 +218,15 @@ class Trainer:
         if self.config.task.kind == "regulation":
             gains = effective_gains(traj.states.cpu().double().numpy(),
                                     traj.controls.cpu().double().numpy())
-        arrays = {k: v.astype(np.float64) for k, v in self.parameters_numpy().items()}
+        result: dict[str, Any] = {"test_loss": test_loss, "gains": gains}
+        if with_spectrum:
+            result.update(self.spectrum(self.parameters_numpy()))
+        return result
+
+    def spectrum(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """eig(P) (descending modulus), rho(P) and eig(W) for parameters ``arrays`` (NumPy;
+        safe to run in another thread while training goes on)."""
+        arrays = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
         coupled = np.full(self.plant.n_states + self.agent.size, np.nan + 0j)
         recurrent = np.full(self.agent.size, np.nan + 0j)
         if all(np.all(np.isfinite(v)) for v in arrays.values()):
@@ -226,15 +235,19 @@ class Trainer:
                 coupled = sorted_eigenvalues(coupled_matrix(self.plant, lin))
                 recurrent = sorted_eigenvalues(lin.W) if self.agent.size else recurrent
         radius = float(np.abs(coupled[0])) if coupled.size else float("nan")
-        return {"test_loss": test_loss, "gains": gains, "coupled_eigenvalues": coupled,
-                "recurrent_eigenvalues": recurrent, "spectral_radius": radius}
+        return {"coupled_eigenvalues": coupled, "recurrent_eigenvalues": recurrent,
+                "spectral_radius": radius}
 
     def parameters_finite(self) -> bool:
         """Whether every parameter is finite."""
         return all(bool(torch.isfinite(p).all()) for p in self.params.values())
 
-    def run_epoch(self, epoch: int) -> tuple[EpochRecord, bool]:
-        """Train (unless epoch 0) and evaluate; returns the record and whether it diverged."""
+    def run_epoch(self, epoch: int, spectra: Executor | None = None
+                  ) -> tuple[EpochRecord, bool]:
+        """Train (unless epoch 0) and evaluate; returns the record and whether it diverged.
+
+        With an ``spectra`` executor, the record's eigenvalues are computed there (in parallel
+        with the next epoch's training) and must be filled in by :func:`complete_record`."""
         training = self.config.training
         train_loss = grad_norm = float("nan")
         diverged = False
@@ -246,12 +259,16 @@ class Trainer:
                 train_loss = float(self.loss(self.draw_batch()))
             diverged = not math.isfinite(train_loss)
         diverged = diverged or not self.parameters_finite()
-        evaluation = self.evaluate()
+        evaluation = self.evaluate(with_spectrum=spectra is None)
+        arrays = self.parameters_numpy()
+        if spectra is not None:
+            evaluation.update(spectral_radius=float("nan"), coupled_eigenvalues=None,
+                              recurrent_eigenvalues=None,
+                              pending_spectrum=spectra.submit(self.spectrum, arrays))
         last = epoch == training.epochs
         snapshot = (epoch % self.snapshot_interval == 0 or last or diverged)
         record = EpochRecord(epoch=epoch, train_loss=train_loss, grad_norm=grad_norm,
-                             snapshot=self.parameters_numpy() if snapshot else None,
-                             **evaluation)
+                             snapshot=arrays if snapshot else None, **evaluation)
         return record, diverged
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -349,22 +366,45 @@ def train(config: RunConfig, out: str | os.PathLike[str], *,
     segment = config.recording.segment_epochs
     record: EpochRecord | None = None
     diverged_epoch: int | None = None
-    for epoch in range(start, epochs + 1):
-        record, diverged = trainer.run_epoch(epoch)
-        writer.append(record)
+    waiting: EpochRecord | None = None
+
+    def record_done(item: EpochRecord) -> None:
+        complete_record(item)
+        writer.append(item)
         if progress is not None:
-            progress(record)
-        if diverged:
-            diverged_epoch = epoch
-        if diverged or (epoch + 1) % segment == 0 or epoch == epochs:
-            state = trainer.state_dict()
-            state["diverged_epoch"] = -1 if diverged_epoch is None else diverged_epoch
-            writer.save(CheckpointState(epoch + 1, state))
-        if diverged:
-            break
+            progress(item)
+
+    # each epoch's eigenvalues are computed on a second thread while the next epoch trains
+    with ThreadPoolExecutor(max_workers=1) as spectra:
+        for epoch in range(start, epochs + 1):
+            record, diverged = trainer.run_epoch(epoch, spectra)
+            if waiting is not None:
+                record_done(waiting)
+            waiting = record
+            if diverged:
+                diverged_epoch = epoch
+            if diverged or (epoch + 1) % segment == 0 or epoch == epochs:
+                record_done(waiting)
+                waiting = None
+                state = trainer.state_dict()
+                state["diverged_epoch"] = -1 if diverged_epoch is None else diverged_epoch
+                writer.save(CheckpointState(epoch + 1, state))
+            if diverged:
+                break
     status = "diverged" if diverged_epoch is not None else "complete"
     writer.finish(status, diverged_epoch)
     return TrainResult(out, status, diverged_epoch, record)
+
+
+def complete_record(record: EpochRecord) -> EpochRecord:
+    """Fill in a record whose spectrum was computed on another thread (no-op otherwise)."""
+    if record.pending_spectrum is not None:
+        spectrum = record.pending_spectrum.result()
+        record.coupled_eigenvalues = spectrum["coupled_eigenvalues"]
+        record.recurrent_eigenvalues = spectrum["recurrent_eigenvalues"]
+        record.spectral_radius = spectrum["spectral_radius"]
+        record.pending_spectrum = None
+    return record
 
 
 def _config_difference(a: RunConfig, b: RunConfig) -> list[str]:
