@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from threadpoolctl import threadpool_limits
 
 from closedloop.config import RunConfig, load_preset
 
@@ -18,3 +20,15 @@ def small_config(preset: str = "di-tanh-closed", epochs: int = 10, seed: int = 0
 @pytest.fixture
 def tiny_config() -> RunConfig:
     return small_config()
+
+
+@pytest.fixture(scope="module")
+def one_blas_thread():
+    """Small BLAS/LAPACK calls (NumPy's OpenBLAS, torch's MKL) with two threads can stall for a
+    scheduler quantum each on a loaded 2-core machine (~0.25 s for one 102 x 102 eig); one
+    thread keeps a module fast and changes no result beyond round-off."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(previous)

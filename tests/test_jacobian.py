@@ -5,7 +5,6 @@ against hand-written simulations."""
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from closedloop.agents import LowRankRNN, OverlapModel, RNNAgent, StaticGain, order_parameters
 from closedloop.coupling import coupled_jacobian, coupled_matrix, one_step_map
@@ -13,17 +12,7 @@ from closedloop.plants import double_integrator, point_mass_2d
 from closedloop.rollout import rollout
 from closedloop.theory import reduced_matrix
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    """Small BLAS/LAPACK calls (NumPy's OpenBLAS, torch's MKL) with two threads can stall for a
-    scheduler quantum each on a loaded 2-core machine (~0.25 s for one 102 x 102 eig); one
-    thread keeps this module fast and changes no result beyond round-off."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def numpy_params(params):

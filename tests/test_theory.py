@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
-from threadpoolctl import threadpool_limits
 
 from closedloop import theory
 from closedloop.agents import LowRankRNN, order_parameters
@@ -21,16 +20,7 @@ NAMES = ("s_zm", "s_zu", "s_vm", "s_vu")
 STAGE2_START = {"s_zm": -0.0188, "s_zu": -0.0746, "s_vm": 0.00872, "s_vu": -0.0249}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    """Small BLAS/LAPACK calls (NumPy's OpenBLAS, torch's MKL) with two threads can stall for a
-    scheduler quantum each on a loaded 2-core machine (~0.25 s for one 102 x 102 eig); one
-    thread keeps this module fast and changes no result beyond round-off."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def p_eff(s_zm, s_zu, s_vm, s_vu):

@@ -10,19 +10,10 @@ import numpy as np
 import torch
 
 from closedloop.agents import build_agent
-from closedloop.config import load_preset
-from closedloop.experiments.base import (
-    Claim,
-    FigureAnalysis,
-    Job,
-    JobInputs,
-    Settings,
-    run_name,
-    source,
-)
+from closedloop.experiments.base import Claim, FigureAnalysis, Job, Settings, run_name
+from closedloop.experiments.pair import closed_open_jobs
 from closedloop.plants import plant_from_config
 from closedloop.rollout import rollout
-from closedloop.sources import load_teacher
 from closedloop.store import Run
 from closedloop.tasks import sample_batch, time_grid
 from closedloop.tracking import (
@@ -46,21 +37,8 @@ def names(seed: int) -> tuple[str, str]:
 
 def jobs(settings: Settings, seed: int) -> list[Job]:
     """The closed-loop tracking run and its open-loop twin (teacher = its last epoch)."""
-    epochs = settings.pick(10000, 150)
-    closed, opened = names(seed)
-
-    def build_closed(_: Mapping[str, Run]) -> JobInputs:
-        return JobInputs(load_preset("tracking-closed", seed=seed, epochs=epochs))
-
-    def build_open(runs: Mapping[str, Run]) -> JobInputs:
-        teacher_run = runs[closed]
-        config = load_preset("tracking-open", seed=seed, epochs=epochs).model_copy(update={
-            "teacher": source(teacher_run, "last"), "init_from": source(teacher_run, 0)})
-        teacher = load_teacher(str(teacher_run.path), plant_from_config(teacher_run.config.plant))
-        return JobInputs(config, initial=teacher_run.parameters(0), teacher=teacher)
-
-    return [Job(closed, build_closed, cost=epochs * 300),
-            Job(opened, build_open, depends=(closed,), cost=epochs * 300)]
+    return closed_open_jobs("tracking-closed", "tracking-open", seed,
+                            settings.pick(10000, 150), 300)
 
 
 def _separated(epochs: list[int | None], total: int) -> bool:

@@ -18,21 +18,28 @@ def pair_names(seed: int) -> tuple[str, str]:
     return run_name("di-tanh-closed", seed), run_name("di-tanh-open", seed)
 
 
-def pair_jobs(settings: Settings, seed: int) -> list[Job]:
-    """The closed-loop run and its open-loop twin."""
-    epochs = settings.pick(1000, 200)
-    closed, opened = pair_names(seed)
+def closed_open_jobs(closed_preset: str, open_preset: str, seed: int, epochs: int,
+                     steps: int) -> list[Job]:
+    """A closed-loop run and its open-loop twin: the student starts from the closed run's
+    epoch-0 weights and imitates its last epoch (SPEC 2). ``steps`` sizes the jobs' cost."""
+    closed, opened = run_name(closed_preset, seed), run_name(open_preset, seed)
 
     def build_closed(_: Mapping[str, Run]) -> JobInputs:
-        return JobInputs(load_preset("di-tanh-closed", seed=seed, epochs=epochs))
+        return JobInputs(load_preset(closed_preset, seed=seed, epochs=epochs))
 
     def build_open(runs: Mapping[str, Run]) -> JobInputs:
         teacher_run = runs[closed]
-        config = load_preset("di-tanh-open", seed=seed, epochs=epochs).model_copy(update={
+        config = load_preset(open_preset, seed=seed, epochs=epochs).model_copy(update={
             "teacher": source(teacher_run, "last"), "init_from": source(teacher_run, 0)})
         teacher = load_teacher(str(teacher_run.path),
                                plant_from_config(teacher_run.config.plant))
         return JobInputs(config, initial=teacher_run.parameters(0), teacher=teacher)
 
-    return [Job(closed, build_closed, cost=epochs * 50),
-            Job(opened, build_open, depends=(closed,), cost=epochs * 50)]
+    return [Job(closed, build_closed, cost=epochs * steps),
+            Job(opened, build_open, depends=(closed,), cost=epochs * steps)]
+
+
+def pair_jobs(settings: Settings, seed: int) -> list[Job]:
+    """The double-integrator closed-loop run and its open-loop twin."""
+    return closed_open_jobs("di-tanh-closed", "di-tanh-open", seed, settings.pick(1000, 200),
+                            50)
