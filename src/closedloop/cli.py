@@ -222,7 +222,7 @@ def reproduce(out: Path, only: str | None, quick: bool, seeds: int, workers: int
 
     \b
     Example:
-      closedloop reproduce                       # the paper's settings, ~35 min on 2 cores
+      closedloop reproduce                       # the paper's settings, ~47 min on 2 cores
       closedloop reproduce --quick --out quick   # a few minutes
       closedloop reproduce --only fig1,fig2 --seeds 5
     """

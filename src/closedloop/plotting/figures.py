@@ -332,11 +332,12 @@ def draw_fig6(data: dict[str, Any]) -> Figure:
     epochs = data["epochs"]
     axes[1].plot(epochs, data["closed_test"], color=CLOSED, lw=1, label="closed loop")
     axes[1].plot(data["open_epochs"], data["open_test"], color=OPEN, lw=1, label="open loop")
-    for epoch, frequency in zip(data["acquisitions"], data["frequencies"], strict=True):
+    for index, (epoch, frequency) in enumerate(zip(data["acquisitions"], data["frequencies"],
+                                                   strict=True)):
         if epoch is not None:
             axes[1].axvline(epoch, color="#888888", lw=0.6, ls=":")
-            axes[1].text(epoch, axes[1].get_ylim()[1], f"{frequency:g} Hz", fontsize=6,
-                         rotation=90, va="top", ha="right")
+            axes[1].text(epoch, 0.97 - 0.06 * index, f" {frequency:g} Hz acquired", fontsize=6,
+                         va="top", ha="left", transform=axes[1].get_xaxis_transform())
     axes[1].set_yscale("log")
     axes[1].set_xlabel("epoch")
     axes[1].set_ylabel("test loss")
@@ -350,7 +351,7 @@ def draw_fig6(data: dict[str, Any]) -> Figure:
         axes[2].plot(time_axis, position, color=color, lw=1, label=f"epoch {epoch}")
     axes[2].set_xlabel("time (s)")
     axes[2].set_ylabel("x position")
-    axes[2].legend(fontsize=6, frameon=False, ncol=2)
+    axes[2].legend(fontsize=6, frameon=False, ncol=3, loc="lower center")
     axes[2].set_title("Tracking at each step of the staircase", fontsize=9)
     imag = data["eigen_imag"]
     axes[3].plot(data["eigen_epochs"], imag, ".", color=CLOSED, ms=1, alpha=0.5)
