@@ -225,7 +225,11 @@ class RNNAgent:
     def linearisation(self, params: Mapping[str, np.ndarray]) -> Linearisation:
         """The linear part at the origin (maths layout, float64), for the coupled matrix."""
         dense = self.prepare_numpy(params)
-        return Linearisation(W_in=dense["W_in"].T, W=dense["W"].T, W_out=dense["W_out"].T,
+        def maths(matrix: np.ndarray) -> np.ndarray:   # row layout -> maths; batch axes kept
+            return np.swapaxes(matrix, -1, -2)
+
+        return Linearisation(W_in=maths(dense["W_in"]), W=maths(dense["W"]),
+                             W_out=maths(dense["W_out"]),
                              alpha=self.alpha, activation=self.activation,
                              bias=dense.get("b"), output_bias=dense.get("b_out"))
 
@@ -277,10 +281,10 @@ class LowRankRNN(RNNAgent):
         return params
 
     def prepare(self, params: Params) -> Params:
-        recurrent = params["v"] @ params["u"].T
+        recurrent = params["v"] @ params["u"].mT
         if "W_rand" in params:
-            recurrent = recurrent + self.random_gain * params["W_rand"].T
-        return {"W_in": params["m"].T, "W": recurrent, "W_out": params["z"].T}
+            recurrent = recurrent + self.random_gain * params["W_rand"].mT
+        return {"W_in": params["m"].mT, "W": recurrent, "W_out": params["z"].mT}
 
 
 OVERLAP_NAMES = ("s_zm", "s_zu", "s_vm", "s_vu")
@@ -345,9 +349,11 @@ class OverlapModel(RNNAgent):
     def prepare(self, params: Params) -> Params:
         s_zm, s_zu, s_vm, s_vu = (params[k] for k in OVERLAP_NAMES)
         zero, one = torch.zeros_like(s_zm), torch.ones_like(s_zm)
-        return {"W_in": torch.stack([one, zero])[None, :],
-                "W": torch.stack([torch.stack([zero, s_vm]), torch.stack([zero, s_vu])]),
-                "W_out": torch.stack([s_zm, s_zu])[:, None]}
+        # leading axes of the overlaps (an ensemble) are kept
+        return {"W_in": torch.stack([one, zero], -1)[..., None, :],
+                "W": torch.stack([torch.stack([zero, s_vm], -1),
+                                  torch.stack([zero, s_vu], -1)], -2),
+                "W_out": torch.stack([s_zm, s_zu], -1)[..., :, None]}
 
 
 @dataclass
@@ -401,7 +407,7 @@ class StaticGain:
         return {"K": gain.clone().requires_grad_(self.is_trainable("K"))}
 
     def prepare(self, params: Params) -> Params:
-        return {"K_rows": params["K"].T}
+        return {"K_rows": params["K"].mT}
 
     def initial_hidden(self, batch: int, dtype: torch.dtype, device: torch.device | str = "cpu"
                        ) -> torch.Tensor:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -72,28 +73,55 @@ def presets() -> None:
         click.echo(f"{name:<{width}}  {preset_dict(name).get('description', '')}")
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``0-31``, ``0,3,5`` or ``0-9,20`` -> a sorted list of distinct seeds.
+
+    Example
+    -------
+    >>> parse_seeds("0-2,7")
+    [0, 1, 2, 7]
+    """
+    seeds: set[int] = set()
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            low, high = int(first), int(last or first)
+            if low < 0 or high < low:
+                raise ValueError
+            seeds.update(range(low, high + 1))
+    except ValueError:
+        raise ConfigError(f"--seeds '{text}' is not a list like 0-31 or 0,3,5") from None
+    return sorted(seeds)
+
+
 @cli.command(name="train")
 @click.argument("preset")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Run file to write (default runs/PRESET-seedN.h5).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run file to write (default runs/PRESET-seedN.h5); with --seeds, a folder "
+                   "(default runs/) that gets PRESET-seedN.h5 per seed.")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
               help="Seed of initialisation and batches.")
+@click.option("--seeds", "seed_list", default=None, metavar="LIST",
+              help="Train one network per seed (e.g. 0-31) as one vectorised ensemble, each "
+                   "recorded to its own run file.")
 @click.option("--epochs", type=click.IntRange(0, 10_000_000), default=None,
               help="Number of updates (overrides the preset).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config field, e.g. --set training.lr=1e-3 (repeatable).")
 @click.option("--init-from", default=None, metavar="RUN@EPOCH",
-              help="Start from another run's parameters after EPOCH (default 0).")
+              help="Start from another run's parameters after EPOCH (default 0); '{seed}' in "
+                   "the path is replaced by each seed.")
 @click.option("--teacher", default=None, metavar="RUN[@EPOCH]|gain:K|lqr[:R]",
-              help="Teacher of an open-loop preset: a run (default its last epoch), a static "
-                   "gain u = K x, or the LQR gain.")
+              help="Teacher of an open-loop preset: a run (default its last epoch; '{seed}' "
+                   "is replaced by each seed), a static gain u = K x, or the LQR gain.")
 @click.option("--resume", is_flag=True, help="Continue an unfinished run at --out.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run at --out.")
 @click.option("--device", default=None, help="cpu (default) or cuda.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_command(preset: str, out: Path | None, seed: int, epochs: int | None,
-                  overrides: tuple[str, ...], init_from: str | None, teacher: str | None,
-                  resume: bool, overwrite: bool, device: str | None, quiet: bool) -> None:
+def train_command(preset: str, out: Path | None, seed: int, seed_list: str | None,
+                  epochs: int | None, overrides: tuple[str, ...], init_from: str | None,
+                  teacher: str | None, resume: bool, overwrite: bool, device: str | None,
+                  quiet: bool) -> None:
     """Train PRESET and record every epoch to a run file.
 
     \b
@@ -101,13 +129,66 @@ def train_command(preset: str, out: Path | None, seed: int, epochs: int | None,
       closedloop train di-tanh-closed --out runs/closed.h5 --seed 0
       closedloop train di-tanh-open --init-from runs/closed.h5@0 \\
           --teacher runs/closed.h5 --out runs/open.h5 --seed 0
+      closedloop train di-tanh-closed --seeds 0-31 --out runs/
+      closedloop train di-tanh-open --seeds 0-31 --out runs/ \\
+          --teacher 'runs/di-tanh-closed-seed{seed}.h5'
     """
-    from closedloop.plants import plant_from_config
-    from closedloop.training import train
-
     settings = list(overrides)
     if device is not None:
         settings.append(f"training.device={device}")
+    seeds = parse_seeds(seed_list) if seed_list is not None else [seed]
+    jobs = [_resolve_training(preset, s, settings, epochs, init_from, teacher, resume, quiet)
+            for s in seeds]
+    started = time.perf_counter()
+    if seed_list is None:
+        config, initial, teacher_source = jobs[0]
+        out = out or Path("runs") / f"{preset}-seed{seed}.h5"
+        from closedloop.training import train
+
+        with _progress(config.training.epochs, preset, quiet) as update:
+            results = [train(config, out, initial=initial, teacher=teacher_source,
+                             resume=resume, overwrite=overwrite, progress=update)]
+    else:
+        from closedloop.ensemble import train_ensemble
+
+        folder = out or Path("runs")
+        if folder.suffix == ".h5":
+            raise ConfigError("with --seeds, --out is a folder (one run file per seed)")
+        folder.mkdir(parents=True, exist_ok=True)
+        outs = [folder / f"{preset}-seed{s}.h5" for s in seeds]
+        epochs_total = max(job[0].training.epochs for job in jobs)
+        label = f"{preset} x{len(seeds)}"
+        with _progress(epochs_total, label, quiet) as update:
+            results = train_ensemble(
+                [job[0] for job in jobs], outs, initials=[job[1] for job in jobs],
+                teachers=[job[2] for job in jobs], resume=resume, overwrite=overwrite,
+                progress=lambda index, record: update(record) if index == 0 else None)
+    elapsed = time.perf_counter() - started
+    for result in results:
+        last = result.last_record
+        summary = f"{result.path}: {result.status}"
+        if last is not None:
+            summary += (f", epoch {last.epoch}, test loss {last.test_loss:.4g}, "
+                        f"spectral radius {last.spectral_radius:.4f}")
+            if last.gains is not None and last.gains.size == 2:
+                summary += f", gains ({last.gains.flat[0]:.4f}, {last.gains.flat[1]:.4f})"
+        if result.status == "diverged":
+            err_console.print(f"[yellow]{result.path}: diverged at epoch "
+                              f"{result.diverged_epoch} (recorded in the run file)[/yellow]")
+        click.echo(summary)
+    click.echo(f"{len(results)} run(s) in {elapsed:.1f} s")
+
+
+def _resolve_training(preset: str, seed: int, settings: list[str], epochs: int | None,
+                      init_from: str | None, teacher: str | None, resume: bool, quiet: bool
+                      ) -> tuple[Any, Any, Any]:
+    """(config, initial parameters, teacher) of one seed of ``closedloop train``."""
+    from closedloop.plants import plant_from_config
+
+    if teacher is not None:
+        teacher = teacher.replace("{seed}", str(seed))
+    if init_from is not None:
+        init_from = init_from.replace("{seed}", str(seed))
     mode = load_preset(preset, settings, seed, epochs).training.mode
     if mode != "closed" and teacher is None:
         raise ConfigError(f"preset '{preset}' trains open loop and needs --teacher "
@@ -121,8 +202,6 @@ def train_command(preset: str, out: Path | None, seed: int, epochs: int | None,
         init_from = f"{parse_run_reference(teacher)[0]}@0"
     config = load_preset(preset, settings, seed, epochs).model_copy(
         update={"teacher": teacher, "init_from": init_from})
-    out = out or Path("runs") / f"{preset}-seed{seed}.h5"
-
     initial = teacher_source = None
     if not resume:
         if init_from is not None:
@@ -132,24 +211,7 @@ def train_command(preset: str, out: Path | None, seed: int, epochs: int | None,
         if default_init and not quiet:
             click.echo(f"student starts from {init_from}, the teacher run's initial weights "
                        "(--init-from changes it)", err=True)
-
-    started = time.perf_counter()
-    with _progress(config.training.epochs, preset, quiet) as update:
-        result = train(config, out, initial=initial, teacher=teacher_source, resume=resume,
-                       overwrite=overwrite, progress=update)
-    elapsed = time.perf_counter() - started
-    last = result.last_record
-    summary = f"{result.path}: {result.status}"
-    if last is not None:
-        summary += (f", epoch {last.epoch}, test loss {last.test_loss:.4g}, "
-                    f"spectral radius {last.spectral_radius:.4f}")
-        if last.gains is not None and last.gains.size == 2:
-            summary += f", gains ({last.gains.flat[0]:.4f}, {last.gains.flat[1]:.4f})"
-    summary += f" [{elapsed:.1f} s]"
-    if result.status == "diverged":
-        err_console.print(f"[yellow]diverged at epoch {result.diverged_epoch} (recorded in the "
-                          "run file)[/yellow]")
-    click.echo(summary)
+    return config, initial, teacher_source
 
 
 class _progress:
@@ -249,6 +311,71 @@ def reproduce(out: Path, only: str | None, quick: bool, seeds: int, workers: int
             console.print(f"[red]{figure['figure']}: {figure['error']}[/red]")
     minutes = (time.perf_counter() - started) / 60
     click.echo(f"report: {result.page} ({minutes:.1f} min)")
+
+
+@cli.command()
+@click.option("--quick", is_flag=True, help="Smaller sizes and fewer rounds (for tests).")
+@click.option("--only", default=None, metavar="NAMES",
+              help="Comma-separated subset of: one-network, ensemble, eigenvalues, tracking, "
+                   "memory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def bench(quick: bool, only: str | None, as_json: bool) -> None:
+    """Time closedloop against a naive baseline, side by side, and print the ratios.
+
+    \b
+    Example:
+      closedloop bench
+      closedloop bench --only eigenvalues,memory --quick
+    """
+    from closedloop.bench import BENCHMARKS, MEMORY_LIMIT_MB, run_benchmarks
+
+    names = [n.strip() for n in only.split(",")] if only else None
+    unknown = sorted(set(names or []) - set(BENCHMARKS))
+    if unknown:
+        raise ConfigError(f"unknown benchmark {', '.join(unknown)} "
+                          f"(available: {', '.join(BENCHMARKS)})")
+    results = run_benchmarks(quick=quick, only=names,
+                             progress=None if as_json else
+                             lambda name: err_console.print(f"[dim]running {name} ...[/dim]"))
+    if as_json:
+        click.echo(json.dumps([{"name": r.name, "unit": r.unit, "baseline": r.baseline,
+                                "ours": r.ours, "ratio": r.ratio, "target": r.target,
+                                "notes": r.notes} for r in results]))
+        return
+    table = Table(title=f"closedloop vs naive baseline ({os.cpu_count()} cores, "
+                        f"torch threads {torch_threads()})")
+    for column in ("benchmark", "unit", "naive", "closedloop", "ratio", "target"):
+        table.add_column(column)
+    for result in results:
+        if result.name == "recording memory":
+            met = result.ours < MEMORY_LIMIT_MB
+            target = f"< {MEMORY_LIMIT_MB:g} MB " + ("met" if met else "NOT met")
+            ratio = f"{result.ratio:.0f}x less"
+        else:
+            target = "" if result.target is None else (
+                f">= {result.target:g}x " + ("met" if result.ratio >= result.target
+                                             else "NOT met"))
+            ratio = f"{result.ratio:.2f}x"
+        scale = 1e3 if result.unit.startswith("s/") else 1.0
+        unit = result.unit.replace("s/", "ms/") if scale == 1e3 else result.unit
+        table.add_row(result.name, unit, f"{result.baseline * scale:.3g}",
+                      f"{result.ours * scale:.3g}", ratio, target)
+    Console().print(table)
+    for result in results:
+        if "achieved_gflops" in result.notes:
+            notes = result.notes
+            click.echo(f"{notes['members']}-network ensemble: {notes['achieved_gflops']} "
+                       f"GFLOP/s with recording, {notes['train_step_gflops']} GFLOP/s in the "
+                       f"training step; a plain 1024x1024 matmul: {notes['matmul_gflops']} "
+                       "GFLOP/s")
+            break
+
+
+def torch_threads() -> int:
+    """PyTorch's intra-op thread count."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 @cli.command()
@@ -364,6 +491,9 @@ def _fmt(value: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and map errors to one line and exit code 2."""
+    from closedloop.runtime import keep_freed_memory
+
+    keep_freed_memory()
     try:
         cli.main(args=argv, prog_name="closedloop", standalone_mode=False)
     except click.exceptions.UsageError as exc:

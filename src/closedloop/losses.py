@@ -2,6 +2,9 @@
 
 All functions take a :class:`~closedloop.rollout.Trajectory` of T steps (states x_0..x_T,
 controls u_0..u_{T-1}) and return a scalar tensor. The target is x* = 0 for regulation.
+Tensors may carry leading ensemble axes (..., batch, T, dims): the costs reduce only the
+last three axes, so an ensemble gets one loss per member (and ``control_cost`` may be a
+per-member tensor).
 
 Example
 -------
@@ -25,7 +28,7 @@ from closedloop.rollout import Trajectory
 def _visited(traj: Trajectory) -> torch.Tensor:
     if traj.states is None:
         raise ShapeError("this cost needs a plant-driven trajectory")
-    return traj.states[:, :-1]
+    return traj.states[..., :-1, :]
 
 
 def paper_di_cost(traj: Trajectory, control_cost: float = 0.005) -> torch.Tensor:
@@ -35,44 +38,44 @@ def paper_di_cost(traj: Trajectory, control_cost: float = 0.005) -> torch.Tensor
     over the batch.
     """
     states = _visited(traj)
-    state_term = (states ** 2).mean(dim=(0, 2)).sum()
-    if control_cost == 0:
+    state_term = (states ** 2).mean(dim=(-3, -1)).sum(-1)
+    if _zero(control_cost):
         return state_term
-    return state_term + control_cost * (traj.controls ** 2).sum()
+    return state_term + control_cost * (traj.controls ** 2).sum(dim=(-3, -2, -1))
 
 
 def mean_state_cost(traj: Trajectory, control_cost: float = 0.0) -> torch.Tensor:
     """mean_{t, dims, batch} x_t^2 + control_cost * mean_batch sum_t |u_t|^2 (low-rank loss)."""
-    state_term = (_visited(traj) ** 2).mean()
-    if control_cost == 0:
+    state_term = (_visited(traj) ** 2).mean(dim=(-3, -2, -1))
+    if _zero(control_cost):
         return state_term
-    return state_term + control_cost * (traj.controls ** 2).sum(dim=(1, 2)).mean()
+    return state_term + control_cost * (traj.controls ** 2).sum(dim=(-2, -1)).mean(-1)
 
 
 def per_sample_cost(traj: Trajectory, state_weight: float = 1.0, control_cost: float = 1.0
                     ) -> torch.Tensor:
     """mean_batch sum_t [ state_weight |x_t|^2 + control_cost |u_t|^2 ] (Q = qI, R = rI)."""
     states = _visited(traj)
-    per_sample = (state_weight * (states ** 2).sum(dim=(1, 2))
-                  + control_cost * (traj.controls ** 2).sum(dim=(1, 2)))
-    return per_sample.mean()
+    per_sample = (state_weight * (states ** 2).sum(dim=(-2, -1))
+                  + control_cost * (traj.controls ** 2).sum(dim=(-2, -1)))
+    return per_sample.mean(-1)
 
 
 def tracking_cost(traj: Trajectory, plant: LinearPlant, reference: torch.Tensor) -> torch.Tensor:
     """(1/T) sum_i dt * sum_axes mean_batch (C x_{i+1} - r_i)^2 (SPEC 6)."""
     if traj.states is None:
         raise ShapeError("the tracking cost needs a plant-driven trajectory")
-    steps = traj.controls.shape[1]
-    positions = plant.observe(traj.states[:, 1:])
-    error = (positions - reference[:, :steps]) ** 2
-    return plant.dt * error.mean(dim=0).sum(dim=-1).mean()
+    steps = traj.controls.shape[-2]
+    positions = plant.observe(traj.states[..., 1:, :])
+    error = (positions - reference[..., :steps, :]) ** 2
+    return plant.dt * error.mean(dim=-3).sum(dim=-1).mean(dim=-1)
 
 
 def imitation_cost(traj: Trajectory) -> torch.Tensor:
     """sum_t mean_batch |u_student,t - u_teacher,t|^2 (SPEC 2; no control cost)."""
     if traj.teacher_controls is None:
         raise ShapeError("the imitation cost needs a teacher")
-    return ((traj.controls - traj.teacher_controls) ** 2).sum(dim=2).mean(dim=0).sum()
+    return ((traj.controls - traj.teacher_controls) ** 2).sum(dim=-1).mean(dim=-2).sum(dim=-1)
 
 
 def control_objective(traj: Trajectory, config: LossConfig, plant: LinearPlant,
@@ -95,4 +98,8 @@ def evaluation_cost(traj: Trajectory, plant: LinearPlant, reference: torch.Tenso
     batch and state dimensions of x_t^2; for tracking, the tracking cost."""
     if reference is not None:
         return tracking_cost(traj, plant, reference)
-    return (_visited(traj) ** 2).mean()
+    return (_visited(traj) ** 2).mean(dim=(-3, -2, -1))
+
+
+def _zero(value: float | torch.Tensor) -> bool:
+    return bool(torch.all(torch.as_tensor(value) == 0))

@@ -49,7 +49,7 @@ from closedloop.store import CheckpointState, EpochRecord, RunWriter, Teacher, p
 from closedloop.tasks import Batch, sample_batch, white_noise_batch
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-_THREADPOOLS = ThreadpoolController()
+THREADPOOLS = ThreadpoolController()
 """Per-epoch eigenvalue problems are small: multithreaded BLAS only adds contention with
 PyTorch's own threads (measured 2-3x slower per epoch on 2 cores), so they run on one thread."""
 
@@ -231,7 +231,7 @@ class Trainer:
         recurrent = np.full(self.agent.size, np.nan + 0j)
         if all(np.all(np.isfinite(v)) for v in arrays.values()):
             lin = self.agent.linearisation(arrays)
-            with _THREADPOOLS.limit(limits=1, user_api="blas"):
+            with THREADPOOLS.limit(limits=1, user_api="blas"):
                 coupled = sorted_eigenvalues(coupled_matrix(self.plant, lin))
                 recurrent = sorted_eigenvalues(lin.W) if self.agent.size else recurrent
         radius = float(np.abs(coupled[0])) if coupled.size else float("nan")
@@ -340,7 +340,7 @@ def train(config: RunConfig, out: str | os.PathLike[str], *,
         stored = writer.stored_config()
         if stored != config:
             raise ConfigError(f"{out}: --resume needs the same settings as the unfinished run; "
-                              f"differs in {', '.join(_config_difference(stored, config))}")
+                              f"differs in {', '.join(config_difference(stored, config))}")
         initial, teacher = writer.stored_inputs()
         trainer = Trainer(stored, initial, teacher)
         checkpoint = writer.resume()
@@ -407,7 +407,7 @@ def complete_record(record: EpochRecord) -> EpochRecord:
     return record
 
 
-def _config_difference(a: RunConfig, b: RunConfig) -> list[str]:
+def config_difference(a: RunConfig, b: RunConfig) -> list[str]:
     flat_a, flat_b = _flatten(a.model_dump(mode="json")), _flatten(b.model_dump(mode="json"))
     return sorted(k for k in set(flat_a) | set(flat_b) if flat_a.get(k) != flat_b.get(k))
 

@@ -49,8 +49,10 @@ def _train_job(config_json: str, path: str, initial: Any, teacher: Any, report: 
     import torch
 
     from closedloop.config import config_from_json
+    from closedloop.runtime import keep_freed_memory
     from closedloop.studies import ensure_run
 
+    keep_freed_memory()
     torch.set_num_threads(threads)
     config = config_from_json(config_json)
     last = [0.0]
