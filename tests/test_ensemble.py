@@ -92,3 +92,19 @@ def test_diverging_member_is_recorded_and_others_go_on(tmp_path):
     assert results[0].status == "complete" and results[1].status == "diverged"
     assert load_run(tmp_path / "ok.h5").last_epoch == 30
     assert load_run(tmp_path / "bad.h5").diverged_epoch == results[1].diverged_epoch
+
+
+def test_runner_trains_a_group_as_one_ensemble(tmp_path):
+    from closedloop.experiments.base import Job, JobInputs
+    from closedloop.experiments.runner import execute
+
+    def job(seed):
+        config = load_preset("di-tanh-closed", SMALL, seed=seed, epochs=15)
+        return Job(f"closed-s{seed}", lambda _runs, c=config: JobInputs(c), group="closed")
+
+    runs, failures = execute([job(0), job(1)], tmp_path / "runs", workers=1, quiet=True)
+    assert not failures and set(runs) == {"closed-s0", "closed-s1"}
+    for seed in (0, 1):
+        alone = tmp_path / f"alone{seed}.h5"
+        train(load_preset("di-tanh-closed", SMALL, seed=seed, epochs=15), alone)
+        assert _max_relative_difference(runs[f"closed-s{seed}"], load_run(alone)) < TOLERANCE

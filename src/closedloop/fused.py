@@ -300,20 +300,27 @@ class _AffineRecurrence(torch.autograd.Function):
         row_bias = view.one(bias[:, None]) if bias is not None else None
         matrix_step = view.one(matrix)
         exo_step = view.one(exo_matrix) if exo_matrix is not None else None
-        for t in range(steps):
-            if t < first:
-                _mm_into(rows[t + 1], rows[t], first_matrix)
-                if inputs is not None and first_exo_matrix is not None:
-                    _addmm_(rows[t + 1], inputs[t], first_exo_matrix)
-            else:
-                if row_bias is not None:
-                    _addmm_into(rows[t + 1], row_bias, rows[t], matrix_step)
+
+        def run(clamped: bool) -> None:
+            for t in range(steps):
+                if t < first:
+                    _mm_into(rows[t + 1], rows[t], first_matrix)
+                    if inputs is not None and first_exo_matrix is not None:
+                        _addmm_(rows[t + 1], inputs[t], first_exo_matrix)
                 else:
-                    _mm_into(rows[t + 1], rows[t], matrix_step)
-                if inputs is not None:
-                    _addmm_(rows[t + 1], inputs[t], exo_step)
-            if bound is not None:
-                rows[t + 1][..., offset:].clamp_(-bound, bound)
+                    if row_bias is not None:
+                        _addmm_into(rows[t + 1], row_bias, rows[t], matrix_step)
+                    else:
+                        _mm_into(rows[t + 1], rows[t], matrix_step)
+                    if inputs is not None:
+                        _addmm_(rows[t + 1], inputs[t], exo_step)
+                if clamped:
+                    rows[t + 1][..., offset:].clamp_(-bound, bound)
+
+        # optimistic: without clamping, unless a state leaves the box (then exactly redo it)
+        run(clamped=False)
+        if bound is not None and bool((trajectory[..., offset:].abs() > bound).any()):
+            run(clamped=True)
         controls = torch.matmul(trajectory[1:], readout)       # (T, G, B, n_u)
         if b_out is not None:
             controls += b_out[:, None]

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -374,8 +375,10 @@ def train(config: RunConfig, out: str | os.PathLike[str], *,
         if progress is not None:
             progress(item)
 
-    # each epoch's eigenvalues are computed on a second thread while the next epoch trains
-    with ThreadPoolExecutor(max_workers=1) as spectra:
+    # each epoch's eigenvalues are computed on a second thread while the next epoch trains;
+    # a small network's products are too small to share between cores, so training keeps one
+    # (measured 20 % faster per epoch on 2 cores than PyTorch's default of all cores)
+    with ThreadPoolExecutor(max_workers=1) as spectra, _training_threads(trainer.agent.size):
         for epoch in range(start, epochs + 1):
             record, diverged = trainer.run_epoch(epoch, spectra)
             if waiting is not None:
@@ -394,6 +397,21 @@ def train(config: RunConfig, out: str | os.PathLike[str], *,
     status = "diverged" if diverged_epoch is not None else "complete"
     writer.finish(status, diverged_epoch)
     return TrainResult(out, status, diverged_epoch, record)
+
+
+SMALL_NETWORK = 512
+"""Networks up to this size train on one PyTorch thread (see :func:`train`)."""
+
+
+@contextmanager
+def _training_threads(size: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if size <= SMALL_NETWORK and previous > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def complete_record(record: EpochRecord) -> EpochRecord:

@@ -92,6 +92,9 @@ def reproduce(out: Path, *, only: list[str] | None = None, quick: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     jobs = [job for seed in settings.seeds for module in modules.values()
             for job in module.jobs(settings, seed)]
+    if seeds > 1:
+        for job in jobs:   # the same run for every seed trains as one ensemble
+            job.group = job.name.rsplit("-s", 1)[0]
     runs, failures = execute(jobs, out / "runs", workers=workers, console=console, quiet=quiet)
     trained = time.perf_counter()
 

@@ -49,13 +49,15 @@ class Job:
     """One run to train. ``build`` receives the finished runs named in ``depends``.
 
     ``cost`` orders the work (the costliest ready job starts first); it is a rough number of
-    step-equivalents (epochs x episode length).
+    step-equivalents (epochs x episode length). Jobs with the same ``group`` (one run for
+    several seeds) may be trained together as an ensemble.
     """
 
     name: str
     build: Callable[[Mapping[str, Run]], JobInputs]
     depends: tuple[str, ...] = ()
     cost: float = 1.0
+    group: str | None = None
 
 
 @dataclass

@@ -26,6 +26,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from closedloop.ensemble import shape_signature
 from closedloop.errors import ClosedLoopError
 from closedloop.experiments.base import Job, JobInputs
 from closedloop.store import Run, load_run, partial_dir
@@ -67,6 +68,33 @@ def _train_job(config_json: str, path: str, initial: Any, teacher: Any, report: 
     return path
 
 
+def _train_group(configs_json: list[str], paths: list[str], initials: list[Any],
+                 teachers: list[Any], report: Any, names: list[str], threads: int) -> list[str]:
+    """Worker: train several runs of the same shape as one ensemble (one file each)."""
+    import torch
+
+    from closedloop.config import config_from_json
+    from closedloop.ensemble import train_ensemble
+    from closedloop.runtime import keep_freed_memory
+
+    keep_freed_memory()
+    torch.set_num_threads(threads)
+    configs = [config_from_json(c) for c in configs_json]
+    label = f"{names[0]} (+{len(names) - 1} seeds)"
+    total = max(c.training.epochs for c in configs) + 1
+    last = [0.0]
+
+    def progress(index: int, record: Any) -> None:
+        now = time.monotonic()
+        if index == 0 and (now - last[0] > 0.5 or record.epoch + 1 == total):
+            last[0] = now
+            report.put((label, record.epoch + 1, total))
+
+    train_ensemble(configs, [Path(p) for p in paths], initials=initials, teachers=teachers,
+                   progress=progress)
+    return paths
+
+
 def execute(jobs: Sequence[Job], folder: Path, *, workers: int = 2, threads: int = 1,
             console: Console | None = None, quiet: bool = False
             ) -> tuple[dict[str, Run], dict[str, str]]:
@@ -74,6 +102,8 @@ def execute(jobs: Sequence[Job], folder: Path, *, workers: int = 2, threads: int
 
     Returns the finished runs by job name, and for jobs that could not be built or trained
     (or depend on one that could not), the reason. A failure does not stop the other jobs.
+    Jobs with the same ``group`` (the same run for several seeds) that all need training from
+    scratch and share shapes are trained together as one ensemble.
 
     Parameters
     ----------
@@ -103,16 +133,19 @@ def execute(jobs: Sequence[Job], folder: Path, *, workers: int = 2, threads: int
         report = manager.Queue()
         overall = progress.add_task("runs", total=len(pending))
         bars: dict[str, TaskID] = {}
-        running: dict[Future[str], str] = {}
+        running: dict[Future[Any], list[str]] = {}
         while pending or running:
             for job in [j for j in pending.values() if any(d in failed for d in j.depends)]:
                 del pending[job.name]
                 failed[job.name] = "depends on a failed job: " + ", ".join(
                     d for d in job.depends if d in failed)
                 progress.advance(overall)
-            ready = sorted((job for job in pending.values()
-                            if all(d in done for d in job.depends)),
-                           key=lambda job: -job.cost)
+            ready = [job for job in pending.values() if all(d in done for d in job.depends)]
+            waiting_groups = {job.group for job in pending.values()
+                              if job.group is not None and job not in ready}
+            ready = sorted((job for job in ready if job.group not in waiting_groups
+                            or job.group is None), key=lambda job: -job.cost)
+            to_train: dict[str | None, list[tuple[Job, JobInputs]]] = {}
             for job in ready:
                 del pending[job.name]
                 path = folder / f"{job.name}.h5"
@@ -127,9 +160,26 @@ def execute(jobs: Sequence[Job], folder: Path, *, workers: int = 2, threads: int
                     done[job.name] = reused
                     progress.advance(overall)
                     continue
-                future = pool.submit(_train_job, inputs.config.to_json(), str(path),
-                                     inputs.initial, inputs.teacher, report, job.name, threads)
-                running[future] = job.name
+                fresh = not path.exists() and not partial_dir(path).exists()
+                key = job.group if fresh else None
+                to_train.setdefault(key if key is not None else f"\0{job.name}", []).append(
+                    (job, inputs))
+            for members in to_train.values():
+                if len(members) > 1 and len({shape_signature(i.config)
+                                             for _, i in members}) == 1:
+                    names = [job.name for job, _ in members]
+                    future = pool.submit(
+                        _train_group, [i.config.to_json() for _, i in members],
+                        [str(folder / f"{n}.h5") for n in names],
+                        [i.initial for _, i in members], [i.teacher for _, i in members],
+                        report, names, threads)
+                    running[future] = names
+                    continue
+                for job, inputs in members:
+                    future = pool.submit(_train_job, inputs.config.to_json(),
+                                         str(folder / f"{job.name}.h5"), inputs.initial,
+                                         inputs.teacher, report, job.name, threads)
+                    running[future] = [job.name]
             if not running:
                 if pending and not ready:
                     blocked = ", ".join(sorted(pending))
@@ -138,14 +188,17 @@ def execute(jobs: Sequence[Job], folder: Path, *, workers: int = 2, threads: int
             finished, _ = wait(list(running), timeout=0.3, return_when=FIRST_COMPLETED)
             _drain(report, progress, bars, done)
             for future in finished:
-                name = running.pop(future)
+                names = running.pop(future)
                 try:
-                    done[name] = load_run(Path(future.result()))
+                    future.result()
+                    for name in names:
+                        done[name] = load_run(folder / f"{name}.h5")
                 except ClosedLoopError as exc:
-                    failed[name] = str(exc)
-                if name in bars:
-                    progress.remove_task(bars.pop(name))
-                progress.advance(overall)
+                    for name in names:
+                        failed[name] = str(exc)
+                for key in [k for k in bars if k.split(" (+")[0] in names]:
+                    progress.remove_task(bars.pop(key))
+                progress.advance(overall, len(names))
     return done, failed
 
 
