@@ -23,10 +23,8 @@ def jobs(settings: Settings, seed: int) -> list[Job]:
     return pair_jobs(settings, seed)
 
 
-def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAnalysis:
-    """Loss curves of both runs, the closed run's stages, and claim C1."""
-    closed_name, open_name = pair_names(seed)
-    closed, opened = runs[closed_name], runs[open_name]
+def judge_c1(closed: Run, opened: Run) -> Claim:
+    """Claim C1 for a closed-loop run and its open-loop twin."""
     test_open = opened.metrics["test_loss"]
     test_closed = closed.metrics["test_loss"]
     peak = int(np.nanargmax(test_open))
@@ -54,7 +52,7 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
         test_open[peak] >= PEAK_FACTOR * lowest_before and test_open[peak] > test_open[0]
         and closed_max <= CLOSED_RISE * test_closed[0]
         and gain_distance <= GAIN_TOLERANCE and loss_difference <= LOSS_TOLERANCE)
-    claim = Claim(
+    return Claim(
         "C1",
         "The open-loop student's closed-loop test loss has a transient peak far above its "
         "earlier values while the closed-loop network has none, and both end at the same "
@@ -64,11 +62,18 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
         f"its epoch-0 value; final effective gains within {GAIN_TOLERANCE:.0%} (relative "
         f"norm) and final test losses within {LOSS_TOLERANCE:.0%}.",
         measured, supported)
+
+
+def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAnalysis:
+    """Loss curves of both runs, the closed run's stages, and claim C1."""
+    closed_name, open_name = pair_names(seed)
+    closed, opened = runs[closed_name], runs[open_name]
+    claim = judge_c1(closed, opened)
     stages = run_stages(closed)
     data = {
         "epochs": closed.epochs,
-        "closed_train": closed.metrics["train_loss"], "closed_test": test_closed,
-        "open_train": opened.metrics["train_loss"], "open_test": test_open,
-        "stages": stages.to_json(), "open_peak_epoch": peak,
+        "closed_train": closed.metrics["train_loss"], "closed_test": closed.metrics["test_loss"],
+        "open_train": opened.metrics["train_loss"], "open_test": opened.metrics["test_loss"],
+        "stages": stages.to_json(), "open_peak_epoch": claim.measured["open_peak_epoch"],
     }
     return FigureAnalysis([claim], data)

@@ -42,6 +42,36 @@ def jobs(settings: Settings, seed: int) -> list[Job]:
     return out
 
 
+def judge_c2(run: Run, report: dict | None = None) -> Claim:
+    """Claim C2 (three stages in the spectrum) for one closed-loop run."""
+    report = report or analyze_run(run)
+    stages = report["stages"]
+    test = run.metrics["test_loss"]
+    s1, s2 = stages["stage1_end"], stages["stage2_end"]
+    merges = [m["epoch"] for m in report["merges"]]
+    measured = {"stage1_end": s1, "stage2_end": s2, "merge_epochs": merges,
+                "test_loss_initial": float(test[0]), "test_loss_final": float(test[-1])}
+    supported = False
+    if s1 is not None and s2 is not None and s1 < s2:
+        drop1, plateau, drop3 = (float(test[0] / test[s1]), float(test[s1] / test[s2]),
+                                 float(test[s2] / test[-1]))
+        measured.update(test_loss_stage1_end=float(test[s1]),
+                        test_loss_stage2_end=float(test[s2]), stage1_drop=drop1,
+                        stage2_drop=plateau, stage3_drop=drop3)
+        supported = bool(merges and merges[0] <= s1 and drop1 >= STAGE1_DROP
+                         and plateau < PLATEAU and drop3 >= STAGE3_DROP)
+    return Claim(
+        "C2",
+        "Three stages are visible in the spectrum of the low-rank network: a complex pair "
+        "appears, a plateau follows, and stabilisation is followed by a drop of orders of "
+        "magnitude.",
+        "a real pair of eig(P) merges into a complex pair by the end of stage 1 (read from the "
+        "spectrum), stage 1 ends before stabilisation, the test loss falls >= "
+        f"{STAGE1_DROP:g}x in stage 1, < {PLATEAU:g}x in stage 2 (the plateau) and >= "
+        f"{STAGE3_DROP:g}x from stabilisation to the end.",
+        measured, supported)
+
+
 def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAnalysis:
     """Stages of the low-rank run, the stage-1 theory against simulation, sigma_zm paths."""
     run = runs[lowrank_name(seed)]
@@ -68,29 +98,9 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
         {"max_log10_gap": gap, "final_sigma_zm": finals},
         bool(gap <= THEORY_DECADES and converged))
 
+    c2 = judge_c2(run, report)
     s1, s2 = stages["stage1_end"], stages["stage2_end"]
-    merges = [m["epoch"] for m in report["merges"]]
-    measured = {"stage1_end": s1, "stage2_end": s2, "merge_epochs": merges,
-                "test_loss_initial": float(test[0]), "test_loss_final": float(test[-1])}
-    supported = False
-    if s1 is not None and s2 is not None and s1 < s2:
-        drop1, plateau, drop3 = (float(test[0] / test[s1]), float(test[s1] / test[s2]),
-                                 float(test[s2] / test[-1]))
-        measured.update(test_loss_stage1_end=float(test[s1]),
-                        test_loss_stage2_end=float(test[s2]), stage1_drop=drop1,
-                        stage2_drop=plateau, stage3_drop=drop3)
-        supported = bool(merges and merges[0] <= s1 and drop1 >= STAGE1_DROP
-                         and plateau < PLATEAU and drop3 >= STAGE3_DROP)
-    c2 = Claim(
-        "C2",
-        "Three stages are visible in the spectrum of the low-rank network: a complex pair "
-        "appears, a plateau follows, and stabilisation is followed by a drop of orders of "
-        "magnitude.",
-        "a real pair of eig(P) merges into a complex pair by the end of stage 1 (read from the "
-        "spectrum), stage 1 ends before stabilisation, the test loss falls >= "
-        f"{STAGE1_DROP:g}x in stage 1, < {PLATEAU:g}x in stage 2 (the plateau) and >= "
-        f"{STAGE3_DROP:g}x from stabilisation to the end.",
-        measured, supported)
+    merges = c2.measured["merge_epochs"]
 
     probe = merges[0] if merges else min(8, run.last_epoch)
     summary = [f"complex pair from epoch {merges[0]}" if merges else "no complex-pair onset",
