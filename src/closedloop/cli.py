@@ -245,6 +245,138 @@ class _progress:
 
 
 @cli.command()
+@click.argument("preset")
+@click.option("--grid", "grid_items", multiple=True, metavar="KEY=V1,V2,...",
+              help="A setting and its values (repeat for a Cartesian product).")
+@click.option("--seeds", "seed_list", default="0", show_default=True, metavar="LIST",
+              help="Seeds of every grid point, e.g. 0-49 or 0,3,5.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Sweep folder (sweep.json, runs/, summaries).")
+@click.option("--epochs", type=click.IntRange(0, 10_000_000), default=None,
+              help="Training epochs (default: the preset's).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="A setting for every run of the sweep.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="An existing Dask scheduler (tcp://host:8786) instead of a local cluster.")
+@click.option("--workers", type=click.IntRange(1, 1024), default=None,
+              help="Worker processes of the local cluster (default: one per core).")
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="PyTorch threads per task.")
+@click.option("--group-size", type=click.IntRange(1, 1024), default=None,
+              help="Most runs trained together as one ensemble task (1: every run alone; "
+                   "default: runs of one shape split evenly over the workers, at most 32).")
+@click.option("--teacher-preset", default=None,
+              help="Preset of the closed-loop teachers of an open-loop preset (default: "
+                   "di-tanh-closed for di-tanh-open*, tracking-closed for tracking-open).")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def sweep(preset: str, grid_items: tuple[str, ...], seed_list: str, out: Path,
+          epochs: int | None, overrides: tuple[str, ...], scheduler: str | None,
+          workers: int | None, threads: int, group_size: int | None,
+          teacher_preset: str | None, quiet: bool) -> None:
+    """Train PRESET over a grid of settings and seeds, as Dask tasks.
+
+    Runs go to OUT/runs/ (one file each); finished runs are skipped, so running the same
+    command again finishes a killed sweep. An open-loop preset trains each point's
+    closed-loop teacher first. Summarise with 'closedloop sweep-summary OUT'.
+
+    \b
+    Example:
+      closedloop sweep di-tanh-open --seeds 0-49 --out sweeps/pair
+      closedloop sweep di-lowrank-closed --grid task.steps=10,50,200 \\
+          --grid training.lr=5e-4,1e-3 --seeds 0-9 --out sweeps/lowrank
+      closedloop sweep di-tanh-closed --seeds 0-99 --out /scratch/sweep \\
+          --scheduler tcp://10.0.0.5:8786
+    """
+    from closedloop.sweep import SweepSpec, parse_grid, run_sweep
+
+    spec = SweepSpec(preset, parse_grid(grid_items), parse_seeds(seed_list), epochs,
+                     list(overrides), teacher_preset)
+    display = _SweepDisplay(quiet)
+    with display:
+        result = run_sweep(spec, out, scheduler=scheduler, workers=workers, threads=threads,
+                           group_size=group_size, on_event=display.event)
+    new = len(result.finished) - len(result.skipped)
+    click.echo(f"{out}: {len(result.finished)} of {len(result.finished) + len(result.failed)} "
+               f"runs finished ({new} now, {len(result.skipped)} already there) in "
+               f"{result.elapsed / 60:.1f} min")
+    for reason in sorted(set(result.failed.values())):
+        names = [n for n, r in result.failed.items() if r == reason]
+        err_console.print(f"[red]failed ({len(names)}): {', '.join(names[:5])}"
+                          f"{' ...' if len(names) > 5 else ''}: {reason}[/red]")
+    click.echo(f"summarise with: closedloop sweep-summary {out}")
+    if result.failed:
+        raise click.exceptions.Exit(1)
+
+
+class _SweepDisplay:
+    """Rich progress for a sweep: finished runs overall, and the epoch of every running task."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TimeRemainingColumn(), console=err_console, disable=quiet)
+        self.overall: Any = None
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _SweepDisplay:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def event(self, kind: str, value: Any) -> None:
+        if kind == "total":
+            self.overall = self.progress.add_task("runs finished", total=value)
+        elif kind in ("done", "failed"):
+            names = value if kind == "done" else value[0]
+            self.progress.advance(self.overall, len(names))
+            for label in [k for k in self.tasks if k.split(" (+")[0] in names]:
+                self.progress.remove_task(self.tasks.pop(label))
+        elif kind == "epoch":
+            label = value["label"]
+            if label not in self.tasks:
+                self.tasks[label] = self.progress.add_task(f"  {label}", total=value["total"])
+            self.progress.update(self.tasks[label], completed=value["epoch"])
+
+
+@cli.command(name="sweep-summary")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--workers", type=click.IntRange(1, 1024), default=None,
+              help="Processes reading runs (default: one per core).")
+@click.option("--json", "as_json", is_flag=True, help="Print the claim support as JSON.")
+def sweep_summary(folder: Path, workers: int | None, as_json: bool) -> None:
+    """Tabulate a sweep: one row per run (CSV and Parquet), claim support, summary plots.
+
+    \b
+    Example:
+      closedloop sweep-summary sweeps/pair
+      python -c "import pandas; print(pandas.read_parquet('sweeps/pair/summary.parquet'))"
+    """
+    from closedloop.sweep_summary import summarize_sweep, write_summary
+
+    with Progress(TextColumn("[bold]reading runs"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console) as progress:
+        task = progress.add_task("rows", total=None)
+        summary = summarize_sweep(folder, workers=workers, progress=lambda done, total:
+                                  progress.update(task, completed=done, total=total))
+    paths = write_summary(summary, folder)
+    if as_json:
+        click.echo(json.dumps(summary.support))
+        return
+    statuses: dict[str, int] = {}
+    for row in summary.rows:
+        statuses[row["status"]] = statuses.get(row["status"], 0) + 1
+    click.echo(f"{len(summary.rows)} runs: " + ", ".join(f"{n} {s}"
+                                                         for s, n in sorted(statuses.items())))
+    for claim, support in summary.support.items():
+        if support["judged"]:
+            click.echo(f"{claim}: supported by {support['supported']} of {support['judged']} "
+                       f"runs ({support['fraction']:.0%})")
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+@cli.command()
 @click.argument("run_path", metavar="RUN", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def inspect(run_path: Path, as_json: bool) -> None:

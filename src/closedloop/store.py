@@ -38,6 +38,7 @@ Example
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -169,9 +170,23 @@ class RunWriter:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def remove_temporaries(self) -> None:
+        """Delete what a writer killed mid-write left behind: half-written temporary files
+        and staging folders of this run (``.NAME.h5.*`` next to it, ``.*.tmp`` in the partial
+        folder). Only the run's one writer may call this."""
+        leftovers = list(self.path.parent.glob(f".{glob.escape(self.path.name)}.*"))
+        if self.folder.is_dir():
+            leftovers += list(self.folder.glob(".*.tmp"))
+        for leftover in leftovers:
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
     def start(self, initial: Mapping[str, np.ndarray], teacher: Teacher | None) -> None:
         """Create the partial folder with the config and the run's inputs."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.remove_temporaries()
         if self.folder.exists():
             shutil.rmtree(self.folder)
         staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
@@ -195,6 +210,7 @@ class RunWriter:
         segments written after it."""
         if not self.folder.is_dir():
             raise IncompleteRunError(f"{self.path}: nothing to resume (no {self.folder.name})")
+        self.remove_temporaries()
         checkpoint = self.folder / "checkpoint.pt"
         state = None
         last_saved = -1

@@ -1,0 +1,93 @@
+"""Summary plots of a sweep, drawn from the rows of :mod:`closedloop.sweep_summary`.
+
+Three panels: the stabilisation epoch against the episode length T, the peak ratio of the test
+loss (largest after epoch 0 over epoch 0) against the control cost beta, and the support
+fraction of each claim with its count. Closed-loop runs blue, open-loop students red.
+
+Example
+-------
+>>> rows = [{"role": "run", "episode_length": 50, "stabilization_epoch": 103,
+...          "control_cost": 0.5, "peak_ratio": 0.55, "status": "complete"}]
+>>> draw_sweep_summary(rows, {"C1": {"supported": 0, "judged": 0, "fraction": None}}).axes[0]
+<Axes: ...>
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from closedloop.plotting.figures import CLOSED, OPEN, _figure
+
+ROLES = (("closed loop", ("run", "teacher"), CLOSED, "o"),
+         ("open loop (student)", ("student",), OPEN, "s"))
+
+
+def _scatter_with_medians(ax: Any, rows: Sequence[dict[str, Any]], x_key: str, y_key: str,
+                          jitter: float) -> bool:
+    """Every run as a dot (jittered in x), the median per x as a line; False if no data."""
+    drawn = False
+    rng = np.random.default_rng(0)
+    for label, roles, color, marker in ROLES:
+        points = [(float(r[x_key]), float(r[y_key])) for r in rows
+                  if r.get("role") in roles and r.get(x_key) is not None
+                  and r.get(y_key) is not None]
+        if not points:
+            continue
+        x, y = np.array(points).T
+        spread = 1 + jitter * rng.uniform(-1, 1, x.size)
+        ax.scatter(x * spread, y, s=12, color=color, marker=marker, alpha=0.45, lw=0,
+                   label=f"{label} ({x.size} runs)")
+        levels = np.unique(x)
+        ax.plot(levels, [np.median(y[x == v]) for v in levels], color=color, lw=1.5)
+        drawn = True
+    return drawn
+
+
+def _empty(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=9,
+            color="#666666")
+
+
+def draw_sweep_summary(rows: Sequence[dict[str, Any]],
+                       support: dict[str, dict[str, Any]]) -> Figure:
+    """The three summary panels of a sweep."""
+    fig, (stab, peak, claims) = _figure(1, 3, 4.4, 3.5)
+    if _scatter_with_medians(stab, rows, "episode_length", "stabilization_epoch", 0.04):
+        stab.set_xscale("log")
+        stab.legend(fontsize=7, frameon=False)
+    else:
+        _empty(stab, "no run stabilised")
+    stab.set_xlabel("episode length T (steps)")
+    stab.set_ylabel("stabilisation epoch")
+    stab.set_title("Stabilisation epoch vs T (line: median)", fontsize=9)
+
+    if _scatter_with_medians(peak, rows, "control_cost", "peak_ratio", 0.0):
+        peak.set_yscale("log")
+        peak.axhline(1.0, color="#888888", lw=0.8, ls=":")
+        peak.legend(fontsize=7, frameon=False)
+    else:
+        _empty(peak, "no finished runs")
+    peak.set_xlabel("control cost beta")
+    peak.set_ylabel("peak test loss / epoch-0 test loss")
+    peak.set_title("Test-loss peak vs beta (line: median)", fontsize=9)
+
+    judged = [(claim, s) for claim, s in support.items() if s["judged"]]
+    if judged:
+        names = [claim for claim, _ in judged]
+        fractions = [s["fraction"] for _, s in judged]
+        bars = claims.bar(range(len(names)), fractions, color="#5a8f5a")
+        for bar, (_, s) in zip(bars, judged, strict=True):
+            claims.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.02,
+                        f"{s['supported']}/{s['judged']}", ha="center", fontsize=8)
+        claims.set_xticks(range(len(names)), names, fontsize=7, rotation=15)
+        claims.set_ylim(0, 1.12)
+    else:
+        _empty(claims, "no claim could be judged")
+    claims.set_ylabel("fraction of runs supporting it")
+    claims.set_title("Claims of the reproduce report, per run", fontsize=9)
+    fig.suptitle("Sweep summary", fontsize=11)
+    return fig

@@ -1,0 +1,290 @@
+"""Sweeps on Dask: grid expansion, open-loop pairs, idempotence, and fault tolerance against a
+real scheduler with two worker processes (one killed mid-task); every run equals the same
+point trained alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from closedloop.cli import main
+from closedloop.errors import ConfigError
+from closedloop.plants import plant_from_config
+from closedloop.sources import load_teacher
+from closedloop.store import load_run, partial_dir
+from closedloop.sweep import (
+    RUNS_FOLDER,
+    SweepError,
+    SweepSpec,
+    parse_grid,
+    prepare_folder,
+    run_sweep,
+)
+from closedloop.sweep_summary import summarize_sweep, support_fractions, write_summary
+from closedloop.training import train
+
+SMALL = ["agent.size=12", "task.batch_size=16", "task.steps=20", "recording.segment_epochs=10"]
+TOLERANCE = 1e-5   # the ensemble tolerance: relative, every epoch's train and test loss
+DASK = Path(sys.executable).with_name("dask")
+
+
+def _max_relative_difference(a, b) -> float:
+    worst = 0.0
+    for name in ("train_loss", "test_loss"):
+        x, y = a.metrics[name], b.metrics[name]
+        assert x.shape == y.shape
+        worst = max(worst, float(np.max(np.abs(x - y) / np.abs(y))))
+    return worst
+
+
+def _check_sweep_folder(spec: SweepSpec, folder: Path, reference: Path) -> None:
+    """Every point's run file exists once, is complete, and equals the point trained alone
+    (students imitate the sweep's own teacher file, as the sweep's students do)."""
+    runs = folder / RUNS_FOLDER
+    points = spec.points()
+    expected = {p.file_name for p in points}
+    present = {p.name for p in runs.iterdir() if p.name != ".locks"}
+    assert present == expected, f"extra or missing entries: {present ^ expected}"
+    reference.mkdir(exist_ok=True)
+    for point in points:
+        run = load_run(runs / point.file_name)
+        assert run.status == "complete"
+        config = spec.config(point)
+        assert run.config == config
+        np.testing.assert_array_equal(run.epochs, np.arange(config.training.epochs + 1))
+        initial = teacher = None
+        if point.teacher is not None:
+            teacher_file = runs / f"{point.teacher}.h5"
+            initial = load_run(teacher_file).parameters(0)
+            teacher = load_teacher(str(teacher_file), plant_from_config(config.plant))
+        alone = reference / point.file_name
+        train(config, alone, initial=initial, teacher=teacher)
+        assert _max_relative_difference(run, load_run(alone)) < TOLERANCE, point.name
+
+
+# -- definition -----------------------------------------------------------------------------
+
+
+def test_grid_parsing():
+    assert parse_grid(["training.lr=1e-3, 5e-3", "task.steps=10,50"]) == {
+        "training.lr": ["1e-3", "5e-3"], "task.steps": ["10", "50"]}
+    assert parse_grid(["agent.overlaps=[0.1,0.2],[0.3,0.4]"]) == {
+        "agent.overlaps": ["[0.1,0.2]", "[0.3,0.4]"]}
+    for bad in (["task.steps"], ["=1,2"], ["task.steps=1,,2"], ["task.steps=1,1"],
+                ["task.steps=1", "task.steps=2"]):
+        with pytest.raises(ConfigError):
+            parse_grid(bad)
+
+
+def test_points_of_an_open_loop_sweep_pair_each_student_with_its_teacher():
+    spec = SweepSpec("di-tanh-open", {"loss.control_cost": ["0", "2"], "task.steps": ["20"]},
+                     seeds=[3, 1], epochs=5)
+    points = spec.points()
+    assert len(points) == 2 * 2 * 1 * 2
+    teachers = [p for p in points if p.role == "teacher"]
+    students = [p for p in points if p.role == "student"]
+    assert points[:4] == teachers                       # teachers are trained first
+    assert {p.preset for p in teachers} == {"di-tanh-closed"}
+    for student in students:
+        teacher = next(p for p in teachers if p.name == student.teacher)
+        assert (teacher.seed, teacher.settings) == (student.seed, student.settings)
+        config = spec.config(student)
+        assert config.loss.control_cost == float(dict(student.settings)["loss.control_cost"])
+        assert config.teacher == f"{teacher.name}.h5@last"
+        assert config.init_from == f"{teacher.name}.h5@0"
+        assert spec.config(teacher).loss.control_cost == config.loss.control_cost
+        assert config.seed == student.seed and config.training.epochs == 5
+    closed = SweepSpec("di-tanh-closed", {"training.lr": ["0.01", "0.02"]}, seeds=range(3))
+    assert [p.role for p in closed.points()] == ["run"] * 6
+    assert SweepSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--grid", "agent.nonexistent=1,2"], "agent.nonexistent"),
+    (["--grid", "training.lr=-1,0.1"], "training.lr"),
+    (["--grid", "task.steps=ten"], "task.steps"),
+    (["--set", "agent.size=-4"], "agent.size"),
+    (["--seeds", "3-1x"], "--seeds"),
+])
+def test_bad_settings_are_rejected_before_any_work(tmp_path, capsys, args, named):
+    folder = tmp_path / "sweep"
+    assert main(["sweep", "di-tanh-open", "--out", str(folder), "--quiet", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and named in err and "Traceback" not in err
+    assert not folder.exists()
+
+
+def test_open_preset_without_known_teacher_preset_is_refused(tmp_path, capsys):
+    spec = SweepSpec("di-tanh-open", seeds=[0], teacher_preset="di-tanh-open-plant")
+    with pytest.raises(ConfigError, match="does not train closed loop"):
+        spec.validate()
+
+
+def test_a_folder_holding_another_sweep_is_refused(tmp_path):
+    prepare_folder(SweepSpec("di-tanh-closed", seeds=[0, 1]), tmp_path)
+    before = (tmp_path / "sweep.json").read_text()
+    with pytest.raises(SweepError, match="another sweep"):
+        prepare_folder(SweepSpec("di-tanh-closed", seeds=[0, 1, 2]), tmp_path)
+    assert (tmp_path / "sweep.json").read_text() == before
+
+
+# -- running --------------------------------------------------------------------------------
+
+
+def test_local_sweep_equals_single_runs_skips_finished_and_summarises(tmp_path):
+    spec = SweepSpec("di-tanh-open", {"loss.control_cost": ["0", "1"]}, seeds=[0, 1],
+                     epochs=30, overrides=SMALL)
+    events: list[tuple[str, object]] = []
+    result = run_sweep(spec, tmp_path / "sweep", workers=2,
+                       on_event=lambda kind, value: events.append((kind, value)))
+    assert not result.failed and len(result.finished) == 8 and not result.skipped
+    assert ("total", 8) in events
+    assert sum(len(v) for k, v in events if k == "done") == 8
+    assert any(k == "epoch" for k, _ in events)          # per-epoch progress reached us
+    _check_sweep_folder(spec, tmp_path / "sweep", tmp_path / "alone")
+
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep" / RUNS_FOLDER).glob("*.h5")}
+    again = run_sweep(spec, tmp_path / "sweep", workers=1)
+    assert sorted(again.skipped) == sorted(p.name for p in spec.points())
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    summary = summarize_sweep(tmp_path / "sweep", workers=1)
+    assert len(summary.rows) == 8
+    for row in summary.rows:
+        run = load_run(tmp_path / "sweep" / RUNS_FOLDER / f"{row['name']}.h5")
+        test = run.metrics["test_loss"]
+        assert row["loss.control_cost"] == run.config.loss.control_cost
+        assert row["final_test_loss"] == pytest.approx(float(test[-1]))
+        assert row["peak_epoch"] == 1 + int(np.argmax(test[1:]))
+        assert row["peak_ratio"] == pytest.approx(float(test[1:].max() / test[0]))
+        assert row["gain_0"] == pytest.approx(float(run.metrics["gains"][-1].ravel()[0]))
+        assert row["stabilization_epoch"] == run.stabilization_epoch
+        assert (row["c1_supported"] is None) == (row["role"] != "student")
+        assert (row["c2_supported"] is None) == (row["role"] != "teacher")
+    assert summary.support["C1"]["judged"] == 4
+    written = write_summary(summary, tmp_path / "sweep")
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "sweep" / "summary.parquet")
+    assert table.num_rows == 8 and "stage1_end" in table.column_names
+    assert (tmp_path / "sweep" / "summary.csv").read_text().count("\n") == 9
+    assert json.loads((tmp_path / "sweep" / "support.json").read_text()) == summary.support
+    assert all(p.stat().st_size > 0 for p in written)
+
+
+def test_support_fractions_count_per_claim():
+    rows = [{"c1_supported": True, "preset": "di-tanh-open"},
+            {"c1_supported": False, "preset": "di-tanh-open"},
+            {"c2_supported": True, "preset": "di-lowrank-closed"},
+            {"c1_supported": None, "c2_supported": None, "preset": "x"}]
+    support = support_fractions(rows)
+    assert support["C1"] == {"supported": 1, "judged": 2, "fraction": 0.5}
+    assert support["C2 (di-lowrank-closed)"] == {"supported": 1, "judged": 1, "fraction": 1.0}
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A real ``dask scheduler`` and two single-threaded ``dask worker`` processes (no nanny,
+    so a killed worker stays dead) on 127.0.0.1."""
+    if not DASK.exists():
+        pytest.skip("the dask command is not installed")
+    scheduler_file = tmp_path / "scheduler.json"
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    processes = [subprocess.Popen(
+        [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+         "--scheduler-file", str(scheduler_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+    try:
+        _wait_for(scheduler_file.exists, 60, "the scheduler")
+        for _ in range(2):
+            processes.append(subprocess.Popen(
+                [str(DASK), "worker", "--scheduler-file", str(scheduler_file), "--nthreads",
+                 "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+        address = json.loads(scheduler_file.read_text())["address"]
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+            yield address, client
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+def test_sweep_on_a_cluster_survives_a_killed_worker(tmp_path, dask_cluster):
+    address, client = dask_cluster
+    folder = tmp_path / "sweep"
+    pids = client.run(os.getpid)
+    args = ["di-tanh-open", "--seeds", "0-3", "--epochs", "150", "--group-size", "2",
+            *[a for s in SMALL for a in ("--set", s)]]
+    spec = SweepSpec("di-tanh-open", seeds=range(4), epochs=150, overrides=SMALL)
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "closedloop.cli", "sweep", *args, "--out", str(folder),
+         "--scheduler", address, "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        runs = folder / RUNS_FOLDER
+
+        def busy_worker() -> int | None:
+            """The pid of a worker running a task whose runs have checkpointed progress."""
+            for worker, keys in client.processing().items():
+                for key in keys:
+                    names = [p.name for p in spec.points() if key.endswith(p.name)]
+                    segments = [list(partial_dir(runs / f"{n}.h5").glob("segment-*"))
+                                for n in names]
+                    if names and all(segments):
+                        return pids[worker]
+            return None
+
+        _wait_for(lambda: busy_worker() is not None, 120, "a task with checkpointed progress")
+        os.kill(busy_worker(), signal.SIGKILL)
+        out, err = sweep.communicate(timeout=300)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 0, err
+    assert "8 of 8 runs finished" in out
+    assert len(client.scheduler_info()["workers"]) == 1          # one worker really died
+    _check_sweep_folder(spec, folder, tmp_path / "alone")
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_restarted_does_only_what_is_missing(tmp_path):
+    folder = tmp_path / "sweep"
+    command = [sys.executable, "-m", "closedloop.cli", "sweep", "di-tanh-closed", "--seeds",
+               "0-5", "--epochs", "200", "--group-size", "1", "--workers", "2", "--out",
+               str(folder), "--quiet", *[a for s in SMALL for a in ("--set", s)]]
+    spec = SweepSpec("di-tanh-closed", seeds=range(6), epochs=200, overrides=SMALL)
+    first = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    runs = folder / RUNS_FOLDER
+    try:
+        _wait_for(lambda: runs.exists() and any(runs.glob("*.h5"))
+                  and any(runs.glob("*.partial/segment-*")), 180, "a finished and a started run")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    done_before = {p: p.stat().st_mtime_ns for p in runs.glob("*.h5") if p.is_file()}
+    assert done_before and list(runs.glob("*.partial"))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"({6 - len(done_before)} now, {len(done_before)} already there)" in result.stdout
+    assert {p: p.stat().st_mtime_ns for p in done_before} == done_before
+    _check_sweep_folder(spec, folder, tmp_path / "alone")
