@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from closedloop import plants
-from closedloop.config import PlantConfig
+from closedloop.config import PlantConfig, build_config
 from closedloop.errors import ConfigError
 
 
@@ -157,6 +157,9 @@ def test_plant_from_config_linear():
     ([[1.0, 0.0], [0.0]], [[0.0], [1.0]], [[1.0, 0.0]]),
 ])
 def test_plant_from_config_rejects_bad_shapes(A, B, C):
-    config = PlantConfig(kind="linear", A=A, B=B, C=C)
-    with pytest.raises(ConfigError):
-        plants.plant_from_config(config)
+    with pytest.raises(ConfigError):      # the config is refused (before any plant is built)
+        build_config({"plant": {"kind": "linear", "A": A, "B": B, "C": C}})
+    with pytest.raises(ConfigError):      # and so is a config that skipped validation
+        plants.plant_from_config(PlantConfig.model_construct(kind="linear", A=A, B=B, C=C,
+                                                             dt=1.0, clamp=None,
+                                                             process_noise_std=0.0))

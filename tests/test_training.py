@@ -101,6 +101,30 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert_same_run(tmp_path / "whole.h5", cut)
 
 
+def test_leftovers_of_a_killed_writer_are_removed_on_resume(tmp_path):
+    """A writer killed inside a write-then-rename leaves a temporary file (or a staging folder);
+    resuming the run removes them and produces the same run as an uninterrupted one."""
+    config = small_config(epochs=11)
+    train(config, tmp_path / "whole.h5")
+
+    def stop_at_7(record):
+        if record.epoch == 7:
+            raise _Stop
+
+    cut = tmp_path / "cut.h5"
+    with pytest.raises(_Stop):
+        train(config, cut, progress=stop_at_7)
+    leftovers = [tmp_path / ".cut.h5.k3j2l1.tmp", partial_dir(cut) / ".checkpoint.pt.x1.tmp"]
+    for leftover in leftovers:
+        leftover.write_bytes(b"half-written")
+    (tmp_path / ".cut.h5.staging").mkdir()
+    (tmp_path / ".other.h5.k3j2l1.tmp").write_bytes(b"not ours")
+    train(config, cut, resume=True)
+    assert not any(p.exists() for p in leftovers) and not (tmp_path / ".cut.h5.staging").exists()
+    assert (tmp_path / ".other.h5.k3j2l1.tmp").exists()
+    assert_same_run(tmp_path / "whole.h5", cut)
+
+
 def test_divergence_is_recorded_not_raised(tmp_path):
     config = small_config(epochs=50, extra=("training.lr=1000", "training.clip_norm=null"))
     result = train(config, tmp_path / "bad.h5")

@@ -309,14 +309,23 @@ def sweep(preset: str, grid_items: tuple[str, ...], seed_list: str, out: Path,
 
 
 class _SweepDisplay:
-    """Rich progress for a sweep: finished runs overall, and the epoch of every running task."""
+    """Progress of a sweep: finished runs overall and the epoch of every running task, as Rich
+    bars on a terminal, or as a plain line per finished task (and per task about once a
+    minute) when stderr is a log file (a batch job)."""
+
+    LOG_INTERVAL = 60.0
 
     def __init__(self, quiet: bool) -> None:
+        self.quiet, self.plain = quiet, not err_console.is_terminal
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TimeRemainingColumn(), console=err_console, disable=quiet)
+                                 TimeRemainingColumn(), console=err_console,
+                                 disable=quiet or self.plain)
         self.overall: Any = None
         self.tasks: dict[str, Any] = {}
+        self.done = self.total = 0
+        self.started = time.monotonic()
+        self.logged: dict[str, float] = {}
 
     def __enter__(self) -> _SweepDisplay:
         self.progress.__enter__()
@@ -325,15 +334,29 @@ class _SweepDisplay:
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)
 
+    def _log(self, text: str) -> None:
+        if self.plain and not self.quiet:
+            minutes = (time.monotonic() - self.started) / 60
+            click.echo(f"[{minutes:6.1f} min] {text}", err=True)
+
     def event(self, kind: str, value: Any) -> None:
         if kind == "total":
+            self.total = value
             self.overall = self.progress.add_task("runs finished", total=value)
         elif kind in ("done", "failed"):
             names = value if kind == "done" else value[0]
+            self.done += len(names)
             self.progress.advance(self.overall, len(names))
+            if names:
+                self._log(f"runs finished {self.done}/{self.total}"
+                          + (f" ({len(names)} failed)" if kind == "failed" else ""))
             for label in [k for k in self.tasks if k.split(" (+")[0] in names]:
                 self.progress.remove_task(self.tasks.pop(label))
         elif kind == "epoch":
+            now = time.monotonic()
+            if now - self.logged.get(value["label"], 0.0) > self.LOG_INTERVAL:
+                self.logged[value["label"]] = now
+                self._log(f"{value['label']}: epoch {value['epoch']}/{value['total']}")
             label = value["label"]
             if label not in self.tasks:
                 self.tasks[label] = self.progress.add_task(f"  {label}", total=value["total"])
@@ -641,6 +664,16 @@ def main(argv: list[str] | None = None) -> int:
     except ClosedLoopError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
+    except OSError as exc:
+        # the machine refused (disk full, read-only folder, no permission): files written so
+        # far are complete (every write is write-then-rename), an unfinished run resumable
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where} (files written before are intact; an "
+                   "unfinished run continues with --resume)", err=True)
+        return 1
+    except MemoryError:
+        click.echo("error: out of memory (use smaller sizes, or fewer runs at once)", err=True)
+        return 1
     except KeyboardInterrupt:
         click.echo("interrupted (an unfinished run continues with --resume)", err=True)
         return 130

@@ -86,6 +86,20 @@ class PlantConfig(_Strict):
         if self.kind == "linear":
             if self.A is None or self.B is None or self.C is None:
                 raise ValueError("plant.kind 'linear' needs plant.A, plant.B and plant.C")
+            n = len(self.A)
+            for name, matrix, rows, cols in (("A", self.A, n, n), ("B", self.B, n, None),
+                                             ("C", self.C, None, n)):
+                widths = {len(row) for row in matrix}
+                if not matrix or len(widths) != 1 or 0 in widths:
+                    raise ValueError(f"plant.{name} must be a non-empty rectangular matrix")
+                if (rows is not None and len(matrix) != rows) or (
+                        cols is not None and widths != {cols}):
+                    raise ValueError(f"plant.{name} has the wrong shape for a {n}-state plant "
+                                     "(A: n x n, B: n x m, C: p x n)")
+                if not all(math.isfinite(v) for row in matrix for v in row):
+                    raise ValueError(f"plant.{name} must hold finite numbers")
+        elif self.A is not None or self.B is not None or self.C is not None:
+            raise ValueError("plant.A, plant.B and plant.C are for plant.kind 'linear'")
         elif self.kind == "integrator":
             if self.n_inputs > self.order or self.n_observed > self.order:
                 raise ValueError("plant.n_inputs and plant.n_observed must be <= plant.order")
@@ -133,6 +147,15 @@ class AgentConfig(_Strict):
             raise ValueError("agent.rank must be <= agent.size")
         if self.dt > self.tau:
             raise ValueError("agent.dt must be <= agent.tau (dt/tau > 1 overshoots)")
+        for name, kinds in (("gain", ("static_gain",)), ("overlaps", ("overlaps",)),
+                            ("prescribed_overlap", ("lowrank",)),
+                            ("random_gain", ("lowrank",))):
+            if name in self.model_fields_set and getattr(self, name) not in (None, 0.0) \
+                    and self.kind not in kinds:
+                raise ValueError(f"agent.{name} is for agent.kind '{kinds[0]}', not "
+                                 f"'{self.kind}'")
+        if self.gain is not None and (not self.gain or len({len(r) for r in self.gain}) != 1):
+            raise ValueError("agent.gain must be a non-empty rectangular matrix")
         return self
 
 
@@ -146,6 +169,16 @@ class TaskConfig(_Strict):
     frequencies: list[list[float]] = Field(default_factory=lambda: [[0.1, 0.3], [0.2, 0.4]])
     amplitude: float = Field(2.31, ge=0, le=1e6)
     ramp_time: float = Field(1.0, ge=0, le=1e6)
+
+    @model_validator(mode="after")
+    def _check_frequencies(self) -> TaskConfig:
+        rows = self.frequencies
+        if not rows or len({len(r) for r in rows}) != 1 or not rows[0]:
+            raise ValueError("task.frequencies must be a non-empty rectangular list of lists "
+                             "(one row per tracked dimension)")
+        if not all(math.isfinite(f) and 0 < f <= 1e6 for row in rows for f in row):
+            raise ValueError("task.frequencies must be positive finite numbers")
+        return self
 
 
 class LossConfig(_Strict):
@@ -345,6 +378,12 @@ def load_preset(name: str, overrides: list[str] | None = None, seed: int | None 
     >>> load_preset("di-lowrank-closed").agent.kind
     'lowrank'
     """
+    for text in overrides or []:
+        key = text.split("=", 1)[0].strip()
+        if (key == "seed" and seed is not None) or (key == "training.epochs"
+                                                    and epochs is not None):
+            option = "--seed/--seeds" if key == "seed" else "--epochs"
+            raise ConfigError(f"'{key}' is set by {option}; do not also --set it")
     data = apply_overrides(preset_dict(name), overrides or [])
     if seed is not None:
         data["seed"] = seed

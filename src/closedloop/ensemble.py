@@ -46,6 +46,7 @@ from closedloop.training import (
     OutputExistsError,
     Trainer,
     TrainResult,
+    check_memory,
     complete_record,
     config_difference,
 )
@@ -415,6 +416,7 @@ def train_ensemble(configs: Sequence[RunConfig], outs: Sequence[str | os.PathLik
     outs = [Path(o) for o in outs]
     if len(outs) != len(configs) or len(set(outs)) != len(outs):
         raise ConfigError("an ensemble needs one distinct output path per member")
+    check_memory(list(configs))
     writers = [RunWriter(o, c) for o, c in zip(outs, configs, strict=True)]
     start = 0
     if resume:

@@ -26,6 +26,12 @@ HDF5 layout of a finished run (``format`` = ``closedloop-run``, ``format_version
     snapshots/<parameter>               (S, ...)      parameters after that epoch
     teacher/<parameter>, teacher attrs config, source   (open-loop runs)
 
+Integrity: every non-empty dataset carries HDF5's Fletcher-32 checksum (checked on every
+read), the file's metadata is written with checksummed headers (``libver="latest"``), and the
+``attrs_sha256`` attribute holds a SHA-256 digest of every other attribute, so a damaged file
+raises :class:`~closedloop.errors.RunFileError` rather than reading as different numbers. (Files
+written before these checks lack the digest and are read without it.)
+
 Record e holds the training loss of update e (its batch, evaluated before the update; epoch 0
 of the paper presets is evaluated without an update; NaN when nothing was trained at epoch 0)
 and everything else for the parameters *after* update e.
@@ -38,14 +44,18 @@ Example
 
 from __future__ import annotations
 
+import errno
 import glob
+import hashlib
 import json
 import os
+import resource
 import shutil
 import tempfile
 import time
 import zipfile
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +69,7 @@ from closedloop.errors import ConfigError, IncompleteRunError, RunFileError
 
 FORMAT = "closedloop-run"
 FORMAT_VERSION = 1
+DIGEST = "attrs_sha256"
 METRIC_NAMES = ("epoch", "train_loss", "test_loss", "grad_norm", "spectral_radius")
 
 
@@ -91,6 +102,11 @@ def atomic_write(target: Path, write: Any) -> None:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:   # a write through a file object: name the file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -276,13 +292,29 @@ class RunWriter:
         config = self.stored_config()
         initial, teacher = self.stored_inputs()
         segments = self.segments()
+        _ensure_room(self.path, sum(p.stat().st_size for p in self.folder.iterdir()))
 
         def write(tmp: Path) -> None:
-            with h5py.File(tmp, "w") as handle:
+            with h5py.File(tmp, "w", libver="latest") as handle:
                 _write_h5(handle, config, segments, initial, teacher, status, diverged_epoch)
         atomic_write(self.path, write)
         shutil.rmtree(self.folder, ignore_errors=True)
         return self.path
+
+
+def _ensure_room(target: Path, size: int) -> None:
+    """Raise a clean OSError before writing about ``size`` bytes to ``target`` if the disk (or
+    the process's file-size limit) cannot take them: HDF5 does not recover from a failed write
+    inside the library, so it is never started when it would fail."""
+    needed = int(size * 1.2) + (1 << 20)
+    free = shutil.disk_usage(target.parent).free
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"No space left on device (the run file needs about "
+                      f"{needed / 1e6:.1f} MB, {free / 1e6:.1f} MB free)", str(target))
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and limit < needed:
+        raise OSError(errno.EFBIG, f"File too large for this process's file-size limit "
+                      f"({limit} bytes; the run file needs about {needed} bytes)", str(target))
 
 
 def _segment_range(path: Path) -> tuple[int, int]:
@@ -326,8 +358,9 @@ def _write_h5(handle: h5py.File, config: RunConfig, segments: list[Path],
 
     def dataset(name: str, sample: np.ndarray, rows: int) -> h5py.Dataset:
         if name not in datasets:
-            datasets[name] = handle.create_dataset(name, shape=(rows, *sample.shape[1:]),
-                                                   dtype=sample.dtype)
+            shape = (rows, *sample.shape[1:])
+            datasets[name] = handle.create_dataset(name, shape=shape, dtype=sample.dtype,
+                                                   fletcher32=bool(np.prod(shape)))
         return datasets[name]
 
     if segments:
@@ -357,15 +390,36 @@ def _write_h5(handle: h5py.File, config: RunConfig, segments: list[Path],
             snapshot_row += k
     group = handle.create_group("initial")
     for name, values in initial.items():
-        group.create_dataset(name, data=values)
+        _checked_dataset(group, name, values)
     if teacher is not None:
         group = handle.create_group("teacher")
         group.attrs["source"] = teacher.source
         group.attrs["agent_config"] = teacher.agent_config
         for name, values in teacher.parameters.items():
-            group.create_dataset(name, data=values)
-    # the status goes last: a file without it never reads as complete
+            _checked_dataset(group, name, values)
     handle.attrs["status"] = status
+    # the digest goes last: a file without it (or with another) never reads as complete
+    handle.attrs[DIGEST] = _attrs_digest(handle)
+
+
+def _checked_dataset(group: h5py.Group, name: str, values: np.ndarray) -> None:
+    values = np.asarray(values)
+    checksum = values.ndim > 0 and values.size > 0
+    group.create_dataset(name, data=values, fletcher32=checksum)
+
+
+def _attrs_digest(handle: h5py.File) -> str:
+    """SHA-256 of every attribute of the file and its groups (the digest itself excluded)."""
+    digest = hashlib.sha256()
+    items: list[tuple[str, Any]] = [(f"/{k}", v) for k, v in handle.attrs.items() if k != DIGEST]
+    for name in ("teacher",):
+        if name in handle:
+            items += [(f"/{name}/{k}", v) for k, v in handle[name].attrs.items()]
+    for key, value in sorted(items, key=lambda item: item[0]):
+        digest.update(key.encode())
+        digest.update(repr(value.tolist() if isinstance(value, np.ndarray | np.generic)
+                           else value).encode())
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,15 +484,28 @@ class Run:
             raise RunFileError(f"{self.path}: no parameter snapshot at epoch {epoch} "
                                f"(nearest: {', '.join(map(str, sorted(near.tolist())))})")
         index = int(matches[0])
-        with _open(self.path) as handle:
+        with _open(self.path) as handle, _damage_is_corruption(self.path):
             return {name: handle[f"snapshots/{name}"][index] for name in self._parameter_names}
 
     def iter_parameters(self) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         """(epoch, parameters) for every snapshot, read one at a time."""
         with _open(self.path) as handle:
             for index, epoch in enumerate(self.snapshot_epochs):
-                yield int(epoch), {name: handle[f"snapshots/{name}"][index]
-                                   for name in self._parameter_names}
+                with _damage_is_corruption(self.path):
+                    snapshot = {name: handle[f"snapshots/{name}"][index]
+                                for name in self._parameter_names}
+                yield int(epoch), snapshot
+
+
+@contextmanager
+def _damage_is_corruption(path: Path) -> Iterator[None]:
+    """HDF5's errors on a damaged file (a failed checksum, a broken header) as RunFileError."""
+    try:
+        yield
+    except (KeyError, ValueError, TypeError, OSError) as exc:
+        if isinstance(exc, RunFileError):
+            raise
+        raise RunFileError(f"{path}: corrupt run file ({exc})") from None
 
 
 def _open(path: Path) -> h5py.File:
@@ -474,10 +541,9 @@ def load_run(path: str | os.PathLike[str]) -> Run:
         raise RunFileError(f"{path}: no such run file")
     with _open(path) as handle:
         try:
-            return _read(path, handle)
-        except (KeyError, ValueError, TypeError, OSError, ConfigError) as exc:
-            if isinstance(exc, RunFileError):
-                raise
+            with _damage_is_corruption(path):
+                return _read(path, handle)
+        except ConfigError as exc:
             raise RunFileError(f"{path}: corrupt run file ({exc})") from None
 
 
@@ -489,6 +555,10 @@ def _read(path: Path, handle: h5py.File) -> Run:
     if version != FORMAT_VERSION:
         raise RunFileError(f"{path}: run-file format version {version} is not supported "
                            f"(this closedloop reads {FORMAT_VERSION})")
+    stored_digest = handle.attrs.get(DIGEST)
+    if stored_digest is not None and stored_digest != _attrs_digest(handle):
+        raise RunFileError(f"{path}: corrupt run file (its attributes do not match their "
+                           "checksum)")
     status = handle.attrs.get("status")
     if status not in ("complete", "diverged"):
         raise IncompleteRunError(f"{path}: incomplete run file (no final status)")

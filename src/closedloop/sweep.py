@@ -230,9 +230,11 @@ class SweepSpec:
         """Resolve every point's config now, so a bad setting fails before any work."""
         if not self.seeds:
             raise ConfigError("a sweep needs at least one seed")
+        from closedloop.training import check_memory
+
         points = self.points()
         for point in points:
-            self.config(point)
+            check_memory([self.config(point)])
         return points
 
 
@@ -436,7 +438,7 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
         return
     count = workers or os.cpu_count() or 1
     with (LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
-                       dashboard_address=None, silence_logs=logging.ERROR) as cluster,
+                       dashboard_address=":0", silence_logs=logging.ERROR) as cluster,
           Client(cluster) as client):
         yield client
 

@@ -1,0 +1,92 @@
+"""Run ``closedloop ARGS`` and SIGKILL the process at one chosen point (fault injection).
+
+Usage: ``python tests/fault_runner.py KIND INDEX -- ARGS...``. KIND is where the process dies,
+INDEX which occurrence (1-based):
+
+* ``step``: inside the INDEX-th training step, after the gradient and a partial parameter
+  update (the in-memory state is half updated);
+* ``segment``: while writing the INDEX-th block of epoch records (parameter snapshots
+  included): half of the temporary file is on disk, not yet renamed;
+* ``checkpoint``: the same while writing the INDEX-th checkpoint;
+* ``consolidation``: the same while writing the final HDF5 file;
+* ``after-consolidation``: right after the final file is renamed into place, before the
+  partial folder is removed.
+
+The test suite checks that ``--resume`` then finishes the run and that it equals an
+uninterrupted run bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+import closedloop.store as store
+import closedloop.training as training
+from closedloop.cli import main
+
+KINDS = ("step", "segment", "checkpoint", "consolidation", "after-consolidation")
+
+
+def die() -> None:
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def install(kind: str, index: int) -> None:
+    seen = [0]
+
+    def hit() -> bool:
+        seen[0] += 1
+        return seen[0] == index
+
+    if kind == "step":
+        original_step = training.Trainer.train_step
+
+        def step(self, batch):  # type: ignore[no-untyped-def]
+            if hit():
+                def half_update() -> None:
+                    with torch.no_grad():
+                        self.trainable[0].add_(1.0)
+                    die()
+                self.optimizer.step = half_update
+            return original_step(self, batch)
+
+        training.Trainer.train_step = step
+        return
+
+    original_write = store.atomic_write
+
+    def matches(target: Path) -> bool:
+        name = target.name
+        return {"segment": name.startswith("segment-"), "checkpoint": name == "checkpoint.pt",
+                "consolidation": name.endswith(".h5"),
+                "after-consolidation": name.endswith(".h5")}[kind]
+
+    def atomic_write(target, write):  # type: ignore[no-untyped-def]
+        target = Path(target)
+        if matches(target) and hit():
+            if kind == "after-consolidation":
+                original_write(target, write)
+                die()
+            handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                                 dir=target.parent)
+            os.close(handle)
+            write(Path(temporary))
+            os.truncate(temporary, os.path.getsize(temporary) // 2)
+            die()
+        return original_write(target, write)
+
+    store.atomic_write = atomic_write
+
+
+if __name__ == "__main__":
+    kind, index, separator, *args = sys.argv[1:]
+    assert kind in KINDS and separator == "--", sys.argv
+    install(kind, int(index))
+    sys.exit(main(args))
