@@ -44,15 +44,16 @@ TRUNCATIONS = 12
 # -- 1. SIGKILL at chosen points; --resume equals the uninterrupted run bit for bit ----------
 
 def _kill_points() -> list[tuple[str, int]]:
-    """20 points: every kind of fault, at random occurrences (fixed seed). With 40 epochs and
-    4-epoch segments a run makes 40 steps, 11 segments, 11 checkpoints, 1 final file."""
+    """20 distinct points covering every kind of fault, the occurrences drawn at random (fixed
+    seed). With 40 epochs and 4-epoch segments a run makes 40 steps, 11 segments, 11
+    checkpoints and 1 final file."""
     rng = np.random.default_rng(20261128)
-    limits = {"step": 40, "segment": 11, "checkpoint": 11, "consolidation": 1,
-              "after-consolidation": 1}
-    kinds = ["step"] * 6 + ["segment"] * 5 + ["checkpoint"] * 5 + ["consolidation"] * 2 + \
-        ["after-consolidation"] * 2
-    assert len(kinds) == KILL_POINTS
-    return [(kind, int(rng.integers(1, limits[kind] + 1))) for kind in kinds]
+    plan = {"step": (8, 40), "segment": (5, 11), "checkpoint": (5, 11), "consolidation": (1, 1),
+            "after-consolidation": (1, 1)}
+    points = [(kind, int(index)) for kind, (count, limit) in plan.items()
+              for index in sorted(rng.choice(np.arange(1, limit + 1), count, replace=False))]
+    assert len(set(points)) == KILL_POINTS
+    return points
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +199,7 @@ def test_malformed_overrides_are_rejected_before_any_work(tmp_path, capsys):
         assert not out.exists() and not partial_dir(out).exists()
 
     check()
+    print(f"{len(tried)} distinct malformed overrides rejected")
     assert len(tried) >= 500
 
 
@@ -225,6 +227,7 @@ def test_malformed_config_documents_are_rejected_with_the_key():
         _check_malformed_document(data, tried)
 
     check()
+    print(f"{len(tried)} distinct malformed config documents rejected")
     assert len(tried) >= 200
 
 
@@ -506,6 +509,7 @@ def test_a_read_only_output_folder_gives_a_clear_error(tmp_path):
         assert sorted(p.name for p in folder.iterdir()) == ["keep.h5"]
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_a_pickle_is_never_loaded_from_a_checkpoint(tmp_path):
     """A checkpoint replaced by a pickle with a payload: resuming refuses it (weights_only),
     the payload never runs."""
@@ -520,3 +524,26 @@ def test_a_pickle_is_never_loaded_from_a_checkpoint(tmp_path):
     with pytest.raises(RunFileError, match="unreadable checkpoint"):
         train(config, tmp_path / "run.h5", resume=True)
     assert not marker.exists()
+
+
+def test_the_reproduce_report_handles_a_diverged_run(tmp_path, monkeypatch):
+    """Figure 1 with a closed-loop run that diverges (learning rate 1000, no clipping): the
+    report is still written, and claim C1 is judged not supported rather than crashing."""
+    import closedloop.experiments.pair as pair
+    from closedloop.experiments import reproduce
+
+    original = pair.load_preset
+
+    def diverging(name, overrides=None, seed=None, epochs=None):
+        extra = ["training.lr=1000", "training.clip_norm=null"] if name == "di-tanh-closed" \
+            else []
+        return original(name, [*(overrides or []), *SMALL, *extra], seed, 20)
+
+    monkeypatch.setattr(pair, "load_preset", diverging)
+    result = reproduce(tmp_path / "out", only=["fig1"], quick=True, workers=1, quiet=True)
+    assert load_run(tmp_path / "out" / "runs" / "di-tanh-closed-s0.h5").status == "diverged"
+    claims = {c["id"]: c for c in result.results["claims"]}
+    assert claims["C1"]["verdict"] == "not supported"
+    page = result.page.read_text()
+    assert "C1" in page and "not supported" in page
+    assert (tmp_path / "out" / "fig1.png").stat().st_size > 0    # drawn with the short run

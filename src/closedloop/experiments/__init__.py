@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from closedloop import __version__
-from closedloop.errors import ConfigError
+from closedloop.errors import ClosedLoopError, ConfigError
 from closedloop.experiments.base import Claim, FigureAnalysis, Settings, finite
 
 FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6")
@@ -115,12 +115,19 @@ def reproduce(out: Path, *, only: list[str] | None = None, quick: bool = False,
         except KeyError as missing:
             reason = failures.get(str(missing.args[0]), "the run is missing")
             entry["error"] = f"run {missing.args[0]} could not be made: {reason}"
+        except (ValueError, IndexError, ArithmeticError, ClosedLoopError) as exc:
+            # e.g. a run that diverged early leaves too little to analyse
+            entry["error"] = f"analysis failed: {type(exc).__name__}: {exc}"
         if name in analyses and "error" not in entry:
-            figure = DRAW[name](analyses[name].data)
-            for suffix in ("png", "svg"):
-                figure.savefig(out / f"{name}.{suffix}", dpi=110)
-            images[name] = out / f"{name}.png"
-            plt.close(figure)
+            try:
+                figure = DRAW[name](analyses[name].data)
+                for suffix in ("png", "svg"):
+                    figure.savefig(out / f"{name}.{suffix}", dpi=110)
+                images[name] = out / f"{name}.png"
+                plt.close(figure)
+            except (ValueError, IndexError, ArithmeticError) as exc:
+                entry["error"] = f"figure could not be drawn: {type(exc).__name__}: {exc}"
+                plt.close("all")
         claims.extend(_claim_record(name, seed_claims) for seed_claims in per_seed.values())
         figures.append(entry)
     finished = time.perf_counter()

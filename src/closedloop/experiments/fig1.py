@@ -71,7 +71,7 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
     claim = judge_c1(closed, opened)
     stages = run_stages(closed)
     data = {
-        "epochs": closed.epochs,
+        "epochs": closed.epochs, "open_epochs": opened.epochs,
         "closed_train": closed.metrics["train_loss"], "closed_test": closed.metrics["test_loss"],
         "open_train": opened.metrics["train_loss"], "open_test": opened.metrics["test_loss"],
         "stages": stages.to_json(), "open_peak_epoch": claim.measured["open_peak_epoch"],

@@ -101,14 +101,14 @@ def draw_fig1(data: dict[str, Any]) -> Figure:
     """Closed vs open loop: train and test losses (log axes) with the closed run's stages."""
     fig, (left, right) = _figure(1, 2, 5.0, 3.6)
     epochs = data["epochs"]
+    open_epochs = data.get("open_epochs", epochs)
     for ax, key, title in ((left, "train", "training loss"),
                            (right, "test", "closed-loop test loss")):
-        ax.plot(epochs[1:] if key == "train" else epochs,
-                data[f"closed_{key}"][1:] if key == "train" else data[f"closed_{key}"],
-                color=CLOSED, lw=1.2, label="closed loop")
-        ax.plot(epochs[1:] if key == "train" else epochs,
-                data[f"open_{key}"][1:] if key == "train" else data[f"open_{key}"],
-                color=OPEN, lw=1.2, label="open loop (imitation)")
+        first = 1 if key == "train" else 0       # no training loss before the first update
+        ax.plot(epochs[first:], data[f"closed_{key}"][first:], color=CLOSED, lw=1.2,
+                label="closed loop")
+        ax.plot(open_epochs[first:], data[f"open_{key}"][first:], color=OPEN, lw=1.2,
+                label="open loop (imitation)")
         ax.set_yscale("log")
         _epoch_axis(ax)
         ax.set_ylabel(title)

@@ -28,9 +28,11 @@ ROLES = (("closed loop", ("run", "teacher"), CLOSED, "o"),
 
 def _scatter_with_medians(ax: Any, rows: Sequence[dict[str, Any]], x_key: str, y_key: str,
                           jitter: float) -> bool:
-    """Every run as a dot (jittered in x), the median per x as a line; False if no data."""
+    """Every run as a dot (jittered in x), the median per x as a line, ticks at the swept
+    values (a log axis when they span more than a decade); False if no data."""
     drawn = False
     rng = np.random.default_rng(0)
+    every_x: set[float] = set()
     for label, roles, color, marker in ROLES:
         points = [(float(r[x_key]), float(r[y_key])) for r in rows
                   if r.get("role") in roles and r.get(x_key) is not None
@@ -42,8 +44,20 @@ def _scatter_with_medians(ax: Any, rows: Sequence[dict[str, Any]], x_key: str, y
         ax.scatter(x * spread, y, s=12, color=color, marker=marker, alpha=0.45, lw=0,
                    label=f"{label} ({x.size} runs)")
         levels = np.unique(x)
-        ax.plot(levels, [np.median(y[x == v]) for v in levels], color=color, lw=1.5)
+        every_x.update(levels.tolist())
+        ax.plot(levels, [np.median(y[x == v]) for v in levels], color=color, lw=1.5,
+                marker="_", ms=14)
         drawn = True
+    positive = sorted(v for v in every_x if v > 0)
+    if len(positive) == len(every_x) >= 2 and positive[-1] / positive[0] > 10:
+        ax.set_xscale("log")
+    if every_x:
+        ticks = sorted(every_x)
+        ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
+        ax.minorticks_off()
+        if len(ticks) == 1:
+            ax.set_xlim(ticks[0] - 1 if ticks[0] == 0 else ticks[0] * 0.8,
+                        ticks[0] + 1 if ticks[0] == 0 else ticks[0] * 1.2)
     return drawn
 
 
@@ -57,7 +71,6 @@ def draw_sweep_summary(rows: Sequence[dict[str, Any]],
     """The three summary panels of a sweep."""
     fig, (stab, peak, claims) = _figure(1, 3, 4.4, 3.5)
     if _scatter_with_medians(stab, rows, "episode_length", "stabilization_epoch", 0.04):
-        stab.set_xscale("log")
         stab.legend(fontsize=7, frameon=False)
     else:
         _empty(stab, "no run stabilised")
@@ -65,7 +78,7 @@ def draw_sweep_summary(rows: Sequence[dict[str, Any]],
     stab.set_ylabel("stabilisation epoch")
     stab.set_title("Stabilisation epoch vs T (line: median)", fontsize=9)
 
-    if _scatter_with_medians(peak, rows, "control_cost", "peak_ratio", 0.0):
+    if _scatter_with_medians(peak, rows, "control_cost", "peak_ratio", 0.04):
         peak.set_yscale("log")
         peak.axhline(1.0, color="#888888", lw=0.8, ls=":")
         peak.legend(fontsize=7, frameon=False)
