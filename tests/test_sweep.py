@@ -128,6 +128,13 @@ def test_open_preset_without_known_teacher_preset_is_refused(tmp_path, capsys):
         spec.validate()
 
 
+def test_an_unreachable_scheduler_is_a_clear_error(tmp_path):
+    spec = SweepSpec("di-tanh-closed", seeds=[0], epochs=2, overrides=SMALL)
+    with pytest.raises(SweepError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"):
+        run_sweep(spec, tmp_path / "sweep", scheduler="tcp://127.0.0.1:9", connect_timeout=2)
+    assert not list((tmp_path / "sweep" / RUNS_FOLDER).iterdir())
+
+
 def test_a_folder_holding_another_sweep_is_refused(tmp_path):
     prepare_folder(SweepSpec("di-tanh-closed", seeds=[0, 1]), tmp_path)
     before = (tmp_path / "sweep.json").read_text()

@@ -423,14 +423,16 @@ def load_spec(folder: str | os.PathLike[str]) -> SweepSpec:
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
-    """A client of the cluster at ``scheduler``, or of a new local cluster of ``workers``
-    single-threaded worker processes (default: one per core)."""
+def dask_client(scheduler: str | None, workers: int | None, connect_timeout: float = 20.0
+                ) -> Iterator[Any]:
+    """A client of the cluster at ``scheduler`` (given up after ``connect_timeout`` seconds),
+    or of a new local cluster of ``workers`` single-threaded worker processes (default: one
+    per core)."""
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
         try:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout=f"{connect_timeout}s")
         except (OSError, TimeoutError) as exc:
             raise SweepError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
         with client:
@@ -445,7 +447,8 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
 
 def run_sweep(spec: SweepSpec, folder: str | os.PathLike[str], *, scheduler: str | None = None,
               workers: int | None = None, threads: int = 1, group_size: int | None = None,
-              on_event: Callable[[str, Any], None] | None = None) -> SweepResult:
+              on_event: Callable[[str, Any], None] | None = None,
+              connect_timeout: float = 20.0) -> SweepResult:
     """Train every point of ``spec`` into ``folder`` on Dask.
 
     Parameters
@@ -465,6 +468,8 @@ def run_sweep(spec: SweepSpec, folder: str | os.PathLike[str], *, scheduler: str
     on_event
         Called with ``("total", n)``, ``("done", names)``, ``("failed", (names, reason))``
         and ``("epoch", {"label", "epoch", "total"})`` as the sweep goes.
+    connect_timeout
+        Seconds to keep trying to reach ``scheduler``.
 
     Returns
     -------
@@ -489,7 +494,8 @@ def run_sweep(spec: SweepSpec, folder: str | os.PathLike[str], *, scheduler: str
     if not todo:
         return SweepResult(folder, finished, failed, skipped, 0.0)
     spec_json = spec.to_json()
-    with dask_client(scheduler, workers) as client:
+    where = str(folder.resolve())   # workers may run elsewhere: an absolute path
+    with dask_client(scheduler, workers, connect_timeout) as client:
         capacity = max(1, sum(client.nthreads().values()))
         client.subscribe_topic(PROGRESS_TOPIC, lambda event: notify("epoch", event[1]))
         futures: dict[Any, list[str]] = {}
@@ -504,8 +510,8 @@ def run_sweep(spec: SweepSpec, folder: str | os.PathLike[str], *, scheduler: str
                 after = {task_of[p.teacher] for p in chunk
                          if p.teacher is not None and p.teacher in task_of}
                 names = [p.name for p in chunk]
-                future = client.submit(train_points, spec_json, names, str(folder), threads,
-                                       *after, pure=False, key=f"closedloop-{names[0]}")
+                future = client.submit(train_points, spec_json, names, where, threads, *after,
+                                       pure=False, key=f"closedloop-{names[0]}")
                 futures[future] = names
                 for name in names:
                     task_of[name] = future
