@@ -250,6 +250,11 @@ def run_lock(path: Path) -> Iterator[None]:
 
     An advisory ``flock`` on ``.locks/NAME.lock`` next to the run, plus a lock per process
     (two threads of one Dask worker). A holder that dies releases it with its process.
+
+    Example
+    -------
+    >>> with run_lock(Path("sweeps/pair/runs/di-tanh-closed-seed0.h5")):  # doctest: +SKIP
+    ...     pass                                       # only this process writes that run
     """
     folder = path.parent / LOCKS_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
@@ -266,7 +271,13 @@ def run_lock(path: Path) -> Iterator[None]:
 
 
 def is_finished(path: Path) -> bool:
-    """Whether a finished run file is at ``path`` (and nothing is resuming it)."""
+    """Whether a finished run file is at ``path`` (and nothing is resuming it).
+
+    Example
+    -------
+    >>> is_finished(Path("no/such/run.h5"))
+    False
+    """
     return path.is_file() and not partial_dir(path).exists()
 
 
@@ -300,6 +311,12 @@ def train_points(spec_json: str, names: Sequence[str], folder: str, threads: int
     Finished runs are skipped, unfinished ones resumed, the rest trained as one ensemble
     when there are several. ``after`` carries the results of the tasks this one waits for
     (the teachers). Returns each name's status (``complete``, ``diverged``).
+
+    Example
+    -------
+    >>> spec = SweepSpec("di-tanh-closed", seeds=[0, 1], epochs=5)
+    >>> train_points(spec.to_json(), [p.name for p in spec.points()], "sweeps/s")  # doctest: +SKIP
+    {'di-tanh-closed-seed0': 'complete', 'di-tanh-closed-seed1': 'complete'}
     """
     import torch
 
@@ -399,7 +416,12 @@ def _groups(spec: SweepSpec, points: Sequence[SweepPoint], size: int
 
 def prepare_folder(spec: SweepSpec, folder: Path) -> None:
     """Create ``folder`` and record the sweep in it; a different sweep already there is an
-    error (nothing is touched)."""
+    error (nothing is touched).
+
+    Example
+    -------
+    >>> prepare_folder(SweepSpec("di-tanh-closed"), Path("sweeps/s"))  # doctest: +SKIP
+    """
     target = folder / SPEC_FILE
     if target.exists():
         stored = SweepSpec.from_json(target.read_text())
@@ -415,7 +437,13 @@ def prepare_folder(spec: SweepSpec, folder: Path) -> None:
 
 
 def load_spec(folder: str | os.PathLike[str]) -> SweepSpec:
-    """The sweep recorded in ``folder``."""
+    """The sweep recorded in ``folder``.
+
+    Example
+    -------
+    >>> load_spec("sweeps/pair").preset                                  # doctest: +SKIP
+    'di-tanh-open'
+    """
     target = Path(folder) / SPEC_FILE
     if not target.is_file():
         raise SweepError(f"{folder}: no {SPEC_FILE} (not a sweep folder)")
@@ -427,7 +455,14 @@ def dask_client(scheduler: str | None, workers: int | None, connect_timeout: flo
                 ) -> Iterator[Any]:
     """A client of the cluster at ``scheduler`` (given up after ``connect_timeout`` seconds),
     or of a new local cluster of ``workers`` single-threaded worker processes (default: one
-    per core)."""
+    per core).
+
+    Example
+    -------
+    >>> with dask_client(None, 2) as client:                             # doctest: +SKIP
+    ...     len(client.nthreads())
+    2
+    """
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
@@ -474,6 +509,12 @@ def run_sweep(spec: SweepSpec, folder: str | os.PathLike[str], *, scheduler: str
     Returns
     -------
     SweepResult
+
+    Example
+    -------
+    >>> spec = SweepSpec("di-tanh-open", seeds=range(50))
+    >>> run_sweep(spec, "sweeps/pair").failed                           # doctest: +SKIP
+    {}
     """
     from distributed import as_completed
 

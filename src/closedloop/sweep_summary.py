@@ -58,7 +58,15 @@ def _number(value: Any) -> float | None:
 
 
 def point_row(spec_json: str, point_name: str, folder: str) -> dict[str, Any]:
-    """The table row of one point (reads its run file, and its teacher's for C1)."""
+    """The table row of one point (reads its run file, and its teacher's for C1).
+
+    Example
+    -------
+    >>> spec = load_spec("sweeps/pair")                                  # doctest: +SKIP
+    >>> row = point_row(spec.to_json(), "di-tanh-open-seed0", "sweeps/pair")  # doctest: +SKIP
+    >>> row["c1_supported"]                                              # doctest: +SKIP
+    True
+    """
     from closedloop.analysis import analyze_run
     from closedloop.experiments.fig1 import judge_c1
     from closedloop.experiments.fig3 import judge_c2
@@ -147,6 +155,11 @@ def summarize_sweep(folder: str | os.PathLike[str], *, workers: int | None = Non
     """Read every run of the sweep in ``folder`` into one table, in ``workers`` processes.
 
     ``progress`` is called with (rows done, rows) as rows come in.
+
+    Example
+    -------
+    >>> len(summarize_sweep("sweeps/pair").rows)                         # doctest: +SKIP
+    100
     """
     folder = Path(folder)
     spec = load_spec(folder)
@@ -179,7 +192,12 @@ def summarize_sweep(folder: str | os.PathLike[str], *, workers: int | None = Non
 
 def write_summary(summary: SweepSummary, folder: str | os.PathLike[str]) -> list[Path]:
     """Write the table (CSV, Parquet), the support fractions (JSON) and the plots (PNG) into
-    ``folder``, each by write-then-rename. Returns the paths."""
+    ``folder``, each by write-then-rename. Returns the paths.
+
+    Example
+    -------
+    >>> write_summary(summarize_sweep("sweeps/pair"), "sweeps/pair")     # doctest: +SKIP
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 

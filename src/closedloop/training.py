@@ -335,6 +335,11 @@ def check_memory(configs: list[RunConfig]) -> None:
     ------
     ConfigError
         Naming the settings that size the run.
+
+    Example
+    -------
+    >>> from closedloop.config import load_preset
+    >>> check_memory([load_preset("di-tanh-closed")])         # fits: returns quietly
     """
     needed = sum(estimated_memory(c) for c in configs)
     try:

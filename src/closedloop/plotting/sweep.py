@@ -68,7 +68,14 @@ def _empty(ax: Any, text: str) -> None:
 
 def draw_sweep_summary(rows: Sequence[dict[str, Any]],
                        support: dict[str, dict[str, Any]]) -> Figure:
-    """The three summary panels of a sweep."""
+    """The three summary panels of a sweep.
+
+    Example
+    -------
+    >>> figure = draw_sweep_summary([], {})
+    >>> len(figure.axes)
+    3
+    """
     fig, (stab, peak, claims) = _figure(1, 3, 4.4, 3.5)
     if _scatter_with_medians(stab, rows, "episode_length", "stabilization_epoch", 0.04):
         stab.legend(fontsize=7, frameon=False)
