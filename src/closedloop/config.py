@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from closedloop.errors import ConfigError
+from closedloop.errors import ConfigError, ShapeError
 
 PARAMETER_NAMES: dict[str, tuple[str, ...]] = {
     "rnn": ("W_in", "W", "W_out", "b", "b_out"),
@@ -86,18 +86,12 @@ class PlantConfig(_Strict):
         if self.kind == "linear":
             if self.A is None or self.B is None or self.C is None:
                 raise ValueError("plant.kind 'linear' needs plant.A, plant.B and plant.C")
-            n = len(self.A)
-            for name, matrix, rows, cols in (("A", self.A, n, n), ("B", self.B, n, None),
-                                             ("C", self.C, None, n)):
-                widths = {len(row) for row in matrix}
-                if not matrix or len(widths) != 1 or 0 in widths:
-                    raise ValueError(f"plant.{name} must be a non-empty rectangular matrix")
-                if (rows is not None and len(matrix) != rows) or (
-                        cols is not None and widths != {cols}):
-                    raise ValueError(f"plant.{name} has the wrong shape for a {n}-state plant "
-                                     "(A: n x n, B: n x m, C: p x n)")
-                if not all(math.isfinite(v) for row in matrix for v in row):
-                    raise ValueError(f"plant.{name} must hold finite numbers")
+            from closedloop.plants import plant_matrices  # plants imports this module
+
+            try:
+                plant_matrices(self.A, self.B, self.C)
+            except ShapeError as exc:
+                raise ValueError(f"plant.{exc}") from None
         elif self.A is not None or self.B is not None or self.C is not None:
             raise ValueError("plant.A, plant.B and plant.C are for plant.kind 'linear'")
         elif self.kind == "integrator":

@@ -28,6 +28,43 @@ from closedloop.config import PlantConfig
 from closedloop.errors import ConfigError, ShapeError
 
 
+def plant_matrices(A: Any, B: Any, C: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A, B, C) as float64 matrices, checked: A n x n, B n x m, C p x n, none empty, all
+    finite (what :class:`LinearPlant` and ``plant.kind: linear`` configs accept).
+
+    Raises
+    ------
+    ShapeError
+        Naming the matrix that does not fit.
+
+    Example
+    -------
+    >>> [m.shape for m in plant_matrices([[1, 1], [0, 1]], [[0], [1]], [[1, 0]])]
+    [(2, 2), (2, 1), (1, 2)]
+    """
+    matrices = []
+    for name, matrix in (("A", A), ("B", B), ("C", C)):
+        try:
+            matrices.append(np.atleast_2d(np.asarray(matrix, dtype=np.float64)))
+        except (ValueError, TypeError):
+            raise ShapeError(f"{name} is not a rectangular matrix of numbers") from None
+    A, B, C = matrices
+    n = A.shape[0]
+    for name, matrix in (("A", A), ("B", B), ("C", C)):
+        if matrix.ndim != 2 or 0 in matrix.shape:
+            raise ShapeError(f"{name} must be a non-empty matrix, got shape {matrix.shape}")
+    if A.shape != (n, n):
+        raise ShapeError(f"A must be square, got shape {A.shape}")
+    if B.shape[0] != n:
+        raise ShapeError(f"B must have {n} rows to match A, got shape {B.shape}")
+    if C.shape[1] != n:
+        raise ShapeError(f"C must have {n} columns to match A, got shape {C.shape}")
+    for name, matrix in (("A", A), ("B", B), ("C", C)):
+        if not np.all(np.isfinite(matrix)):
+            raise ShapeError(f"{name} has non-finite entries")
+    return A, B, C
+
+
 @dataclass(frozen=True)
 class LinearPlant:
     """A discrete-time LTI plant with optional process noise and state clamping.
@@ -54,21 +91,10 @@ class LinearPlant:
                                                         compare=False)
 
     def __post_init__(self) -> None:
-        A, B, C = (np.atleast_2d(np.asarray(m, dtype=np.float64)) for m in (self.A, self.B,
-                                                                              self.C))
+        A, B, C = plant_matrices(self.A, self.B, self.C)
         object.__setattr__(self, "A", A)
         object.__setattr__(self, "B", B)
         object.__setattr__(self, "C", C)
-        n = A.shape[0]
-        if A.shape != (n, n):
-            raise ShapeError(f"A must be square, got shape {A.shape}")
-        if B.shape[0] != n:
-            raise ShapeError(f"B must have {n} rows to match A, got shape {B.shape}")
-        if C.shape[1] != n:
-            raise ShapeError(f"C must have {n} columns to match A, got shape {C.shape}")
-        for name, matrix in (("A", A), ("B", B), ("C", C)):
-            if not np.all(np.isfinite(matrix)):
-                raise ShapeError(f"{name} has non-finite entries")
 
     @property
     def n_states(self) -> int:
