@@ -79,6 +79,18 @@ def partial_dir(path: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + ".partial")
 
 
+def is_finished(path: str | os.PathLike[str]) -> bool:
+    """Whether a finished run file is at ``path`` (and no unfinished run is beside it).
+
+    Example
+    -------
+    >>> is_finished("no/such/run.h5")
+    False
+    """
+    path = Path(path)
+    return path.is_file() and not partial_dir(path).exists()
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)

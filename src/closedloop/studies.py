@@ -33,7 +33,7 @@ import numpy as np
 from closedloop.analysis import order_parameter_history
 from closedloop.config import RunConfig, apply_overrides, build_config, load_preset
 from closedloop.errors import ConfigError
-from closedloop.store import Run, Teacher, load_run, partial_dir
+from closedloop.store import Run, Teacher, is_finished, load_run, partial_dir
 from closedloop.theory import dominant_root
 
 RunCallback = Callable[[str], None]
@@ -47,7 +47,7 @@ def ensure_run(config: RunConfig, path: str | os.PathLike[str], *,
     from closedloop.training import train
 
     path = Path(path)
-    if path.exists() and not partial_dir(path).exists():
+    if is_finished(path):
         run = load_run(path)
         if run.config != config:
             raise ConfigError(f"{path}: holds a run with other settings; move it away or use "

@@ -45,7 +45,8 @@ from typing import Any
 
 from closedloop.config import RunConfig, load_preset
 from closedloop.errors import ClosedLoopError, ConfigError, IncompleteRunError
-from closedloop.store import Run, load_run, partial_dir
+from closedloop.store import is_finished, load_run, partial_dir
+from closedloop.studies import ensure_run
 
 TEACHER_PRESETS = {"di-tanh-open": "di-tanh-closed", "di-tanh-open-plant": "di-tanh-closed",
                    "tracking-open": "tracking-closed"}
@@ -270,17 +271,6 @@ def run_lock(path: Path) -> Iterator[None]:
             os.close(descriptor)
 
 
-def is_finished(path: Path) -> bool:
-    """Whether a finished run file is at ``path`` (and nothing is resuming it).
-
-    Example
-    -------
-    >>> is_finished(Path("no/such/run.h5"))
-    False
-    """
-    return path.is_file() and not partial_dir(path).exists()
-
-
 # -- the task a worker runs -----------------------------------------------------------------
 
 
@@ -324,7 +314,6 @@ def train_points(spec_json: str, names: Sequence[str], folder: str, threads: int
     from closedloop.plants import plant_from_config
     from closedloop.runtime import keep_freed_memory
     from closedloop.sources import load_teacher
-    from closedloop.studies import ensure_run
 
     keep_freed_memory()
     torch.set_num_threads(threads)
@@ -339,7 +328,7 @@ def train_points(spec_json: str, names: Sequence[str], folder: str, threads: int
         fresh, unfinished = [], []
         for point, path in zip(points, paths, strict=True):
             if is_finished(path):
-                _check_config(path, spec.config(point))
+                ensure_run(spec.config(point), path)     # checks its config; no work
             elif partial_dir(path).exists():
                 unfinished.append(point)
             else:
@@ -373,13 +362,6 @@ def train_points(spec_json: str, names: Sequence[str], folder: str, threads: int
             train_ensemble(configs, [runs / p.file_name for p in fresh], initials=initials,
                            teachers=teachers, progress=progress)
         return {p.name: load_run(path).status for p, path in zip(points, paths, strict=True)}
-
-
-def _check_config(path: Path, config: RunConfig) -> Run:
-    run = load_run(path)
-    if run.config != config:
-        raise SweepError(f"{path}: holds a run with other settings than this sweep's point")
-    return run
 
 
 # -- the driver -----------------------------------------------------------------------------
@@ -526,7 +508,7 @@ def run_sweep(spec: SweepSpec, folder: str | os.PathLike[str], *, scheduler: str
     skipped = [p.name for p in points if is_finished(runs / p.file_name)]
     for point in points:
         if point.name in skipped:
-            _check_config(runs / point.file_name, spec.config(point))
+            ensure_run(spec.config(point), runs / point.file_name)   # checks its config
     todo = [p for p in points if p.name not in skipped]
     notify("total", len(points))
     notify("done", skipped)

@@ -29,7 +29,7 @@ from rich.progress import (
 from closedloop.ensemble import shape_signature
 from closedloop.errors import ClosedLoopError
 from closedloop.experiments.base import Job, JobInputs
-from closedloop.store import Run, load_run, partial_dir
+from closedloop.store import Run, is_finished, load_run, partial_dir
 
 
 class JobFailedError(ClosedLoopError):
@@ -38,7 +38,7 @@ class JobFailedError(ClosedLoopError):
 
 def finished_run(path: Path, inputs: JobInputs) -> Run | None:
     """The run at ``path`` if it is finished with exactly this config, else None."""
-    if not path.exists() or partial_dir(path).exists():
+    if not is_finished(path):
         return None
     run = load_run(path)
     return run if run.config == inputs.config else None
