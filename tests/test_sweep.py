@@ -30,19 +30,10 @@ from closedloop.sweep import (
 )
 from closedloop.sweep_summary import summarize_sweep, support_fractions, write_summary
 from closedloop.training import train
+from tests.test_ensemble import TOLERANCE, _max_relative_difference
 
 SMALL = ["agent.size=12", "task.batch_size=16", "task.steps=20", "recording.segment_epochs=10"]
-TOLERANCE = 1e-5   # the ensemble tolerance: relative, every epoch's train and test loss
 DASK = Path(sys.executable).with_name("dask")
-
-
-def _max_relative_difference(a, b) -> float:
-    worst = 0.0
-    for name in ("train_loss", "test_loss"):
-        x, y = a.metrics[name], b.metrics[name]
-        assert x.shape == y.shape
-        worst = max(worst, float(np.max(np.abs(x - y) / np.abs(y))))
-    return worst
 
 
 def _check_sweep_folder(spec: SweepSpec, folder: Path, reference: Path) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from closedloop.errors import IncompleteRunError, RunFileError
+from closedloop.experiments.base import finite
 from closedloop.store import Run, load_run
 from closedloop.sweep import RUNS_FOLDER, SweepPoint, SweepSpec, load_spec
 
@@ -52,11 +52,6 @@ def _config_value(config_data: dict[str, Any], key: str) -> Any:
     return node if isinstance(node, (int, float, str, bool)) or node is None else json.dumps(node)
 
 
-def _number(value: Any) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def point_row(spec_json: str, point_name: str, folder: str) -> dict[str, Any]:
     """The table row of one point (reads its run file, and its teacher's for C1).
 
@@ -67,7 +62,7 @@ def point_row(spec_json: str, point_name: str, folder: str) -> dict[str, Any]:
     >>> row["c1_supported"]                                              # doctest: +SKIP
     True
     """
-    from closedloop.analysis import analyze_run
+    from closedloop.analysis import analyze_run, run_stages
     from closedloop.experiments.fig1 import judge_c1
     from closedloop.experiments.fig3 import judge_c2
 
@@ -86,9 +81,11 @@ def point_row(spec_json: str, point_name: str, folder: str) -> dict[str, Any]:
         return {**row, "status": "incomplete"}
     except RunFileError:
         return {**row, "status": "missing"}
-    row.update(_run_columns(run))
-    if run.config.training.mode == "closed" and run.status == "complete":
-        row["c2_supported"] = judge_c2(run, analyze_run(run)).supported
+    judge_stages = run.config.training.mode == "closed" and run.status == "complete"
+    report = analyze_run(run) if judge_stages else None
+    row.update(_run_columns(run, report["stages"] if report else run_stages(run).to_json()))
+    if report is not None:
+        row["c2_supported"] = judge_c2(run, report).supported
     if point.teacher is not None and run.status == "complete":
         try:
             teacher = load_run(runs / f"{point.teacher}.h5")
@@ -99,25 +96,22 @@ def point_row(spec_json: str, point_name: str, folder: str) -> dict[str, Any]:
     return row
 
 
-def _run_columns(run: Run) -> dict[str, Any]:
-    from closedloop.analysis import run_stages
-
+def _run_columns(run: Run, stages: dict[str, int | None]) -> dict[str, Any]:
     test = run.metrics["test_loss"]
-    stages = run_stages(run).to_json()
     columns: dict[str, Any] = {
         "status": run.status, "diverged_epoch": run.diverged_epoch, "epochs": run.last_epoch,
         "stabilization_epoch": run.stabilization_epoch,
         "stage1_end": stages["stage1_end"], "stage2_end": stages["stage2_end"],
-        "initial_test_loss": _number(test[0]),
-        "final_train_loss": _number(run.metrics["train_loss"][-1]),
-        "final_test_loss": _number(test[-1])}
+        "initial_test_loss": finite(test[0]),
+        "final_train_loss": finite(run.metrics["train_loss"][-1]),
+        "final_test_loss": finite(test[-1])}
     if len(test) > 1 and np.isfinite(test[1:]).any():
         peak = 1 + int(np.nanargmax(np.where(np.isfinite(test[1:]), test[1:], np.nan)))
-        columns.update(peak_test_loss=_number(test[peak]), peak_epoch=peak,
-                       peak_ratio=_number(test[peak] / test[0]))
+        columns.update(peak_test_loss=finite(test[peak]), peak_epoch=peak,
+                       peak_ratio=finite(test[peak] / test[0]))
     if "gains" in run.metrics:
         gains = run.metrics["gains"][-1].ravel()[:GAIN_COLUMNS]
-        columns.update({f"gain_{i}": _number(g) for i, g in enumerate(gains)})
+        columns.update({f"gain_{i}": finite(g) for i, g in enumerate(gains)})
     return columns
 
 

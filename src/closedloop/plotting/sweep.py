@@ -61,6 +61,21 @@ def _scatter_with_medians(ax: Any, rows: Sequence[dict[str, Any]], x_key: str, y
     return drawn
 
 
+def _runs_panel(ax: Any, rows: Sequence[dict[str, Any]], x: tuple[str, str],
+                y: tuple[str, str], title: str, empty: str, log_y: bool) -> None:
+    """One column of the table against another ((key, axis label) each), or ``empty``."""
+    if _scatter_with_medians(ax, rows, x[0], y[0], 0.04):
+        if log_y:
+            ax.set_yscale("log")
+            ax.axhline(1.0, color="#888888", lw=0.8, ls=":")
+        ax.legend(fontsize=7, frameon=False)
+    else:
+        _empty(ax, empty)
+    ax.set_xlabel(x[1])
+    ax.set_ylabel(y[1])
+    ax.set_title(title, fontsize=9)
+
+
 def _empty(ax: Any, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=9,
             color="#666666")
@@ -77,23 +92,12 @@ def draw_sweep_summary(rows: Sequence[dict[str, Any]],
     3
     """
     fig, (stab, peak, claims) = _figure(1, 3, 4.4, 3.5)
-    if _scatter_with_medians(stab, rows, "episode_length", "stabilization_epoch", 0.04):
-        stab.legend(fontsize=7, frameon=False)
-    else:
-        _empty(stab, "no run stabilised")
-    stab.set_xlabel("episode length T (steps)")
-    stab.set_ylabel("stabilisation epoch")
-    stab.set_title("Stabilisation epoch vs T (line: median)", fontsize=9)
-
-    if _scatter_with_medians(peak, rows, "control_cost", "peak_ratio", 0.04):
-        peak.set_yscale("log")
-        peak.axhline(1.0, color="#888888", lw=0.8, ls=":")
-        peak.legend(fontsize=7, frameon=False)
-    else:
-        _empty(peak, "no finished runs")
-    peak.set_xlabel("control cost beta")
-    peak.set_ylabel("peak test loss / epoch-0 test loss")
-    peak.set_title("Test-loss peak vs beta (line: median)", fontsize=9)
+    _runs_panel(stab, rows, ("episode_length", "episode length T (steps)"),
+                ("stabilization_epoch", "stabilisation epoch"),
+                "Stabilisation epoch vs T (line: median)", "no run stabilised", log_y=False)
+    _runs_panel(peak, rows, ("control_cost", "control cost beta"),
+                ("peak_ratio", "peak test loss / epoch-0 test loss"),
+                "Test-loss peak vs beta (line: median)", "no finished runs", log_y=True)
 
     judged = [(claim, s) for claim, s in support.items() if s["judged"]]
     if judged:
