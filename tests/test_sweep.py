@@ -19,7 +19,7 @@ from closedloop.cli import main
 from closedloop.errors import ConfigError
 from closedloop.plants import plant_from_config
 from closedloop.sources import load_teacher
-from closedloop.store import load_run, partial_dir
+from closedloop.store import is_finished, load_run, partial_dir
 from closedloop.sweep import (
     RUNS_FOLDER,
     SweepError,
@@ -279,7 +279,9 @@ def test_a_killed_sweep_restarted_does_only_what_is_missing(tmp_path):
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
-    done_before = {p: p.stat().st_mtime_ns for p in runs.glob("*.h5") if p.is_file()}
+    # finished = file there and no partial folder (a kill between the final rename and the
+    # folder's removal leaves both: that run is unfinished and gets consolidated again)
+    done_before = {p: p.stat().st_mtime_ns for p in runs.glob("*.h5") if is_finished(p)}
     assert done_before and list(runs.glob("*.partial"))
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
