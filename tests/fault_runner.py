@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-import closedloop.store as store
+import closedloop.runs.store as store
 import closedloop.training as training
 from closedloop.cli import main
 

@@ -12,7 +12,7 @@ import pytest
 
 from closedloop.cli import main
 from closedloop.config import preset_names
-from closedloop.store import load_run
+from closedloop.runs.store import load_run
 from tests.conftest import SMALL
 
 SMALL_ARGS = [arg for setting in SMALL for arg in ("--set", setting)]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from closedloop.agents import build_agent
 from closedloop.config import load_preset, parse_override, preset_names
+from closedloop.core.agents import build_agent
 from closedloop.errors import ConfigError
 
 # SPEC 1.5: trained, optimiser, lr, batch, T, epochs, clip; SPEC 1.4/2: loss and mode

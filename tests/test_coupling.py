@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from closedloop.agents import LowRankRNN, RNNAgent, StaticGain
-from closedloop.coupling import coupled_matrix, sorted_eigenvalues
-from closedloop.plants import LinearPlant, double_integrator, integrator
-from closedloop.rollout import rollout
+from closedloop.analysis.coupling import coupled_matrix, sorted_eigenvalues
+from closedloop.core.agents import LowRankRNN, RNNAgent, StaticGain
+from closedloop.core.plants import LinearPlant, double_integrator, integrator
+from closedloop.core.rollout import rollout
 
 
 def numpy_params(params):

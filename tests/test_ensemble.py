@@ -8,10 +8,9 @@ import pytest
 
 from closedloop.cli import main
 from closedloop.config import load_preset
-from closedloop.ensemble import EnsembleTrainer, train_ensemble
 from closedloop.errors import ConfigError
-from closedloop.store import load_run
-from closedloop.training import train
+from closedloop.runs.store import load_run
+from closedloop.training import Trainer, train, train_ensemble
 
 SMALL = ["agent.size=16", "task.batch_size=20", "recording.segment_epochs=25"]
 TOLERANCE = 1e-5   # relative, on every epoch's train and test loss (float32 runs)
@@ -62,7 +61,7 @@ def test_episode_lengths_are_masked(tmp_path):
 
 def test_members_must_share_shapes():
     with pytest.raises(ConfigError, match=r"agent\.size"):
-        EnsembleTrainer([load_preset("di-tanh-closed", ["agent.size=8"]),
+        Trainer([load_preset("di-tanh-closed", ["agent.size=8"]),
                          load_preset("di-tanh-closed", ["agent.size=9"], seed=1)])
 
 
@@ -95,8 +94,9 @@ def test_diverging_member_is_recorded_and_others_go_on(tmp_path):
 
 
 def test_runner_trains_a_group_as_one_ensemble(tmp_path):
-    from closedloop.experiments.base import Job, JobInputs
     from closedloop.experiments.runner import execute
+
+    from closedloop.paper.base import Job, JobInputs
 
     def job(seed):
         config = load_preset("di-tanh-closed", SMALL, seed=seed, epochs=15)

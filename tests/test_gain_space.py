@@ -8,9 +8,7 @@ import pytest
 import torch
 from scipy import linalg
 
-from closedloop.agents import StaticGain
-from closedloop.config import LossConfig
-from closedloop.gains import (
+from closedloop.analysis.gains import (
     STABLE,
     UNSTABLE_OSCILLATORY,
     UNSTABLE_REAL,
@@ -23,9 +21,11 @@ from closedloop.gains import (
     loss_landscape,
     lqr_gain,
 )
-from closedloop.losses import paper_di_cost
-from closedloop.plants import LinearPlant, double_integrator
-from closedloop.rollout import rollout
+from closedloop.config import LossConfig
+from closedloop.core.agents import StaticGain
+from closedloop.core.losses import paper_di_cost
+from closedloop.core.plants import LinearPlant, double_integrator
+from closedloop.core.rollout import rollout
 
 A_DI = np.array([[1.0, 1.0], [0.0, 1.0]])
 B_DI = np.array([[0.0], [1.0]])

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from closedloop.config import load_preset
-from closedloop.store import Teacher
-from closedloop.tasks import Batch, reference_signal
+from closedloop.core.tasks import Batch, reference_signal
+from closedloop.runs.store import Teacher
 from closedloop.training import Trainer
 
 GOLDEN = Path(__file__).parent / "data" / "golden"

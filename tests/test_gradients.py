@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from closedloop.config import load_preset
-from closedloop.store import Teacher
+from closedloop.runs.store import Teacher
 from closedloop.training import Trainer
 
 SMALL = ["agent.size=6", "task.batch_size=3", "task.steps=8", "training.dtype=float64"]

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from closedloop.agents import LowRankRNN, OverlapModel, RNNAgent, StaticGain, order_parameters
-from closedloop.coupling import coupled_jacobian, coupled_matrix, one_step_map
-from closedloop.plants import double_integrator, point_mass_2d
-from closedloop.rollout import rollout
-from closedloop.theory import reduced_matrix
+from closedloop.analysis.coupling import coupled_jacobian, coupled_matrix, one_step_map
+from closedloop.analysis.theory import reduced_matrix
+from closedloop.core.agents import LowRankRNN, OverlapModel, RNNAgent, StaticGain, order_parameters
+from closedloop.core.plants import double_integrator, point_mass_2d
+from closedloop.core.rollout import rollout
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from closedloop.config import load_preset
-from closedloop.store import Teacher
+from closedloop.runs.store import Teacher
 from closedloop.training import Trainer
 
 DI_A = np.array([[1.0, 1.0], [0.0, 1.0]])

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from closedloop import plants
 from closedloop.config import PlantConfig, build_config
+from closedloop.core import plants
 from closedloop.errors import ConfigError
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from closedloop.cli import main
-from closedloop.experiments import FIGURES, reproduce
+from closedloop.paper import FIGURES, reproduce
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -138,8 +138,8 @@ def test_verdicts_equal_their_written_criteria(report):
 
 
 def test_support_over_seeds_is_a_fraction():
-    from closedloop.experiments import _claim_record
-    from closedloop.experiments.base import Claim
+    from closedloop.paper import _claim_record
+    from closedloop.paper.base import Claim
 
     claims = [(seed, Claim("C9", "s", "c", {"x": seed}, seed % 2 == 0)) for seed in range(4)]
     record = _claim_record("fig1", claims)

@@ -22,11 +22,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from closedloop.analysis import analyze_run, summarize_run
+from closedloop.analysis.summary import analyze_run, summarize_run
 from closedloop.cli import main
 from closedloop.config import build_config, config_from_json, load_preset
 from closedloop.errors import ConfigError, IncompleteRunError, RunFileError
-from closedloop.store import load_run, partial_dir
+from closedloop.runs.store import load_run, partial_dir
 from closedloop.training import train
 from tests.conftest import SMALL
 from tests.test_cli import _bad_files, assert_one_line_error, run_cli
@@ -421,8 +421,8 @@ def test_a_plant_unstable_at_every_gain_is_recorded_as_diverged(tmp_path, capsys
 
 
 def test_a_diverging_pair_in_a_sweep_is_reported(tmp_path):
-    from closedloop.sweep import SweepSpec, run_sweep
-    from closedloop.sweep_summary import summarize_sweep, write_summary
+    from closedloop.scale.sweep import SweepSpec, run_sweep
+    from closedloop.scale.sweep_summary import summarize_sweep, write_summary
 
     spec = SweepSpec("di-tanh-open", {"training.lr": ["0.01", "900"]}, seeds=[0], epochs=6,
                      overrides=[*SMALL, "training.clip_norm=null"])
@@ -530,7 +530,8 @@ def test_the_reproduce_report_handles_a_diverged_run(tmp_path, monkeypatch):
     """Figure 1 with a closed-loop run that diverges (learning rate 1000, no clipping): the
     report is still written, and claim C1 is judged not supported rather than crashing."""
     import closedloop.experiments.pair as pair
-    from closedloop.experiments import reproduce
+
+    from closedloop.paper import reproduce
 
     original = pair.load_preset
 

@@ -7,7 +7,7 @@ stage boundaries are known by construction (and worked out by hand in the commen
 import numpy as np
 import pytest
 
-from closedloop.spectrum import (
+from closedloop.analysis.spectrum import (
     crossings,
     detect_stages,
     spectral_events,

@@ -7,17 +7,17 @@ import json
 import numpy as np
 import pytest
 
-from closedloop.agents import order_parameters
-from closedloop.analysis import analyze_run, order_parameter_history
+from closedloop.analysis.summary import analyze_run, order_parameter_history
+from closedloop.analysis.theory import cubic_roots
 from closedloop.cli import main
 from closedloop.config import load_preset
-from closedloop.store import load_run
-from closedloop.studies import (
+from closedloop.core.agents import order_parameters
+from closedloop.runs.store import load_run
+from closedloop.scale.studies import (
     episode_length_sweep,
     prescribed_overlap_runs,
     reduced_versus_full,
 )
-from closedloop.theory import cubic_roots
 from closedloop.training import train
 
 LOWRANK_SMALL = ["agent.size=30", "task.batch_size=20", "recording.segment_epochs=10"]

@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 
 from closedloop.cli import main
+from closedloop.core.plants import plant_from_config
 from closedloop.errors import ConfigError
-from closedloop.plants import plant_from_config
-from closedloop.sources import load_teacher
-from closedloop.store import is_finished, load_run, partial_dir
-from closedloop.sweep import (
+from closedloop.runs.store import is_finished, load_run, partial_dir
+from closedloop.scale.sweep import (
     RUNS_FOLDER,
     SweepError,
     SweepSpec,
@@ -28,8 +27,9 @@ from closedloop.sweep import (
     prepare_folder,
     run_sweep,
 )
-from closedloop.sweep_summary import summarize_sweep, support_fractions, write_summary
+from closedloop.scale.sweep_summary import summarize_sweep, support_fractions, write_summary
 from closedloop.training import train
+from closedloop.training.sources import load_teacher
 from tests.test_ensemble import TOLERANCE, _max_relative_difference
 
 SMALL = ["agent.size=12", "task.batch_size=16", "task.steps=20", "recording.segment_epochs=10"]

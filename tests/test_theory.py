@@ -10,10 +10,10 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from closedloop import theory
-from closedloop.agents import LowRankRNN, order_parameters
-from closedloop.coupling import coupled_matrix
-from closedloop.plants import double_integrator
+from closedloop.analysis import theory
+from closedloop.analysis.coupling import coupled_matrix
+from closedloop.core.agents import LowRankRNN, order_parameters
+from closedloop.core.plants import double_integrator
 
 N = 100
 NAMES = ("s_zm", "s_zu", "s_vm", "s_vu")

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from closedloop.gains import effective_gains
-from closedloop.sources import load_initial_parameters, load_teacher
-from closedloop.store import load_run, partial_dir
+from closedloop.analysis.gains import effective_gains
+from closedloop.runs.store import load_run, partial_dir
 from closedloop.training import OutputExistsError, Trainer, train
+from closedloop.training.sources import load_initial_parameters, load_teacher
 from tests.conftest import SMALL, small_config
 
 
@@ -171,7 +171,7 @@ def test_recorded_quantities_match_independent_computations(tmp_path, tiny_confi
     params = run.parameters(5)
     trainer = Trainer(tiny_config, params)
     with torch.no_grad():
-        from closedloop.rollout import rollout
+        from closedloop.core.rollout import rollout
         traj = rollout(trainer.plant, trainer.agent, trainer.params,
                        steps=tiny_config.test_steps, x0=trainer.test_batch.x0)
     states = traj.states.double().numpy()

@@ -1,6 +1,13 @@
 """closedloop: train RNN controllers in closed loop with a plant, compare with open-loop
 training of the same network, and read the learning dynamics from the coupled spectrum.
 
+The package is layered; each layer imports only the ones above it in this list:
+``config`` (the run schema and presets), ``core`` (plants, agents, tasks, the rollout and the
+losses, in JAX), ``runs`` (run files), ``analysis`` (coupled matrix and Jacobian, spectra,
+stages, theory, gains, claims), ``training`` (the one trainer and the epoch loop), ``scale``
+(jobs, studies, sweeps on Dask), ``paper`` (the figures, the report, ``reproduce``), and the
+command line ``cli``.
+
 Example
 -------
 >>> import closedloop
@@ -9,24 +16,24 @@ Example
 >>> closedloop.load_run("runs/example.h5").metrics["test_loss"]    # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from typing import TYPE_CHECKING, Any
 
 from closedloop.config import RunConfig, load_preset, preset_names
-from closedloop.store import Run, load_run
+from closedloop.runs import Run, load_run
 
 if TYPE_CHECKING:
-    from closedloop.training import Trainer, train
+    from closedloop.training import Trainer, train, train_ensemble
 
 __all__ = ["Run", "RunConfig", "Trainer", "__version__", "load_preset", "load_run",
-           "preset_names", "train"]
+           "preset_names", "train", "train_ensemble"]
 
 
 def __getattr__(name: str) -> Any:
-    # training needs PyTorch; importing it lazily keeps `closedloop inspect` and
+    # training needs JAX; importing it lazily keeps `closedloop inspect` and
     # `closedloop presets` quick
-    if name in ("Trainer", "train"):
+    if name in ("Trainer", "train", "train_ensemble"):
         from closedloop import training
 
         return getattr(training, name)

@@ -36,11 +36,15 @@ from rich.progress import (
 from rich.table import Table
 
 from closedloop import __version__
-from closedloop.analysis import summarize_run
+from closedloop.analysis.summary import summarize_run
 from closedloop.config import load_preset, preset_dict, preset_names
 from closedloop.errors import ClosedLoopError, ConfigError
-from closedloop.sources import load_initial_parameters, load_teacher, parse_run_reference
-from closedloop.store import EpochRecord, Run, load_run
+from closedloop.runs.store import EpochRecord, Run, load_run
+from closedloop.training.sources import (
+    load_initial_parameters,
+    load_teacher,
+    parse_run_reference,
+)
 
 err_console = Console(stderr=True)
 
@@ -116,7 +120,8 @@ def parse_seeds(text: str) -> list[int]:
                    "is replaced by each seed), a static gain u = K x, or the LQR gain.")
 @click.option("--resume", is_flag=True, help="Continue an unfinished run at --out.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run at --out.")
-@click.option("--device", default=None, help="cpu (default) or cuda.")
+@click.option("--device", default=None,
+              help="cpu (default), gpu (gpu:N for the N-th) or auto (JAX's default device).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_command(preset: str, out: Path | None, seed: int, seed_list: str | None,
                   epochs: int | None, overrides: tuple[str, ...], init_from: str | None,
@@ -149,7 +154,7 @@ def train_command(preset: str, out: Path | None, seed: int, seed_list: str | Non
             results = [train(config, out, initial=initial, teacher=teacher_source,
                              resume=resume, overwrite=overwrite, progress=update)]
     else:
-        from closedloop.ensemble import train_ensemble
+        from closedloop.training import train_ensemble
 
         folder = out or Path("runs")
         if folder.suffix == ".h5":
@@ -183,7 +188,7 @@ def _resolve_training(preset: str, seed: int, settings: list[str], epochs: int |
                       init_from: str | None, teacher: str | None, resume: bool, quiet: bool
                       ) -> tuple[Any, Any, Any]:
     """(config, initial parameters, teacher) of one seed of ``closedloop train``."""
-    from closedloop.plants import plant_from_config
+    from closedloop.core.plants import plant_from_config
 
     if teacher is not None:
         teacher = teacher.replace("{seed}", str(seed))
@@ -261,7 +266,8 @@ class _progress:
 @click.option("--workers", type=click.IntRange(1, 1024), default=None,
               help="Worker processes of the local cluster (default: one per core).")
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="PyTorch threads per task.")
+              help="XLA CPU threads per worker of the local cluster (workers of an existing "
+                   "cluster keep their own settings).")
 @click.option("--group-size", type=click.IntRange(1, 1024), default=None,
               help="Most runs trained together as one ensemble task (1: every run alone; "
                    "default: runs of one shape split evenly over the workers, at most 32).")
@@ -287,13 +293,15 @@ def sweep(preset: str, grid_items: tuple[str, ...], seed_list: str, out: Path,
       closedloop sweep di-tanh-closed --seeds 0-99 --out /scratch/sweep \\
           --scheduler tcp://10.0.0.5:8786
     """
-    from closedloop.sweep import SweepSpec, parse_grid, run_sweep
+    from closedloop.runtime import set_xla_threads
+    from closedloop.scale.sweep import SweepSpec, parse_grid, run_sweep
 
     spec = SweepSpec(preset, parse_grid(grid_items), parse_seeds(seed_list), epochs,
                      list(overrides), teacher_preset)
-    display = _SweepDisplay(quiet)
+    set_xla_threads(threads)         # for the worker processes of a local cluster
+    display = _JobsDisplay(quiet)
     with display:
-        result = run_sweep(spec, out, scheduler=scheduler, workers=workers, threads=threads,
+        result = run_sweep(spec, out, scheduler=scheduler, workers=workers,
                            group_size=group_size, on_event=display.event)
     new = len(result.finished) - len(result.skipped)
     click.echo(f"{out}: {len(result.finished)} of {len(result.finished) + len(result.failed)} "
@@ -308,10 +316,10 @@ def sweep(preset: str, grid_items: tuple[str, ...], seed_list: str, out: Path,
         raise click.exceptions.Exit(1)
 
 
-class _SweepDisplay:
-    """Progress of a sweep: finished runs overall and the epoch of every running task, as Rich
-    bars on a terminal, or as a plain line per finished task (and per task about once a
-    minute) when stderr is a log file (a batch job)."""
+class _JobsDisplay:
+    """Progress of many runs (a sweep, a reproduction): finished runs overall and the epoch of
+    every running task, as Rich bars on a terminal, or as a plain line per finished task (and
+    per task about once a minute) when stderr is a log file (a batch job)."""
 
     LOG_INTERVAL = 60.0
 
@@ -327,7 +335,7 @@ class _SweepDisplay:
         self.started = time.monotonic()
         self.logged: dict[str, float] = {}
 
-    def __enter__(self) -> _SweepDisplay:
+    def __enter__(self) -> _JobsDisplay:
         self.progress.__enter__()
         return self
 
@@ -376,7 +384,7 @@ def sweep_summary(folder: Path, workers: int | None, as_json: bool) -> None:
       closedloop sweep-summary sweeps/pair
       python -c "import pandas; print(pandas.read_parquet('sweeps/pair/summary.parquet'))"
     """
-    from closedloop.sweep_summary import summarize_sweep, write_summary
+    from closedloop.scale.sweep_summary import summarize_sweep, write_summary
 
     with Progress(TextColumn("[bold]reading runs"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err_console) as progress:
@@ -439,19 +447,19 @@ def reproduce(out: Path, only: str | None, quick: bool, seeds: int, workers: int
 
     \b
     Example:
-      closedloop reproduce                       # the paper's settings, ~47 min on 2 cores
+      closedloop reproduce                       # the paper's settings
       closedloop reproduce --quick --out quick   # a few minutes
       closedloop reproduce --only fig1,fig2 --seeds 5
     """
-    import os
-
-    from closedloop.experiments import reproduce as run_reproduction
+    from closedloop.paper import reproduce as run_reproduction
 
     figures = [f.strip() for f in only.split(",") if f.strip()] if only else None
     workers = workers or max(1, len(os.sched_getaffinity(0)))
     started = time.perf_counter()
-    result = run_reproduction(out, only=figures, quick=quick, seeds=seeds, workers=workers,
-                              console=err_console, quiet=quiet)
+    display = _JobsDisplay(quiet)
+    with display:
+        result = run_reproduction(out, only=figures, quick=quick, seeds=seeds, workers=workers,
+                                  on_event=display.event)
     console = Console()
     table = Table(title="claims")
     for column in ("claim", "figure", "verdict", "support"):
@@ -468,69 +476,34 @@ def reproduce(out: Path, only: str | None, quick: bool, seeds: int, workers: int
     click.echo(f"report: {result.page} ({minutes:.1f} min)")
 
 
-@cli.command()
-@click.option("--quick", is_flag=True, help="Smaller sizes and fewer rounds (for tests).")
-@click.option("--only", default=None, metavar="NAMES",
-              help="Comma-separated subset of: one-network, ensemble, eigenvalues, tracking, "
-                   "memory.")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def bench(quick: bool, only: str | None, as_json: bool) -> None:
-    """Time closedloop against a naive baseline, side by side, and print the ratios.
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+def bench(arguments: tuple[str, ...]) -> None:
+    """Time closedloop against the baseline a user would write instead (eager PyTorch), side
+    by side, and print the ratios: the benchmarks of a source checkout (benchmarks/run.py;
+    they need the benchmark extra: pip install -e '.[bench]'). Options are passed on.
 
     \b
     Example:
       closedloop bench
-      closedloop bench --only eigenvalues,memory --quick
+      closedloop bench --quick --only one-network,tracking
     """
-    from closedloop.bench import BENCHMARKS, MEMORY_LIMIT_MB, run_benchmarks
+    import runpy
 
-    names = [n.strip() for n in only.split(",")] if only else None
-    unknown = sorted(set(names or []) - set(BENCHMARKS))
-    if unknown:
-        raise ConfigError(f"unknown benchmark {', '.join(unknown)} "
-                          f"(available: {', '.join(BENCHMARKS)})")
-    results = run_benchmarks(quick=quick, only=names,
-                             progress=None if as_json else
-                             lambda name: err_console.print(f"[dim]running {name} ...[/dim]"))
-    if as_json:
-        click.echo(json.dumps([{"name": r.name, "unit": r.unit, "baseline": r.baseline,
-                                "ours": r.ours, "ratio": r.ratio, "target": r.target,
-                                "notes": r.notes} for r in results]))
-        return
-    table = Table(title=f"closedloop vs naive baseline ({os.cpu_count()} cores, "
-                        f"torch threads {torch_threads()})")
-    for column in ("benchmark", "unit", "naive", "closedloop", "ratio", "target"):
-        table.add_column(column)
-    for result in results:
-        if result.name == "recording memory":
-            met = result.ours < MEMORY_LIMIT_MB
-            target = f"< {MEMORY_LIMIT_MB:g} MB " + ("met" if met else "NOT met")
-            ratio = f"{result.ratio:.0f}x less"
-        else:
-            target = "" if result.target is None else (
-                f">= {result.target:g}x " + ("met" if result.ratio >= result.target
-                                             else "NOT met"))
-            ratio = f"{result.ratio:.2f}x"
-        scale = 1e3 if result.unit.startswith("s/") else 1.0
-        unit = result.unit.replace("s/", "ms/") if scale == 1e3 else result.unit
-        table.add_row(result.name, unit, f"{result.baseline * scale:.3g}",
-                      f"{result.ours * scale:.3g}", ratio, target)
-    Console().print(table)
-    for result in results:
-        if "achieved_gflops" in result.notes:
-            notes = result.notes
-            click.echo(f"{notes['members']}-network ensemble: {notes['achieved_gflops']} "
-                       f"GFLOP/s with recording, {notes['train_step_gflops']} GFLOP/s in the "
-                       f"training step; a plain 1024x1024 matmul: {notes['matmul_gflops']} "
-                       "GFLOP/s")
-            break
-
-
-def torch_threads() -> int:
-    """PyTorch's intra-op thread count."""
-    import torch
-
-    return torch.get_num_threads()
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
+    if not script.is_file():
+        raise ConfigError("closedloop bench runs the benchmarks of a source checkout "
+                          "(benchmarks/run.py next to src/); this installation has none")
+    saved = sys.argv
+    sys.argv = [str(script), *arguments]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise click.exceptions.Exit(int(exc.code) if isinstance(exc.code, int) else 1
+                                        ) from None
+    finally:
+        sys.argv = saved
 
 
 @cli.command()
@@ -550,7 +523,7 @@ def analyze(run_path: Path, as_json: bool, window: int, growth_threshold: float)
       closedloop analyze runs/lowrank.h5
       closedloop analyze runs/closed.h5 --json > closed-analysis.json
     """
-    from closedloop.analysis import analyze_run
+    from closedloop.analysis.summary import analyze_run
 
     run = load_run(run_path)
     report = analyze_run(run, window=window, growth_threshold=growth_threshold)
@@ -646,9 +619,9 @@ def _fmt(value: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and map errors to one line and exit code 2."""
-    from closedloop.runtime import keep_freed_memory
+    from closedloop.runtime import configure_cli
 
-    keep_freed_memory()
+    configure_cli()
     try:
         cli.main(args=argv, prog_name="closedloop", standalone_mode=False)
     except click.exceptions.UsageError as exc:

@@ -1,7 +1,7 @@
 """The paper's figures, drawn from what the figure modules' analyses return (no science here).
 
 Each ``draw_figN(data) -> matplotlib.figure.Figure`` takes the ``data`` dict of
-``closedloop.experiments.figN.analyze``. Conventions: closed loop blue, open loop red; stage 1,
+``closedloop.paper.figN.analyze``. Conventions: closed loop blue, open loop red; stage 1,
 2 and 3 shaded yellow, orange and green on epoch axes.
 
 Example

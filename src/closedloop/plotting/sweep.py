@@ -1,4 +1,4 @@
-"""Summary plots of a sweep, drawn from the rows of :mod:`closedloop.sweep_summary`.
+"""Summary plots of a sweep, drawn from the rows of :mod:`closedloop.scale.sweep_summary`.
 
 Three panels: the stabilisation epoch against the episode length T, the peak ratio of the test
 loss (largest after epoch 0 over epoch 0) against the control cost beta, and the support

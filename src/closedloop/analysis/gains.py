@@ -1,0 +1,233 @@
+"""Gain space (science 5): effective gains, static-gain stability regions, the loss landscape,
+and LQR gains.
+
+The RNN sees the position only (partial observation), while a static gain u = K x and the LQR
+controller use the full state (position and velocity). The learned network's effective gains
+are the least-squares K that best explains its controls from the full state; they approach the
+LQR gain but need not reach it: the network must estimate velocity from its memory.
+
+Example
+-------
+>>> import numpy as np
+>>> states = np.array([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
+>>> controls = states @ np.array([[-0.3], [-0.8]])
+>>> effective_gains(states, controls, drop_first=0).round(6).tolist()
+[[-0.3, -0.8]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg
+
+from closedloop.config import LossConfig
+from closedloop.core.plants import LinearPlant
+
+STABLE, UNSTABLE_OSCILLATORY, UNSTABLE_REAL = 0, 1, 2
+REGION_NAMES = ("stable", "unstable-oscillatory", "unstable-real")
+"""Codes returned by the classifiers, and their names."""
+
+
+def effective_gains(states: np.ndarray, controls: np.ndarray, drop_first: int = 1) -> np.ndarray:
+    """Least-squares K (n_u x n_x), no intercept, of u_t ~= K x_t over a closed-loop rollout.
+
+    Parameters
+    ----------
+    states
+        (batch, >= T, n_x) states x_t at which u_t was computed.
+    controls
+        (batch, T, n_u) controls u_t.
+    drop_first
+        Steps dropped at the start (the paper drops t = 0, where u_0 = 0 by convention).
+    """
+    steps = controls.shape[1]
+    x = np.asarray(states, dtype=np.float64)[:, drop_first:steps].reshape(-1, states.shape[-1])
+    u = np.asarray(controls, dtype=np.float64)[:, drop_first:].reshape(-1, controls.shape[-1])
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(u))):
+        return np.full((controls.shape[-1], states.shape[-1]), np.nan)
+    solution, *_ = np.linalg.lstsq(x, u, rcond=None)
+    return solution.T
+
+
+def jury_stable(coefficients: np.ndarray) -> np.ndarray:
+    """Jury's test: whether all roots of a real polynomial lie strictly inside the unit circle.
+
+    Parameters
+    ----------
+    coefficients
+        (..., n + 1) real coefficients, highest power first (leading one non-zero).
+
+    Example
+    -------
+    >>> jury_stable(np.array([[1.0, -1.0, 0.5], [1.0, -2.5, 1.0]])).tolist()   # 0.5+-0.5j; 2, 0.5
+    [True, False]
+    """
+    coefficients = np.asarray(coefficients, dtype=np.float64)
+    flat = coefficients.reshape(-1, coefficients.shape[-1])
+    result = np.array([_jury_row(row) for row in flat], dtype=bool)
+    return result.reshape(coefficients.shape[:-1])
+
+
+def _jury_row(row: np.ndarray) -> bool:
+    poly = row / row[0]
+    degree = len(poly) - 1
+    if degree == 0:
+        return True
+    # necessary conditions: P(1) > 0, (-1)^n P(-1) > 0
+    if np.polyval(poly, 1.0) <= 0 or (-1) ** degree * np.polyval(poly, -1.0) <= 0:
+        return False
+    current = poly[::-1].copy()  # a_0 ... a_n (ascending powers)
+    while len(current) > 2:
+        a0, an = current[0], current[-1]
+        if abs(a0) >= abs(an):
+            return False
+        # reduced row: b_k = a_n a_{k+1}... (Schur-Cohn step on ascending coefficients)
+        reversed_ = current[::-1]
+        reduced = an * current - a0 * reversed_
+        current = reduced[1:]
+    return bool(abs(current[0]) < abs(current[-1]))
+
+
+def classify_static_gains(k1: np.ndarray, k2: np.ndarray) -> np.ndarray:
+    """Classify u = k1 x + k2 v on the double integrator analytically (science 5).
+
+    The closed loop P_red = [[1, 1], [k1, 1 + k2]] has the characteristic polynomial
+    l^2 - (2 + k2) l + (1 + k2 - k1). Jury's conditions give stability iff k1 < 0, k2 < k1,
+    k2 > k1 - 2 and 2 k2 > k1 - 4 (near the origin the boundaries are k1 = 0 and k2 = k1);
+    the eigenvalues are complex iff k2^2 + 4 k1 < 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        Codes ``STABLE`` (0), ``UNSTABLE_OSCILLATORY`` (1), ``UNSTABLE_REAL`` (2).
+
+    Example
+    -------
+    >>> classify_static_gains(np.array([-0.4, -0.1, 0.2]), np.array([-1.2, 0.0, 0.0])).tolist()
+    [0, 1, 2]
+    """
+    k1, k2 = np.broadcast_arrays(np.asarray(k1, dtype=np.float64),
+                                 np.asarray(k2, dtype=np.float64))
+    stable = (k1 < 0) & (k2 < k1) & (k2 > k1 - 2) & (2 * k2 > k1 - 4)
+    oscillatory = k2 ** 2 + 4 * k1 < 0
+    return np.where(stable, STABLE, np.where(oscillatory, UNSTABLE_OSCILLATORY, UNSTABLE_REAL))
+
+
+def classify_gains_numerically(plant: LinearPlant, gains: np.ndarray) -> np.ndarray:
+    """Classify static gains u = K x for any plant from the eigenvalues of A + B K.
+
+    ``gains`` is (..., n_u, n_x). Stable: spectral radius < 1; otherwise oscillatory when an
+    eigenvalue on or outside the unit circle is complex, real when they all are real.
+    """
+    closed = plant.A + plant.B @ np.asarray(gains, dtype=np.float64)
+    values = np.linalg.eigvals(closed)
+    outside = np.abs(values) >= 1.0
+    oscillatory = np.any(outside & (np.abs(values.imag) > 1e-12), axis=-1)
+    stable = ~np.any(outside, axis=-1)
+    return np.where(stable, STABLE, np.where(oscillatory, UNSTABLE_OSCILLATORY, UNSTABLE_REAL))
+
+
+def loss_landscape(plant: LinearPlant, k1: np.ndarray, k2: np.ndarray, *, steps: int = 50,
+                   x0: tuple[float, ...] = (1.0, 1.0)) -> np.ndarray:
+    """log of the summed state loss sum_{t=0}^{steps-1} |x_t|^2 from ``x0`` under u = K x,
+    on a grid of gains K = (k1, k2) (science 5), simulated in one vectorised loop.
+
+    Example
+    -------
+    >>> from closedloop.core.plants import double_integrator
+    >>> grid = loss_landscape(double_integrator(), np.array([-0.4]), np.array([-1.0]))
+    >>> grid.shape
+    (1,)
+    """
+    k1, k2 = np.broadcast_arrays(np.asarray(k1, dtype=np.float64),
+                                 np.asarray(k2, dtype=np.float64))
+    gains = np.stack([k1, k2], axis=-1)[..., None, :]
+    closed = plant.A + plant.B @ gains
+    x = np.broadcast_to(np.asarray(x0, dtype=np.float64), (*k1.shape, plant.n_states)).copy()
+    total = np.zeros(k1.shape)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(steps):
+            total += (x ** 2).sum(-1)
+            x = (closed @ x[..., None])[..., 0]
+        return np.log(total)
+
+
+def lqr_gain(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """Infinite-horizon discrete LQR gain K for u = -K x (SciPy's Riccati solver).
+
+    Example
+    -------
+    >>> from closedloop.core.plants import double_integrator
+    >>> p = double_integrator()
+    >>> lqr_gain(p.A, p.B, np.eye(2), np.eye(1)).round(4).tolist()
+    [[0.4221, 1.2439]]
+    """
+    riccati = linalg.solve_discrete_are(A, B, Q, R)
+    return np.linalg.solve(R + B.T @ riccati @ B, B.T @ riccati @ A)
+
+
+def finite_horizon_lqr(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray,
+                       steps: int, terminal: np.ndarray | None = None) -> np.ndarray:
+    """Time-varying gains K_0..K_{T-1} (u_t = -K_t x_t) of the finite-horizon LQR problem
+    sum_{t<T} x'Qx + u'Ru + x_T' Q_T x_T, by the backward Riccati recursion.
+
+    Returns
+    -------
+    numpy.ndarray
+        (steps, n_u, n_x); K_0 approaches the infinite-horizon gain as ``steps`` grows.
+
+    Example
+    -------
+    >>> from closedloop.core.plants import double_integrator
+    >>> p = double_integrator()
+    >>> finite_horizon_lqr(p.A, p.B, np.eye(2), np.eye(1), 200)[0].round(4).tolist()
+    [[0.4221, 1.2439]]
+    """
+    riccati = np.zeros_like(Q) if terminal is None else np.asarray(terminal, dtype=np.float64)
+    gains = np.zeros((steps, B.shape[1], A.shape[0]))
+    for t in range(steps - 1, -1, -1):
+        gain = np.linalg.solve(R + B.T @ riccati @ B, B.T @ riccati @ A)
+        gains[t] = gain
+        riccati = Q + A.T @ riccati @ (A - B @ gain)
+        riccati = 0.5 * (riccati + riccati.T)
+    return gains
+
+
+@dataclass(frozen=True)
+class QuadraticCosts:
+    """The per-sample LQR weights Q (n_x x n_x) and R (n_u x n_u) equivalent to a loss."""
+
+    Q: np.ndarray
+    R: np.ndarray
+
+
+def equivalent_costs(loss: LossConfig, plant: LinearPlant, batch_size: int, steps: int
+                     ) -> QuadraticCosts:
+    """Q and R (up to a common factor, which leaves the LQR gain unchanged) that the training
+    loss puts on one sample's x_t and u_t.
+
+    ``paper_di``: mean over batch and state dimensions of x^2 plus control_cost times the sum
+    over the batch of u^2 gives Q = I, R = control_cost * n_x * batch (the paper: 0.005 * 2 *
+    100 = 1); ``mean_state``: R = control_cost * n_x * steps; ``per_sample``:
+    Q = state_weight I, R = control_cost I. A zero control cost is replaced by 1e-9 (LQR needs
+    R > 0).
+
+    Example
+    -------
+    >>> from closedloop.config import LossConfig
+    >>> from closedloop.core.plants import double_integrator
+    >>> equivalent_costs(LossConfig(control_cost=0.005), double_integrator(), 100, 50).R
+    array([[1.]])
+    """
+    n_x, n_u = plant.n_states, plant.n_inputs
+    if loss.kind == "paper_di":
+        q, r = 1.0, loss.control_cost * n_x * batch_size
+    elif loss.kind == "mean_state":
+        q, r = 1.0, loss.control_cost * n_x * steps
+    elif loss.kind == "per_sample":
+        q, r = loss.state_weight, loss.control_cost
+    else:
+        raise ValueError("LQR costs are defined for regulation losses, not tracking")
+    return QuadraticCosts(q * np.eye(n_x), max(r, 1e-9) * np.eye(n_u))

@@ -1,0 +1,36 @@
+"""Configuration: the typed schema of a run, the shipped presets and ``--set`` overrides.
+
+Example
+-------
+>>> from closedloop.config import load_preset
+>>> load_preset("di-lowrank-closed").agent.kind
+'lowrank'
+"""
+
+from closedloop.config.overrides import (
+    apply_overrides,
+    build_config,
+    config_from_json,
+    load_preset,
+    parse_override,
+    preset_dict,
+    preset_names,
+)
+from closedloop.config.schema import (
+    PARAMETER_NAMES,
+    AgentConfig,
+    EvaluationConfig,
+    InitSpec,
+    LossConfig,
+    PlantConfig,
+    RecordingConfig,
+    RunConfig,
+    TaskConfig,
+    TrainingConfig,
+    plant_matrices,
+)
+
+__all__ = ["PARAMETER_NAMES", "AgentConfig", "EvaluationConfig", "InitSpec", "LossConfig",
+           "PlantConfig", "RecordingConfig", "RunConfig", "TaskConfig", "TrainingConfig",
+           "apply_overrides", "build_config", "config_from_json", "load_preset",
+           "parse_override", "plant_matrices", "preset_dict", "preset_names"]

@@ -1,0 +1,180 @@
+"""Presets and overrides: where a :class:`~closedloop.config.schema.RunConfig` comes from.
+
+Presets are YAML files in ``closedloop/config/presets``; every paper setting of the science
+(docs/science.md) is one of them. Overrides address fields by dotted path
+(``training.lr=1e-3``, ``agent.init.W.gain=0.2``); values are parsed as YAML scalars or lists.
+Anything invalid raises :class:`~closedloop.errors.ConfigError` with a message that names the
+key, the value and what is allowed.
+
+Example
+-------
+>>> config = load_preset("di-tanh-closed", overrides=["training.epochs=5"], seed=3)
+>>> config.training.epochs, config.seed, config.agent.size
+(5, 3, 100)
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from closedloop.config.schema import AgentConfig, InitSpec, RunConfig
+from closedloop.errors import ConfigError
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with closedloop, sorted.
+
+    Example
+    -------
+    >>> "di-tanh-closed" in preset_names()
+    True
+    """
+    folder = resources.files("closedloop.config") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    """The raw YAML mapping of preset ``name``; raises ConfigError for an unknown name."""
+    names = preset_names()
+    if name not in names:
+        raise ConfigError(f"unknown preset '{name}' (available: {', '.join(names)})")
+    text = (resources.files("closedloop.config") / "presets" / f"{name}.yaml").read_text()
+    data = yaml.safe_load(text)
+    data.setdefault("preset", name)
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``key.path=value`` into the key path and the YAML-parsed value.
+
+    Example
+    -------
+    >>> parse_override("training.lr=1e-3")
+    (['training', 'lr'], 0.001)
+    """
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):
+        value = _parse_number(value)
+    return key.split("."), value
+
+
+def _parse_number(text: str) -> Any:
+    """YAML 1.1 reads '1e-3' as a string; accept plain float spellings as numbers."""
+    try:
+        return float(text) if any(c.isdigit() for c in text) else text
+    except ValueError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides to a nested mapping (a copy is returned)."""
+    result = json.loads(json.dumps(data))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part) if isinstance(node, dict) else None
+            if child is None:
+                child = {}
+                if isinstance(node, dict):
+                    node[part] = child
+            if not isinstance(child, dict):
+                raise ConfigError(f"unknown key '{'.'.join(path)}': "
+                                  f"'{'.'.join(path[: i + 1])}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def build_config(data: dict[str, Any]) -> RunConfig:
+    """Validate a mapping into a :class:`RunConfig`, turning errors into one clear line."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, data)) from None
+
+
+def load_preset(name: str, overrides: list[str] | None = None, seed: int | None = None,
+                epochs: int | None = None) -> RunConfig:
+    """Resolve preset ``name`` with overrides (and the CLI's ``--seed``/``--epochs``).
+
+    Example
+    -------
+    >>> load_preset("di-lowrank-closed").agent.kind
+    'lowrank'
+    """
+    for text in overrides or []:
+        key = text.split("=", 1)[0].strip()
+        if (key == "seed" and seed is not None) or (key == "training.epochs"
+                                                    and epochs is not None):
+            option = "--seed/--seeds" if key == "seed" else "--epochs"
+            raise ConfigError(f"'{key}' is set by {option}; do not also --set it")
+    data = apply_overrides(preset_dict(name), overrides or [])
+    if seed is not None:
+        data["seed"] = seed
+    if epochs is not None:
+        data.setdefault("training", {})["epochs"] = epochs
+    return build_config(data)
+
+
+def config_from_json(text: str) -> RunConfig:
+    """Parse a config stored by :meth:`RunConfig.to_json`."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"stored config is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("stored config is not a JSON object")
+    return build_config(data)
+
+
+def _describe(exc: ValidationError, data: dict[str, Any]) -> str:
+    error = exc.errors()[0]
+    loc = [str(p) for p in error["loc"] if not str(p).startswith(("function-", "literal["))]
+    key = ".".join(loc)
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        allowed = ", ".join(parent.model_fields) if parent is not None else ""
+        return f"unknown key '{key}'" + (f" (allowed: {allowed})" if allowed else "")
+    if not key:
+        return f"invalid config: {message}"
+    value = error.get("input")
+    shown = json.dumps(value) if not isinstance(value, dict) else "{...}"
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"invalid value for '{key}': {shown} ({message})"
+
+
+def _model_at(path: list[str]) -> type[BaseModel] | None:
+    """The config model at a dotted path (``agent.init.W`` is an :class:`InitSpec`)."""
+    model: type[BaseModel] = RunConfig
+    parts = list(path)
+    while parts:
+        part = parts.pop(0)
+        if model is AgentConfig and part == "init":
+            if not parts:
+                return None
+            parts.pop(0)
+            model = InitSpec
+            continue
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model

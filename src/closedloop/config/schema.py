@@ -1,0 +1,312 @@
+"""The run configuration: typed, validated, one :class:`RunConfig` per run.
+
+Every field has a documented default; invalid values are rejected with a message that names
+the key, the value and what is allowed (see :mod:`closedloop.config.overrides` for presets and
+``--set`` overrides). This layer reads nothing else of the package.
+
+Example
+-------
+>>> config = RunConfig(agent=AgentConfig(size=8))
+>>> config.agent.size, config.training.optimizer, config.plant.kind
+(8, 'sgd', 'integrator')
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from closedloop.errors import ShapeError
+
+PARAMETER_NAMES: dict[str, tuple[str, ...]] = {
+    "rnn": ("W_in", "W", "W_out", "b", "b_out"),
+    "lowrank": ("m", "z", "u", "v", "W_rand"),
+    "static_gain": ("K",),
+    "overlaps": ("s_zm", "s_zu", "s_vm", "s_vu"),
+}
+"""Parameter names of each agent kind (``b`` and ``b_out`` exist only when biases are on,
+``W_rand`` only when ``random_gain`` > 0; it is never trained)."""
+
+
+def plant_matrices(A: Any, B: Any, C: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A, B, C) as float64 matrices, checked: A n x n, B n x m, C p x n, none empty, all
+    finite (what linear plants and ``plant.kind: linear`` configs accept).
+
+    Raises
+    ------
+    ShapeError
+        Naming the matrix that does not fit.
+
+    Example
+    -------
+    >>> [m.shape for m in plant_matrices([[1, 1], [0, 1]], [[0], [1]], [[1, 0]])]
+    [(2, 2), (2, 1), (1, 2)]
+    """
+    matrices = []
+    for name, matrix in (("A", A), ("B", B), ("C", C)):
+        try:
+            matrices.append(np.atleast_2d(np.asarray(matrix, dtype=np.float64)))
+        except (ValueError, TypeError):
+            raise ShapeError(f"{name} is not a rectangular matrix of numbers") from None
+    A, B, C = matrices
+    n = A.shape[0]
+    for name, matrix in (("A", A), ("B", B), ("C", C)):
+        if matrix.ndim != 2 or 0 in matrix.shape:
+            raise ShapeError(f"{name} must be a non-empty matrix, got shape {matrix.shape}")
+    if A.shape != (n, n):
+        raise ShapeError(f"A must be square, got shape {A.shape}")
+    if B.shape[0] != n:
+        raise ShapeError(f"B must have {n} rows to match A, got shape {B.shape}")
+    if C.shape[1] != n:
+        raise ShapeError(f"C must have {n} columns to match A, got shape {C.shape}")
+    for name, matrix in (("A", A), ("B", B), ("C", C)):
+        if not np.all(np.isfinite(matrix)):
+            raise ShapeError(f"{name} has non-finite entries")
+    return A, B, C
+
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False,
+                              validate_assignment=True)
+
+
+class InitSpec(_Strict):
+    """How one parameter matrix is drawn.
+
+    ``normal``: each entry ~ N(0, (gain * scale)^2); ``uniform``: U(-gain * scale, gain * scale);
+    ``zeros``: all zero. ``scale`` is a number or one of ``"1/N"``, ``"1/sqrt(N)"`` with N the
+    network size.
+    """
+
+    distribution: Literal["normal", "uniform", "zeros"] = "normal"
+    scale: float | Literal["1/N", "1/sqrt(N)"] = "1/sqrt(N)"
+    gain: float = 1.0
+
+    def resolve_scale(self, size: int) -> float:
+        """The numeric scale for a network of ``size`` units."""
+        if self.scale == "1/N":
+            return 1.0 / size
+        if self.scale == "1/sqrt(N)":
+            return 1.0 / math.sqrt(size)
+        return float(self.scale)
+
+
+class PlantConfig(_Strict):
+    """A linear time-invariant plant (science 1.1).
+
+    ``integrator``: k-th order integrator (``order``, ``n_inputs``, ``n_observed``, ``dt``);
+    ``point_mass_2d``: two double integrators, positions observed; ``linear``: the user's
+    ``A``, ``B``, ``C`` (nested lists, column-vector maths).
+    """
+
+    kind: Literal["integrator", "point_mass_2d", "linear"] = "integrator"
+    order: int = Field(2, ge=1, le=64)
+    n_inputs: int = Field(1, ge=1, le=64)
+    n_observed: int = Field(1, ge=1, le=64)
+    dt: float = Field(1.0, gt=0, le=1e3)
+    A: list[list[float]] | None = None
+    B: list[list[float]] | None = None
+    C: list[list[float]] | None = None
+    process_noise_std: float = Field(0.0, ge=0, le=1e6)
+    clamp: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> PlantConfig:
+        if self.kind == "linear":
+            if self.A is None or self.B is None or self.C is None:
+                raise ValueError("plant.kind 'linear' needs plant.A, plant.B and plant.C")
+            try:
+                plant_matrices(self.A, self.B, self.C)
+            except ShapeError as exc:
+                raise ValueError(f"plant.{exc}") from None
+        elif self.A is not None or self.B is not None or self.C is not None:
+            raise ValueError("plant.A, plant.B and plant.C are for plant.kind 'linear'")
+        elif self.kind == "integrator":
+            if self.n_inputs > self.order or self.n_observed > self.order:
+                raise ValueError("plant.n_inputs and plant.n_observed must be <= plant.order")
+        return self
+
+
+class AgentConfig(_Strict):
+    """The controller (science 1.2).
+
+    ``rnn``: continuous-time rate RNN, Euler-discretised; ``lowrank``: linear RNN with
+    W = U V^T + random_gain * W_rand; ``static_gain``: u = K x on the full state (initial
+    ``gain``); ``overlaps``: the reduced rank-1 model of science 3.1 trained directly on its four
+    order parameters (initial ``overlaps`` = [s_zm, s_zu, s_vm, s_vu], or ``--init-from`` a
+    low-rank run).
+    ``init`` and ``trainable`` are keyed by parameter name (``W_in``, ``W``, ``W_out`` for
+    ``rnn``; ``m``, ``z``, ``u``, ``v`` for ``lowrank``; ``K`` for ``static_gain``).
+    """
+
+    kind: Literal["rnn", "lowrank", "static_gain", "overlaps"] = "rnn"
+    size: int = Field(100, ge=1, le=100_000)
+    activation: Literal["tanh", "relu", "linear"] = "tanh"
+    dt: float = Field(1.0, gt=0, le=1e3)
+    tau: float = Field(1.0, gt=0, le=1e6)
+    bias: bool = False
+    output_bias: bool = False
+    rank: int = Field(1, ge=1, le=100_000)
+    random_gain: float = Field(0.0, ge=0, le=1e3)
+    prescribed_overlap: float | None = Field(None, ge=-1e3, le=1e3)
+    gain: list[list[float]] | None = None
+    overlaps: list[float] | None = Field(None, min_length=4, max_length=4)
+    init: dict[str, InitSpec] = Field(default_factory=dict)
+    trainable: dict[str, bool] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> AgentConfig:
+        allowed = PARAMETER_NAMES[self.kind]
+        for section in ("init", "trainable"):
+            for name in getattr(self, section):
+                if name not in allowed:
+                    raise ValueError(
+                        f"agent.{section}.{name}: unknown parameter for agent.kind "
+                        f"'{self.kind}' (allowed: {', '.join(allowed)})"
+                    )
+        if self.kind == "lowrank" and self.rank > self.size:
+            raise ValueError("agent.rank must be <= agent.size")
+        if self.dt > self.tau:
+            raise ValueError("agent.dt must be <= agent.tau (dt/tau > 1 overshoots)")
+        for name, kinds in (("gain", ("static_gain",)), ("overlaps", ("overlaps",)),
+                            ("prescribed_overlap", ("lowrank",)),
+                            ("random_gain", ("lowrank",))):
+            if name in self.model_fields_set and getattr(self, name) not in (None, 0.0) \
+                    and self.kind not in kinds:
+                raise ValueError(f"agent.{name} is for agent.kind '{kinds[0]}', not "
+                                 f"'{self.kind}'")
+        if self.gain is not None and (not self.gain or len({len(r) for r in self.gain}) != 1):
+            raise ValueError("agent.gain must be a non-empty rectangular matrix")
+        return self
+
+
+class TaskConfig(_Strict):
+    """What the closed loop must do: regulate to 0, or track a reference (science 1.4, 6)."""
+
+    kind: Literal["regulation", "tracking"] = "regulation"
+    steps: int = Field(50, ge=1, le=1_000_000)
+    batch_size: int = Field(100, ge=1, le=1_000_000)
+    initial_state_range: float = Field(1.0, ge=0, le=1e6)
+    frequencies: list[list[float]] = Field(default_factory=lambda: [[0.1, 0.3], [0.2, 0.4]])
+    amplitude: float = Field(2.31, ge=0, le=1e6)
+    ramp_time: float = Field(1.0, ge=0, le=1e6)
+
+    @model_validator(mode="after")
+    def _check_frequencies(self) -> TaskConfig:
+        rows = self.frequencies
+        if not rows or len({len(r) for r in rows}) != 1 or not rows[0]:
+            raise ValueError("task.frequencies must be a non-empty rectangular list of lists "
+                             "(one row per tracked dimension)")
+        if not all(math.isfinite(f) and 0 < f <= 1e6 for row in rows for f in row):
+            raise ValueError("task.frequencies must be positive finite numbers")
+        return self
+
+
+class LossConfig(_Strict):
+    """The closed-loop objective (science 1.4).
+
+    ``paper_di``: sum_t [mean_{batch,dims} x_t^2 + control_cost * sum_batch u_t^2] (the
+    authors' double-integrator loss); ``mean_state``: mean_{t,dims,batch} x_t^2 +
+    control_cost * mean_batch sum_t u_t^2 (the low-rank loss); ``per_sample``:
+    mean_batch sum_t [state_weight |x_t|^2 + control_cost |u_t|^2] (a clean LQR-style
+    parametrisation); ``tracking``: science 6.
+    """
+
+    kind: Literal["paper_di", "mean_state", "per_sample", "tracking"] = "paper_di"
+    control_cost: float = Field(0.0, ge=0, le=1e12)
+    state_weight: float = Field(1.0, ge=0, le=1e12)
+
+
+class TrainingConfig(_Strict):
+    """Optimiser and protocol (science 1.5, 2).
+
+    ``mode``: ``closed`` (backpropagation through the plant), ``open_white_noise`` (student
+    imitates a teacher on white-noise inputs), ``open_teacher_plant`` (the teacher drives the
+    plant; the student imitates it on the same observations). ``device``: ``cpu``, ``gpu``
+    (``gpu:N`` for the N-th; ``cuda`` is the same) or ``auto`` (JAX's default device: a GPU
+    when there is one).
+    """
+
+    mode: Literal["closed", "open_white_noise", "open_teacher_plant"] = "closed"
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(1e-2, gt=0, le=1e3)
+    clip_norm: float | None = Field(1.0, gt=0)
+    epochs: int = Field(1000, ge=0, le=10_000_000)
+    initial_epoch_no_update: bool = True
+    zero_first_control: bool = True
+    input_noise_std: float = Field(1.0, ge=0, le=1e6)
+    dtype: Literal["float32", "float64"] = "float32"
+    device: str = Field("cpu", pattern=r"^(cpu|gpu(:\d+)?|cuda(:\d+)?|auto)$")
+
+
+class EvaluationConfig(_Strict):
+    """The held-out closed-loop test set (science 1.4: 10 states from U(-1, 1)^n_x, or 10
+    reference draws for tracking; drawn from ``test_seed``, the same for every run seed) on
+    which the test loss and the effective gains (science 5) are computed every epoch. The test
+    rollout has no process noise."""
+
+    test_size: int = Field(10, ge=1, le=100_000)
+    initial_state_range: float = Field(1.0, ge=0, le=1e6)
+    test_steps: int | None = Field(None, ge=2, le=1_000_000)
+    test_seed: int = Field(20250513, ge=0, lt=2**63)
+
+
+class RecordingConfig(_Strict):
+    """What is written per epoch. ``snapshot_every``: ``auto`` records parameters every epoch
+    for N <= 256 and every 10th epoch otherwise (the last epoch always)."""
+
+    snapshot_every: int | Literal["auto"] = "auto"
+    segment_epochs: int = Field(20, ge=1, le=100_000)
+
+    def snapshot_interval(self, size: int) -> int:
+        """Epochs between parameter snapshots for a network of ``size`` units."""
+        if self.snapshot_every == "auto":
+            return 1 if size <= 256 else 10
+        return max(1, self.snapshot_every)
+
+
+class RunConfig(_Strict):
+    """Everything that defines a run. ``teacher`` and ``init_from`` record where a teacher and
+    initial weights came from (``RUN@EPOCH`` or ``gain:...``); the arrays themselves are
+    stored in the run file."""
+
+    preset: str = "custom"
+    description: str = ""
+    seed: int = Field(0, ge=0, lt=2**63)
+    plant: PlantConfig = Field(default_factory=PlantConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    teacher: str | None = None
+    init_from: str | None = None
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> RunConfig:
+        if self.loss.kind == "tracking" and self.task.kind != "tracking":
+            raise ValueError("loss.kind 'tracking' needs task.kind 'tracking'")
+        if self.task.kind == "tracking" and self.loss.kind != "tracking":
+            raise ValueError("task.kind 'tracking' needs loss.kind 'tracking'")
+        if self.loss.kind == "tracking" and self.loss.control_cost != 0:
+            raise ValueError("loss.control_cost must be 0 for the tracking loss (the paper's has "
+                             "none)")
+        if self.agent.kind == "static_gain" and self.training.mode == "open_white_noise":
+            raise ValueError("a static-gain agent reads the plant state; it cannot be trained "
+                             "on white-noise inputs")
+        return self
+
+    def to_json(self) -> str:
+        """The config as one JSON string (what run files store)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+    @property
+    def test_steps(self) -> int:
+        """Steps of the held-out evaluation rollout (defaults to the task's episode length)."""
+        return self.evaluation.test_steps or self.task.steps

@@ -1,0 +1,483 @@
+"""Agents: the continuous-time rate RNN, the low-rank RNN, the reduced overlap model and the
+static-gain policy (docs/science.md, section 1.2).
+
+Conventions (the one place the mapping between the maths and the code is written)
+-----------------------------------------------------------------------------------
+The science writes column vectors: h_t = h_{t-1} + (dt/tau)(-h_{t-1} + phi(W h_{t-1} +
+W_in y_t)), u_t = W_out h_t. The code is batch-first with row vectors, as the paper's authors
+wrote it:
+
+    h_t = h_{t-1} + (dt/tau) * (-h_{t-1} + phi(h_{t-1} @ W + y_t @ W_in [+ b]))
+    u_t = h_t @ W_out [+ b_out]
+
+so the stored ``W_in`` (n_in x N), ``W`` (N x N) and ``W_out`` (N x n_out) are the transposes
+of the maths' W_in, W, W_out. With dt = tau the update is exactly h_t = phi(...).
+
+The low-rank RNN stores the maths' own vectors: ``m`` (N x n_in, the input vectors),
+``z`` (n_out x N, the readout), ``u`` and ``v`` (N x r), so W_maths = u v^T (+ g W_rand) and
+its row-layout weights are W_in = m^T, W = v u^T (+ g W_rand^T), W_out = z^T.
+
+The static-gain policy stores K (n_u x n_x) of u = K x and reads the full plant state.
+
+An agent is an immutable description (sizes, activation, which parameters are frozen) that
+compares by value; its parameters are a separate dict of arrays. ``prepare`` turns parameters
+into row-layout dense weights once per rollout, ``step`` advances one time step; both are pure
+JAX functions, so ``jax.grad``, ``jax.vmap`` and ``jax.jacfwd`` apply.
+
+Example
+-------
+>>> import jax, jax.numpy as jnp
+>>> from closedloop.config import AgentConfig
+>>> agent = build_agent(AgentConfig(size=8), n_inputs=1, n_outputs=1)
+>>> params = agent.init_params(jax.random.key(0))
+>>> sorted(params), tuple(params["W"].shape)
+(['W', 'W_in', 'W_out'], (8, 8))
+>>> h, u = agent.step(agent.prepare(params), agent.initial_hidden(4), jnp.ones((4, 1)))
+>>> tuple(h.shape), tuple(u.shape)
+((4, 8), (4, 1))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from closedloop.config import AgentConfig, InitSpec
+from closedloop.errors import ConfigError, ShapeError
+
+Params = dict[str, jax.Array]
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "linear": lambda x: x,
+}
+
+
+def draw(spec: InitSpec, shape: tuple[int, ...], size: int, key: jax.Array) -> jax.Array:
+    """Draw one parameter (float64) as ``spec`` says, for a network of ``size`` units.
+
+    Example
+    -------
+    >>> draw(InitSpec(distribution="uniform", scale=0.5), (3,), 10, jax.random.key(1)).dtype
+    dtype('float64')
+    """
+    scale = spec.gain * spec.resolve_scale(size)
+    if spec.distribution == "zeros":
+        return jnp.zeros(shape, dtype=jnp.float64)
+    if spec.distribution == "normal":
+        return jax.random.normal(key, shape, dtype=jnp.float64) * scale
+    return jax.random.uniform(key, shape, dtype=jnp.float64, minval=-1.0, maxval=1.0) * scale
+
+
+def as_array(value: object, dtype: Any) -> jax.Array:
+    """An array-like as a JAX array of ``dtype`` (through float64, so float32 and float64
+    copies of the same numbers agree to rounding); traced arrays stay traced."""
+    if isinstance(value, jax.Array):
+        return jnp.asarray(value, dtype=jnp.float64).astype(dtype)
+    return jnp.asarray(np.asarray(value, dtype=np.float64), dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Linearisation:
+    """An agent's linear part at the origin in the maths' layout (float64).
+
+    The agent's one-step map is h' = (1 - alpha) h + alpha * phi(W h + W_in y + b),
+    u = W_out h + b_out. The static gain has N = 0 and ``feedthrough`` = K.
+    """
+
+    W_in: np.ndarray
+    W: np.ndarray
+    W_out: np.ndarray
+    alpha: float
+    activation: str = "linear"
+    bias: np.ndarray | None = None
+    output_bias: np.ndarray | None = None
+    feedthrough: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class RNNAgent:
+    """Continuous-time rate RNN, Euler-discretised (science 1.2), in the row layout above.
+
+    Parameters
+    ----------
+    n_inputs, n_outputs, size
+        Input, output and hidden dimensions.
+    activation
+        ``"tanh"``, ``"relu"`` or ``"linear"``.
+    dt, tau
+        Euler step and time constant; alpha = dt / tau.
+    bias, output_bias
+        Whether b and b_out exist (off in every paper experiment).
+    init
+        :class:`~closedloop.config.InitSpec` per parameter name (drawing only; it does not
+        change the computation, so it takes no part in comparisons).
+    frozen
+        Names of the parameters training leaves unchanged.
+    """
+
+    n_inputs: int
+    n_outputs: int
+    size: int
+    activation: str = "tanh"
+    dt: float = 1.0
+    tau: float = 1.0
+    bias: bool = False
+    output_bias: bool = False
+    init: Mapping[str, InitSpec] = field(default_factory=dict, compare=False)
+    frozen: frozenset[str] = frozenset()
+    reads_state: ClassVar[bool] = False
+
+    @property
+    def alpha(self) -> float:
+        """dt / tau."""
+        return self.dt / self.tau
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of every parameter, in drawing order."""
+        shapes = {"W_in": (self.n_inputs, self.size), "W": (self.size, self.size),
+                  "W_out": (self.size, self.n_outputs)}
+        if self.bias:
+            shapes["b"] = (self.size,)
+        if self.output_bias:
+            shapes["b_out"] = (self.n_outputs,)
+        return shapes
+
+    def default_init(self, name: str) -> InitSpec:
+        """Initialisation used when the config names none for ``name``."""
+        if name in ("b", "b_out"):
+            return InitSpec(distribution="zeros")
+        return InitSpec(distribution="normal", scale="1/sqrt(N)")
+
+    def is_trainable(self, name: str) -> bool:
+        """Whether parameter ``name`` is updated by training."""
+        return name not in self.frozen
+
+    def init_params(self, key: jax.Array, dtype: Any = jnp.float32) -> Params:
+        """Draw all parameters from ``key`` (in float64, then cast, so float32 and float64
+        runs start from the same numbers)."""
+        shapes = self.parameter_shapes()
+        draw_key, adjust_key = jax.random.split(key)
+        keys = jax.random.split(draw_key, len(shapes))
+        params = {name: draw(self.init.get(name) or self.default_init(name), shape, self.size,
+                             k) for (name, shape), k in zip(shapes.items(), keys, strict=True)}
+        return self.to_params(self.adjust_init(params, adjust_key), dtype)
+
+    def adjust_init(self, params: Params, key: jax.Array) -> Params:
+        """Hook for agents whose initialisation is not entry-wise independent."""
+        return params
+
+    def to_params(self, arrays: Mapping[str, object], dtype: Any = jnp.float32) -> Params:
+        """Check names and shapes of ``arrays`` and return them as parameters in ``dtype``.
+
+        Raises
+        ------
+        ShapeError
+            Naming the missing, unexpected or misshapen parameter.
+        """
+        shapes = self.parameter_shapes()
+        missing = sorted(set(shapes) - set(arrays))
+        extra = sorted(set(arrays) - set(shapes))
+        if missing or extra:
+            raise ShapeError(f"parameters do not fit this agent: missing {missing}, "
+                             f"unexpected {extra}")
+        params = {}
+        for name, shape in shapes.items():
+            array = as_array(arrays[name], dtype)
+            if tuple(array.shape) != shape:
+                raise ShapeError(f"parameter {name} has shape {tuple(array.shape)}, "
+                                 f"expected {shape}")
+            params[name] = array
+        return params
+
+    def prepare(self, params: Params) -> Params:
+        """Row-layout dense weights for the rollout (computed once per rollout)."""
+        return params
+
+    def initial_hidden(self, batch: int, dtype: Any = jnp.float32) -> jax.Array:
+        """h = 0 for a batch."""
+        return jnp.zeros((batch, self.size), dtype=dtype)
+
+    def step(self, prepared: Params, hidden: jax.Array, observation: jax.Array
+             ) -> tuple[jax.Array, jax.Array]:
+        """Read ``observation`` (batch, n_inputs), update the hidden state, return (h, u)."""
+        pre = hidden @ prepared["W"] + observation @ prepared["W_in"]
+        if "b" in prepared:
+            pre = pre + prepared["b"]
+        rate = ACTIVATIONS[self.activation](pre)
+        alpha = self.alpha
+        hidden = rate if alpha == 1.0 else hidden + alpha * (rate - hidden)
+        return hidden, self.output(prepared, hidden)
+
+    def output(self, prepared: Params, hidden: jax.Array) -> jax.Array:
+        """u = h @ W_out (+ b_out)."""
+        u = hidden @ prepared["W_out"]
+        if "b_out" in prepared:
+            u = u + prepared["b_out"]
+        return u
+
+    def recurrent_matrix(self, params: Mapping[str, Any]) -> np.ndarray:
+        """The maths' W (N x N, float64; leading axes of ``params`` are kept)."""
+        dense = self.prepare({k: jnp.asarray(v, dtype=jnp.float64) for k, v in params.items()})
+        return np.swapaxes(np.asarray(dense["W"]), -1, -2)
+
+    def linearisation(self, params: Mapping[str, Any]) -> Linearisation:
+        """The linear part at the origin (maths layout, float64; leading axes of ``params``
+        are kept), for the closed-form coupled matrix."""
+        dense = {k: np.asarray(v) for k, v in self.prepare(
+            {k: jnp.asarray(v, dtype=jnp.float64) for k, v in params.items()}).items()}
+
+        def maths(matrix: np.ndarray) -> np.ndarray:   # row layout -> maths; batch axes kept
+            return np.swapaxes(matrix, -1, -2)
+
+        return Linearisation(W_in=maths(dense["W_in"]), W=maths(dense["W"]),
+                             W_out=maths(dense["W_out"]), alpha=self.alpha,
+                             activation=self.activation, bias=dense.get("b"),
+                             output_bias=dense.get("b_out"))
+
+
+@dataclass(frozen=True)
+class LowRankRNN(RNNAgent):
+    """RNN with W = u v^T + g W_rand (rank r), input vectors m and readout z (science 1.2).
+
+    ``prescribed_overlap`` sets sigma_zm = z.m = s at initialisation: z = (s / |m|^2) m plus a
+    random component orthogonal to m whose norm is 0.1 times that of the parallel part.
+    """
+
+    rank: int = 1
+    random_gain: float = 0.0
+    prescribed_overlap: float | None = None
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = {"m": (self.size, self.n_inputs), "z": (self.n_outputs, self.size),
+                  "u": (self.size, self.rank), "v": (self.size, self.rank)}
+        if self.random_gain > 0:
+            shapes["W_rand"] = (self.size, self.size)
+        return shapes
+
+    def default_init(self, name: str) -> InitSpec:
+        if name in ("m", "z"):
+            return InitSpec(distribution="uniform", scale="1/sqrt(N)")
+        return InitSpec(distribution="normal", scale="1/sqrt(N)")
+
+    def is_trainable(self, name: str) -> bool:
+        return name != "W_rand" and name not in self.frozen
+
+    def adjust_init(self, params: Params, key: jax.Array) -> Params:
+        if self.prescribed_overlap is None:
+            return params
+        if self.n_inputs != 1 or self.n_outputs != 1:
+            raise ConfigError("agent.prescribed_overlap needs one input and one output")
+        m = params["m"][:, 0]
+        parallel = (self.prescribed_overlap / (m @ m)) * m
+        noise = jax.random.normal(key, (self.size,), dtype=jnp.float64)
+        noise = noise - (noise @ m) / (m @ m) * m
+        orthogonal = noise / jnp.linalg.norm(noise) * 0.1 * jnp.linalg.norm(parallel)
+        return {**params, "z": (parallel + orthogonal)[None, :]}
+
+    def prepare(self, params: Params) -> Params:
+        recurrent = params["v"] @ jnp.swapaxes(params["u"], -1, -2)
+        if "W_rand" in params:
+            recurrent = recurrent + self.random_gain * jnp.swapaxes(params["W_rand"], -1, -2)
+        return {"W_in": jnp.swapaxes(params["m"], -1, -2), "W": recurrent,
+                "W_out": jnp.swapaxes(params["z"], -1, -2)}
+
+
+OVERLAP_NAMES = ("s_zm", "s_zu", "s_vm", "s_vu")
+
+
+def order_parameters(params: Mapping[str, Any]) -> dict[str, float]:
+    """The four overlaps of a rank-1 low-rank network (science 3.1), from its m, z, u, v.
+
+    sigma_zm = z.m, sigma_zu = z.u, sigma_vm = v.m, sigma_vu = v.u.
+
+    Example
+    -------
+    >>> p = {"m": np.array([[1.0], [0.0]]), "z": np.array([[2.0, 3.0]]),
+    ...      "u": np.array([[0.0], [1.0]]), "v": np.array([[0.5], [0.25]])}
+    >>> order_parameters(p)
+    {'s_zm': 2.0, 's_zu': 3.0, 's_vm': 0.5, 's_vu': 0.25}
+    """
+    m, z, u, v = (np.asarray(params[k], dtype=np.float64) for k in ("m", "z", "u", "v"))
+    if m.shape[1] != 1 or z.shape[0] != 1 or u.shape[1] != 1:
+        raise ShapeError("order parameters are defined for one input, one output and rank 1")
+    m, z, u, v = m[:, 0], z[0], u[:, 0], v[:, 0]
+    return {"s_zm": float(z @ m), "s_zu": float(z @ u), "s_vm": float(v @ m),
+            "s_vu": float(v @ u)}
+
+
+@dataclass(frozen=True)
+class OverlapModel(RNNAgent):
+    """The reduced rank-1 model of science 3.1, trained directly on its four order parameters.
+
+    With W = u v^T, input m and readout z, h stays in span{m, u}: h = k_m m + k_u u. The
+    coordinates (k_m, k_u) form a 2-unit linear RNN with row-layout weights
+
+        W_in = [[1, 0]],   W = [[0, s_vm], [0, s_vu]],   W_out = [[s_zm], [s_zu]]
+
+    so it runs through the same rollout, and its coupled matrix is exactly P_eff. It is exact
+    for a linear, dt = tau, rank-1, g = 0 network read through one input and one output.
+    Initial parameters may be given as overlaps or as a low-rank network's m, z, u, v.
+    """
+
+    initial_overlaps: tuple[float, ...] | None = None
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict.fromkeys(OVERLAP_NAMES, ())
+
+    def init_params(self, key: jax.Array, dtype: Any = jnp.float32) -> Params:
+        if self.initial_overlaps is None:
+            raise ConfigError("an overlaps agent needs agent.overlaps=[s_zm, s_zu, s_vm, s_vu] "
+                              "or --init-from a rank-1 low-rank run")
+        return self.to_params(dict(zip(OVERLAP_NAMES, self.initial_overlaps, strict=True)),
+                              dtype)
+
+    def to_params(self, arrays: Mapping[str, object], dtype: Any = jnp.float32) -> Params:
+        if {"m", "z", "u", "v"} <= set(arrays):
+            if "W_rand" in arrays:
+                raise ShapeError("the reduced model is exact only without a random part (g = 0)")
+            arrays = order_parameters(arrays)
+        return super().to_params(arrays, dtype)
+
+    def prepare(self, params: Params) -> Params:
+        s_zm, s_zu, s_vm, s_vu = (params[k] for k in OVERLAP_NAMES)
+        zero, one = jnp.zeros_like(s_zm), jnp.ones_like(s_zm)
+        # leading axes of the overlaps (many snapshots) are kept
+        return {"W_in": jnp.stack([one, zero], -1)[..., None, :],
+                "W": jnp.stack([jnp.stack([zero, s_vm], -1), jnp.stack([zero, s_vu], -1)], -2),
+                "W_out": jnp.stack([s_zm, s_zu], -1)[..., :, None]}
+
+
+@dataclass(frozen=True)
+class StaticGain:
+    """The static-gain policy u = K x on the full plant state (no memory).
+
+    Example
+    -------
+    >>> policy = StaticGain(n_states=2, n_outputs=1)
+    >>> params = policy.to_params({"K": [[-0.5, -1.0]]})
+    >>> policy.step(policy.prepare(params), policy.initial_hidden(1),
+    ...             jnp.array([[1.0, 2.0]]))[1].tolist()
+    [[-2.5]]
+    """
+
+    n_states: int
+    n_outputs: int
+    initial_gain: tuple[tuple[float, ...], ...] | None = None
+    frozen: frozenset[str] = frozenset()
+    reads_state: ClassVar[bool] = True
+    size: ClassVar[int] = 0
+    alpha: ClassVar[float] = 1.0
+    activation: ClassVar[str] = "linear"
+
+    @property
+    def n_inputs(self) -> int:
+        """The static gain reads the whole state."""
+        return self.n_states
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The one parameter K (n_u x n_x)."""
+        return {"K": (self.n_outputs, self.n_states)}
+
+    def is_trainable(self, name: str) -> bool:
+        """Whether K is trained."""
+        return name not in self.frozen
+
+    def init_params(self, key: jax.Array, dtype: Any = jnp.float32) -> Params:
+        """The configured initial gain (zero when none is given); ``key`` is not used."""
+        gain = (np.zeros((self.n_outputs, self.n_states)) if self.initial_gain is None
+                else np.asarray(self.initial_gain, dtype=np.float64))
+        return self.to_params({"K": gain}, dtype)
+
+    def to_params(self, arrays: Mapping[str, object], dtype: Any = jnp.float32) -> Params:
+        """K from ``arrays``, shape-checked."""
+        if set(arrays) != {"K"}:
+            raise ShapeError(f"a static gain has one parameter K, got {sorted(arrays)}")
+        gain = as_array(arrays["K"], dtype)
+        if tuple(gain.shape) != (self.n_outputs, self.n_states):
+            raise ShapeError(f"K has shape {tuple(gain.shape)}, expected "
+                             f"{(self.n_outputs, self.n_states)}")
+        return {"K": gain}
+
+    def prepare(self, params: Params) -> Params:
+        """K in row layout."""
+        return {"K_rows": jnp.swapaxes(params["K"], -1, -2)}
+
+    def initial_hidden(self, batch: int, dtype: Any = jnp.float32) -> jax.Array:
+        """No memory: an empty hidden state."""
+        return jnp.zeros((batch, 0), dtype=dtype)
+
+    def step(self, prepared: Params, hidden: jax.Array, observation: jax.Array
+             ) -> tuple[jax.Array, jax.Array]:
+        """u = K x."""
+        return hidden, observation @ prepared["K_rows"]
+
+    def output(self, prepared: Params, hidden: jax.Array) -> jax.Array:
+        """Not defined: a static gain reads the state, not a hidden state."""
+        raise ShapeError("a static gain has no hidden state to read out")
+
+    def recurrent_matrix(self, params: Mapping[str, Any]) -> np.ndarray:
+        """No recurrence: an empty matrix."""
+        return np.zeros((*np.shape(params["K"])[:-2], 0, 0))
+
+    def linearisation(self, params: Mapping[str, Any]) -> Linearisation:
+        """u = K x as a feedthrough."""
+        empty = np.zeros((0, 0))
+        return Linearisation(W_in=np.zeros((0, self.n_states)), W=empty,
+                             W_out=np.zeros((self.n_outputs, 0)), alpha=1.0,
+                             feedthrough=np.asarray(params["K"], dtype=np.float64))
+
+
+Agent = RNNAgent | StaticGain
+
+
+def build_agent(config: AgentConfig, n_inputs: int, n_outputs: int, n_states: int | None = None
+                ) -> Agent:
+    """The agent a config describes, for ``n_inputs`` observations and ``n_outputs`` controls.
+
+    A static gain reads the full state, so it needs ``n_states``.
+
+    Example
+    -------
+    >>> build_agent(AgentConfig(kind="lowrank", size=5, activation="linear"), 1, 1).rank
+    1
+    """
+    frozen = frozenset(name for name, flag in config.trainable.items() if not flag)
+    if config.kind == "static_gain":
+        if n_states is None:
+            raise ConfigError("a static-gain agent needs the plant's state dimension")
+        gain = None if config.gain is None else tuple(tuple(row) for row in config.gain)
+        return StaticGain(n_states, n_outputs, gain, frozen)
+    common = dict(n_inputs=n_inputs, n_outputs=n_outputs, size=config.size,
+                  activation=config.activation, dt=config.dt, tau=config.tau,
+                  bias=config.bias, output_bias=config.output_bias, init=dict(config.init),
+                  frozen=frozen)
+    if config.kind == "overlaps":
+        if (n_inputs, n_outputs) != (1, 1) or config.activation != "linear" or \
+                config.dt != config.tau:
+            raise ConfigError("the overlaps agent is the reduced model of a linear rank-1 "
+                              "network with dt = tau, one input and one output")
+        common.update(size=2, init={})
+        overlaps = None if config.overlaps is None else tuple(config.overlaps)
+        return OverlapModel(**common, initial_overlaps=overlaps)
+    if config.kind == "lowrank":
+        return LowRankRNN(**common, rank=config.rank, random_gain=config.random_gain,
+                          prescribed_overlap=config.prescribed_overlap)
+    return RNNAgent(**common)
+
+
+def trainable_names(agent: Agent, params: Mapping[str, Any]) -> list[str]:
+    """Names of the parameters that training updates, in a fixed order.
+
+    Example
+    -------
+    >>> trainable_names(StaticGain(2, 1, frozen=frozenset({"K"})), {"K": None})
+    []
+    """
+    return [name for name in params if agent.is_trainable(name)]

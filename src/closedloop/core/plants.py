@@ -1,0 +1,223 @@
+"""Plants: linear time-invariant systems (docs/science.md, section 1.1).
+
+    x_{t+1} = A x_t + B u_t + w_t,    y_t = C x_t,    w_t ~ N(0, sigma_w^2 dt I)
+
+Matrices are stored in the column-vector convention of the maths (``A`` is n_x x n_x, ``B``
+n_x x n_u, ``C`` n_y x n_x) as float64 NumPy arrays. Arrays in the rollout are batch-first
+rows, so a step is ``x @ A.T + u @ B.T``; :meth:`LinearPlant.step` does exactly that, in the
+dtype of ``x``. A plant is immutable and compares (and hashes) by value, so two runs on the
+same plant share one compiled program.
+
+Example
+-------
+>>> import jax.numpy as jnp
+>>> plant = double_integrator()
+>>> plant.A.tolist(), plant.B.tolist(), plant.C.tolist()
+([[1.0, 1.0], [0.0, 1.0]], [[0.0], [1.0]], [[1.0, 0.0]])
+>>> plant.step(jnp.array([[1.0, 2.0]]), jnp.array([[0.5]])).tolist()
+[[3.0, 2.5]]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from closedloop.config import PlantConfig, plant_matrices
+from closedloop.errors import ConfigError, ShapeError
+
+
+class Plant(Protocol):
+    """What the rollout needs of a plant: dimensions, a pure step and an observation."""
+
+    @property
+    def n_states(self) -> int: ...
+    @property
+    def n_inputs(self) -> int: ...
+    @property
+    def n_outputs(self) -> int: ...
+
+    dt: float
+
+    def observe(self, x: jax.Array) -> jax.Array: ...
+    def step(self, x: jax.Array, u: jax.Array, noise: jax.Array | None = None) -> jax.Array: ...
+    def draw_noise(self, key: jax.Array, batch: int, steps: int, dtype: Any
+                   ) -> jax.Array | None: ...
+
+
+@dataclass(frozen=True, eq=False)
+class LinearPlant:
+    """A discrete-time LTI plant with optional process noise and state clamping.
+
+    Parameters
+    ----------
+    A, B, C
+        System matrices (column-vector maths): n_x x n_x, n_x x n_u, n_y x n_x.
+    dt
+        Time step; scales the process-noise variance.
+    process_noise_std
+        sigma_w; the noise w_t ~ N(0, sigma_w^2 dt I) is added after every step.
+    clamp
+        If set, the state is clipped to [-clamp, clamp] after every step.
+    """
+
+    A: np.ndarray
+    B: np.ndarray
+    C: np.ndarray
+    dt: float = 1.0
+    process_noise_std: float = 0.0
+    clamp: float | None = None
+
+    def __post_init__(self) -> None:
+        A, B, C = plant_matrices(self.A, self.B, self.C)
+        for name, matrix in (("A", A), ("B", B), ("C", C)):
+            matrix.setflags(write=False)
+            object.__setattr__(self, name, matrix)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.A.shape, self.A.tobytes(), self.B.shape, self.B.tobytes(), self.C.shape,
+                self.C.tobytes(), self.dt, self.process_noise_std, self.clamp)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LinearPlant) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    @property
+    def n_states(self) -> int:
+        """Dimension of x."""
+        return self.A.shape[0]
+
+    @property
+    def n_inputs(self) -> int:
+        """Dimension of u."""
+        return self.B.shape[1]
+
+    @property
+    def n_outputs(self) -> int:
+        """Dimension of y = C x."""
+        return self.C.shape[0]
+
+    def observe(self, x: jax.Array) -> jax.Array:
+        """y = C x for a batch of states ``x`` (..., n_x), in the dtype of ``x``."""
+        return x @ jnp.asarray(self.C.T, dtype=x.dtype)
+
+    def step(self, x: jax.Array, u: jax.Array, noise: jax.Array | None = None) -> jax.Array:
+        """One step x_{t+1} = A x + B u (+ noise), clamped if the plant clamps.
+
+        ``noise`` is the already-scaled w_t (see :meth:`draw_noise`).
+        """
+        x_next = x @ jnp.asarray(self.A.T, dtype=x.dtype) + u @ jnp.asarray(self.B.T,
+                                                                           dtype=x.dtype)
+        if noise is not None:
+            x_next = x_next + noise
+        if self.clamp is not None:
+            x_next = jnp.clip(x_next, -self.clamp, self.clamp)
+        return x_next
+
+    def draw_noise(self, key: jax.Array, batch: int, steps: int, dtype: Any = jnp.float32
+                   ) -> jax.Array | None:
+        """Process noise for a whole episode, (batch, steps, n_x) (drawn in float64, then
+        cast), or None for a noiseless plant."""
+        if self.process_noise_std == 0.0:
+            return None
+        std = self.process_noise_std * math.sqrt(self.dt)
+        noise = jax.random.normal(key, (batch, steps, self.n_states), dtype=jnp.float64)
+        return (noise * std).astype(dtype)
+
+
+def integrator(order: int = 2, n_inputs: int = 1, n_observed: int = 1, dt: float = 1.0,
+               **options: Any) -> LinearPlant:
+    """The k-th order integrator: A = I + dt * superdiagonal, B = dt on the last m coordinates,
+    C selects the first c coordinates.
+
+    Example
+    -------
+    >>> integrator(3, n_inputs=2, n_observed=1, dt=0.5).B.tolist()
+    [[0.0, 0.0], [0.5, 0.0], [0.0, 0.5]]
+    """
+    if not 1 <= n_inputs <= order or not 1 <= n_observed <= order:
+        raise ConfigError("an integrator needs 1 <= n_inputs, n_observed <= order")
+    A = np.eye(order) + dt * np.eye(order, k=1)
+    B = np.zeros((order, n_inputs))
+    for i in range(1, n_inputs + 1):
+        B[order - i, n_inputs - i] = dt
+    C = np.eye(order)[:n_observed]
+    return LinearPlant(A, B, C, dt=dt, **options)
+
+
+def double_integrator(dt: float = 1.0, **options: Any) -> LinearPlant:
+    """The paper's plant: position and velocity, force input, position observed.
+
+    Example
+    -------
+    >>> double_integrator().C.tolist()
+    [[1.0, 0.0]]
+    """
+    return integrator(2, 1, 1, dt, **options)
+
+
+def point_mass_2d(dt: float = 0.1, **options: Any) -> LinearPlant:
+    """Two independent double integrators: state (x, v_x, y, v_y), input (a_x, a_y),
+    positions (x, y) observed.
+
+    Example
+    -------
+    >>> point_mass_2d().C.tolist()
+    [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]
+    """
+    block = integrator(2, 1, 1, dt)
+    A = np.kron(np.eye(2), block.A)
+    B = np.kron(np.eye(2), block.B)
+    C = np.kron(np.eye(2), block.C)
+    return LinearPlant(A, B, C, dt=dt, **options)
+
+
+def from_control(system: Any, **options: Any) -> LinearPlant:
+    """A plant from a discrete-time ``control.StateSpace`` (the optional ``control`` extra).
+
+    The feedthrough D must be zero: the agent's output reaches its input only through the plant.
+
+    Example
+    -------
+    >>> import control                                                   # doctest: +SKIP
+    >>> system = control.ss([[1, 1], [0, 1]], [[0], [1]], [[1, 0]], 0, dt=1.0)  # doctest: +SKIP
+    >>> from_control(system).n_states                                    # doctest: +SKIP
+    2
+    """
+    dt = getattr(system, "dt", None)
+    if dt is None or dt is True or dt == 0:
+        raise ConfigError("from_control needs a discrete-time system with a numeric dt "
+                          "(use control.c2d to discretise)")
+    D = np.asarray(system.D, dtype=np.float64)
+    if np.any(D != 0):
+        raise ConfigError("from_control needs D = 0 (no direct feedthrough)")
+    return LinearPlant(np.asarray(system.A), np.asarray(system.B), np.asarray(system.C),
+                       dt=float(dt), **options)
+
+
+def plant_from_config(config: PlantConfig) -> LinearPlant:
+    """Build the plant a :class:`~closedloop.config.PlantConfig` describes.
+
+    Example
+    -------
+    >>> from closedloop.config import PlantConfig
+    >>> plant_from_config(PlantConfig(kind="point_mass_2d", dt=0.1)).n_states
+    4
+    """
+    options = {"process_noise_std": config.process_noise_std, "clamp": config.clamp}
+    if config.kind == "integrator":
+        return integrator(config.order, config.n_inputs, config.n_observed, config.dt, **options)
+    if config.kind == "point_mass_2d":
+        return point_mass_2d(config.dt, **options)
+    try:
+        return LinearPlant(np.array(config.A), np.array(config.B), np.array(config.C),
+                           dt=config.dt, **options)
+    except (ShapeError, ValueError) as exc:
+        raise ConfigError(f"invalid value for 'plant.A/B/C': {exc}") from None

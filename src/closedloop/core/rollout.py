@@ -1,0 +1,237 @@
+"""The one rollout: closed loop, every open-loop variant, and evaluation (science 1.3, 2).
+
+Time indexing (science 1.3), for a plant-driven rollout of T steps from x_0:
+
+* at t = 0 the control is u_0 = 0 and the agents' hidden states are not updated (h = 0),
+  when ``zero_first_control`` is on (the paper presets);
+* for t >= 1 each agent reads its observation at x_t, updates h_t and outputs u_t;
+* the plant steps x_{t+1} = A x_t + B u_t (+ w_t), clamped if the plant clamps.
+
+The returned :class:`Trajectory` holds x_0..x_T and u_0..u_{T-1}; the losses pick what they
+charge. Switches select the variant:
+
+* closed loop: ``agent`` drives the plant;
+* teacher-driven plant (open loop): ``teacher`` drives the plant, both read the same
+  observations;
+* white-noise inputs (open loop): ``inputs`` (batch, T, n_in) replace the observations, there is
+  no plant, and every agent is stepped at every t from h = 0 (no t = 0 special case).
+
+An RNN's observation is y_t = C x_t, followed by the reference r_t when there is one; a static
+gain reads the full state x_t. The time loop is one ``jax.lax.scan``; the rollout is a pure
+function, differentiated by ``jax.grad`` (gradients never reach a teacher).
+
+Example
+-------
+>>> import jax.numpy as jnp
+>>> from closedloop.core.agents import StaticGain
+>>> from closedloop.core.plants import double_integrator
+>>> gain = StaticGain(2, 1)
+>>> traj = rollout(double_integrator(), gain, gain.to_params({"K": [[-0.5, -1.0]]}),
+...                x0=jnp.array([[1.0, 0.0]]), steps=2, zero_first_control=False)
+>>> traj.states[0].tolist(), traj.controls[0].tolist()
+([[1.0, 0.0], [1.0, -0.5], [0.5, -0.5]], [[-0.5], [0.0]])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from closedloop.core.agents import Agent, Params
+from closedloop.core.plants import Plant
+from closedloop.errors import ShapeError
+
+
+@jax.tree_util.register_dataclass
+@dataclass
+class Trajectory:
+    """What a rollout produced (batch-first; a pytree).
+
+    Attributes
+    ----------
+    states
+        x_0..x_T, (batch, T+1, n_x); None for white-noise rollouts.
+    controls
+        The agent's u_0..u_{T-1}, (batch, T, n_u).
+    teacher_controls
+        The teacher's u_t, (batch, T, n_u), when there is a teacher.
+    hidden
+        The agent's h_0..h_{T-1}, (batch, T, N), when asked for.
+    """
+
+    states: jax.Array | None
+    controls: jax.Array
+    teacher_controls: jax.Array | None = None
+    hidden: jax.Array | None = None
+
+
+def agent_observation(agent: Agent, plant: Plant, x: jax.Array,
+                      reference_t: jax.Array | None) -> jax.Array:
+    """What ``agent`` reads at state x: C x (then the reference, if any), or x for a static
+    gain."""
+    if agent.reads_state:
+        return x
+    y = plant.observe(x)
+    return y if reference_t is None else jnp.concatenate((y, reference_t), axis=-1)
+
+
+def _time_major(array: jax.Array | None, steps: int) -> jax.Array | None:
+    return None if array is None else jnp.swapaxes(array[:, :steps], 0, 1)
+
+
+def _batch_first(array: jax.Array | None) -> jax.Array | None:
+    return None if array is None else jnp.swapaxes(array, 0, 1)
+
+
+def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
+            x0: jax.Array | None = None, reference: jax.Array | None = None,
+            inputs: jax.Array | None = None, teacher: Agent | None = None,
+            teacher_params: Params | None = None, teacher_drives: bool = False,
+            zero_first_control: bool = True, noise: jax.Array | None = None,
+            record_hidden: bool = False) -> Trajectory:
+    """Run agent (and teacher) for ``steps`` steps; see the module docstring for the variants.
+
+    Parameters
+    ----------
+    plant
+        The plant; None for white-noise rollouts.
+    agent, params
+        The agent (student) and its parameters.
+    steps
+        Episode length T.
+    x0
+        Initial states (batch, n_x), for plant-driven rollouts.
+    reference
+        (batch, >= T, n_ref), appended to the RNN's observation.
+    inputs
+        White-noise inputs (batch, >= T, n_in): no plant, every agent stepped at every t.
+    teacher, teacher_params
+        A second agent stepped on the same observations (no gradient reaches it).
+    teacher_drives
+        If True, the teacher's controls drive the plant (teacher-driven open loop).
+    zero_first_control
+        The paper's t = 0 convention (u_0 = 0, no hidden update).
+    noise
+        Process noise (batch, >= T, n_x), already scaled.
+    record_hidden
+        Keep the agent's hidden states.
+
+    Returns
+    -------
+    Trajectory
+    """
+    if (teacher is None) != (teacher_params is None):
+        raise ShapeError("teacher and teacher_params go together")
+    if teacher_drives and teacher is None:
+        raise ShapeError("teacher_drives needs a teacher")
+    prepared = agent.prepare(params)
+    teacher_prepared = (None if teacher is None
+                        else teacher.prepare(lax.stop_gradient(teacher_params)))
+
+    def step_agents(hidden: jax.Array, teacher_hidden: jax.Array | None, observation: Any,
+                    teacher_observation: Any) -> tuple[Any, ...]:
+        hidden, u = agent.step(prepared, hidden, observation)
+        u_teacher = None
+        if teacher is not None:
+            teacher_hidden, u_teacher = teacher.step(teacher_prepared, teacher_hidden,
+                                                     teacher_observation)
+        return hidden, teacher_hidden, u, u_teacher
+
+    if inputs is not None:
+        _check_inputs(agent, inputs, steps)
+        batch, dtype = inputs.shape[0], inputs.dtype
+        start = (agent.initial_hidden(batch, dtype),
+                 None if teacher is None else teacher.initial_hidden(batch, dtype))
+
+        def noise_step(carry: Any, y: jax.Array) -> tuple[Any, Any]:
+            hidden, teacher_hidden, u, u_teacher = step_agents(*carry, y, y)
+            return (hidden, teacher_hidden), (u, u_teacher, hidden if record_hidden else None)
+
+        _, (controls, teacher_controls, hidden) = lax.scan(noise_step, start,
+                                                           _time_major(inputs, steps))
+        return Trajectory(None, _batch_first(controls), _batch_first(teacher_controls),
+                          _batch_first(hidden))
+
+    _check_start(plant, x0)
+    batch, dtype = x0.shape[0], x0.dtype
+    hidden = agent.initial_hidden(batch, dtype)
+    teacher_hidden = None if teacher is None else teacher.initial_hidden(batch, dtype)
+    references, noises = _time_major(reference, steps), _time_major(noise, steps)
+
+    def plant_step(carry: Any, external: Any) -> tuple[Any, Any]:
+        x, hidden, teacher_hidden = carry
+        r_t, w_t = external
+        hidden, teacher_hidden, u, u_teacher = step_agents(
+            hidden, teacher_hidden, agent_observation(agent, plant, x, r_t),
+            None if teacher is None else agent_observation(teacher, plant, x, r_t))
+        x_next = plant.step(x, u_teacher if teacher_drives else u, w_t)
+        return (x_next, hidden, teacher_hidden), (x_next, u, u_teacher,
+                                                  hidden if record_hidden else None)
+
+    first = 1 if zero_first_control else 0
+    head_states, head_controls, head_teacher, head_hidden = [x0[None]], [], [], []
+    x = x0
+    if zero_first_control:
+        zero = jnp.zeros((batch, plant.n_inputs), dtype=dtype)
+        x = plant.step(x0, zero, None if noises is None else noises[0])
+        head_states.append(x[None])
+        head_controls.append(zero[None])
+        head_teacher.append(zero[None])
+        head_hidden.append(hidden[None])
+    tail = (None if references is None else references[first:],
+            None if noises is None else noises[first:])
+    _, (states, controls, teacher_controls, hiddens) = lax.scan(
+        plant_step, (x, hidden, teacher_hidden), tail, length=steps - first)
+
+    def joined(head: list[jax.Array], rest: jax.Array | None) -> jax.Array | None:
+        return None if rest is None else _batch_first(jnp.concatenate([*head, rest]))
+
+    return Trajectory(states=joined(head_states, states),
+                      controls=joined(head_controls, controls),
+                      teacher_controls=joined(head_teacher, teacher_controls),
+                      hidden=joined(head_hidden, hiddens))
+
+
+def _check_inputs(agent: Agent, inputs: jax.Array, steps: int) -> None:
+    if inputs.ndim != 3 or inputs.shape[1] < steps or inputs.shape[2] != agent.n_inputs:
+        raise ShapeError(f"inputs must be (batch, >= {steps}, {agent.n_inputs}), "
+                         f"got {tuple(inputs.shape)}")
+
+
+def _check_start(plant: Plant | None, x0: jax.Array | None) -> None:
+    if plant is None or x0 is None:
+        raise ShapeError("a plant-driven rollout needs a plant and x0 (or white-noise inputs)")
+    if x0.ndim != 2 or x0.shape[1] != plant.n_states:
+        raise ShapeError(f"x0 must be (batch, {plant.n_states}), got {tuple(x0.shape)}")
+
+
+def one_step_map(plant: Plant, agent: Agent, params: Params, x: jax.Array, hidden: jax.Array,
+                 reference: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """The closed-loop map (x_t, h_t) -> (x_{t+1}, h_{t+1}) of the rollout for t >= 1:
+    u_t = W_out h_t (+ b_out), x_{t+1} = A x_t + B u_t, then the agent reads x_{t+1} (and the
+    reference, if any). A static gain has no hidden state: u_t = K x_t.
+
+    ``x`` is (n_x,) or (batch, n_x), ``hidden`` (N,) or (batch, N).
+
+    Example
+    -------
+    >>> from closedloop.core.agents import StaticGain
+    >>> from closedloop.core.plants import double_integrator
+    >>> gain = StaticGain(2, 1)
+    >>> x, h = one_step_map(double_integrator(), gain, gain.to_params({"K": [[-0.5, -1.0]]}),
+    ...                     jnp.array([1.0, 0.0]), jnp.zeros(0))
+    >>> x.tolist()
+    [1.0, -0.5]
+    """
+    prepared = agent.prepare(params)
+    if agent.reads_state:
+        _, u = agent.step(prepared, hidden, x)
+        return plant.step(x, u), hidden
+    x_next = plant.step(x, agent.output(prepared, hidden))
+    hidden_next, _ = agent.step(prepared, hidden,
+                                agent_observation(agent, plant, x_next, reference))
+    return x_next, hidden_next

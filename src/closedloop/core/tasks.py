@@ -1,0 +1,168 @@
+"""Episodes: initial states, tracking references and white-noise inputs (science 1.4, 2, 6).
+
+A :class:`Batch` holds everything random about one training epoch (or the held-out test set):
+initial states ``x0`` (batch, n_x), an optional ``reference`` (batch, T, n_axes) built from
+``phases``, for white-noise open-loop training ``inputs`` (batch, T, n_in), and process
+``noise`` (batch, T, n_x). It is a pytree, so batches of many networks stack along a leading
+axis. Everything is drawn from an explicit ``jax.random`` key, in float64, then cast to the
+training dtype (float32 and float64 runs see the same numbers up to rounding).
+
+Example
+-------
+>>> import jax
+>>> from closedloop.config import TaskConfig
+>>> task = TaskConfig(kind="tracking", steps=300)
+>>> batch = sample_batch(task, n_states=4, key=jax.random.key(0))
+>>> tuple(batch.reference.shape), abs(float(batch.reference[0, 0, 0]))
+((100, 300, 2), 0.0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from closedloop.config import TaskConfig
+
+
+@jax.tree_util.register_dataclass
+@dataclass
+class Batch:
+    """The random inputs of one episode batch (a pytree; absent parts are None)."""
+
+    x0: jax.Array
+    reference: jax.Array | None = None
+    phases: jax.Array | None = None
+    inputs: jax.Array | None = None
+    noise: jax.Array | None = None
+
+    @property
+    def size(self) -> int:
+        """Number of episodes in the batch."""
+        return self.x0.shape[-2]
+
+    def astype(self, dtype: Any) -> Batch:
+        """The batch cast to ``dtype``."""
+        return jax.tree.map(lambda a: jnp.asarray(a, dtype=dtype), self)
+
+    @staticmethod
+    def stack(batches: Sequence[Batch]) -> Batch:
+        """Batches of several networks stacked along a new leading axis.
+
+        Example
+        -------
+        >>> Batch.stack([Batch(jnp.zeros((3, 2))), Batch(jnp.ones((3, 2)))]).x0.shape
+        (2, 3, 2)
+        """
+        return jax.tree.map(lambda *parts: jnp.stack(parts), *batches)
+
+
+def time_grid(steps: int, dt: float) -> np.ndarray:
+    """t_i = i * dt for i = 0..steps-1, the paper's linspace(0, steps*dt, steps, endpoint=False).
+
+    Example
+    -------
+    >>> time_grid(3, 0.5).tolist()
+    [0.0, 0.5, 1.0]
+    """
+    return np.arange(steps, dtype=np.float64) * dt
+
+
+def reference_tables(frequencies: Sequence[Sequence[float]], amplitude: float, ramp_time: float,
+                     steps: int, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """The phase-independent parts a cos(2 pi f t) ramp(t) and a sin(2 pi f t) ramp(t) of the
+    tracking reference, each (n_axes, n_freqs, steps), float64.
+
+    cos(w t + phi) = cos(w t) cos(phi) - sin(w t) sin(phi), so a batch of references is two
+    products of these tables with cos(phi) and sin(phi) (:func:`reference_signal`).
+    """
+    freqs = np.array(frequencies, dtype=np.float64)
+    grid = time_grid(steps, dt)
+    ramp = np.clip(grid / ramp_time, 0.0, 1.0) if ramp_time > 0 else np.ones_like(grid)
+    angle = 2 * math.pi * freqs[:, :, None] * grid
+    return amplitude * np.cos(angle) * ramp, amplitude * np.sin(angle) * ramp
+
+
+def reference_signal(phases: jax.Array, frequencies: Sequence[Sequence[float]],
+                     amplitude: float, ramp_time: float, steps: int, dt: float) -> jax.Array:
+    """r(t) = ramp(t) * sum_k amplitude * cos(2 pi f_k t + phi_k) per axis (science 6).
+
+    Parameters
+    ----------
+    phases
+        (batch, n_axes, n_freqs) phases phi_k.
+    frequencies
+        Per axis, the frequencies f_k in Hz.
+
+    Returns
+    -------
+    jax.Array
+        (batch, steps, n_axes), in the dtype of ``phases``.
+
+    Example
+    -------
+    >>> r = reference_signal(jnp.zeros((1, 1, 1)), [[0.5]], 1.0, 0.0, 3, 1.0)
+    >>> [round(v, 6) for v in r[0, :, 0].tolist()]
+    [1.0, -1.0, 1.0]
+    """
+    shape = np.shape(np.array(frequencies, dtype=np.float64))
+    if shape != tuple(phases.shape[1:]):
+        raise ValueError(f"phases of shape {tuple(phases.shape)} do not match frequencies "
+                         f"of shape {shape}")
+    cos_t, sin_t = (jnp.asarray(t, dtype=phases.dtype) for t in
+                    reference_tables(frequencies, amplitude, ramp_time, steps, dt))
+    return (jnp.einsum("baf,aft->bta", jnp.cos(phases), cos_t)
+            - jnp.einsum("baf,aft->bta", jnp.sin(phases), sin_t))
+
+
+def draw_phases(task: TaskConfig, batch_size: int, key: jax.Array) -> jax.Array:
+    """Phases U(-pi, pi), (batch, n_axes, n_freqs), drawn in float64."""
+    shape = (batch_size, len(task.frequencies), len(task.frequencies[0]))
+    return jax.random.uniform(key, shape, dtype=jnp.float64, minval=-math.pi, maxval=math.pi)
+
+
+def sample_batch(task: TaskConfig, n_states: int, key: jax.Array, *,
+                 batch_size: int | None = None, steps: int | None = None, dt: float = 0.1,
+                 initial_state_range: float | None = None, dtype: Any = jnp.float64) -> Batch:
+    """Draw one batch of episodes from ``key``.
+
+    Regulation: x0 ~ U(-a, a)^n_x. Tracking: x0 = 0 and a reference from fresh phases.
+
+    Example
+    -------
+    >>> batch = sample_batch(TaskConfig(batch_size=5), n_states=2, key=jax.random.key(3))
+    >>> batch.x0.shape, bool(abs(batch.x0).max() <= 1.0)
+    ((5, 2), True)
+    """
+    batch_size = batch_size or task.batch_size
+    steps = steps or task.steps
+    if task.kind == "tracking":
+        phases = draw_phases(task, batch_size, key)
+        return Batch(x0=jnp.zeros((batch_size, n_states), dtype=dtype),
+                     reference=reference_signal(phases, task.frequencies, task.amplitude,
+                                                task.ramp_time, steps, dt).astype(dtype),
+                     phases=phases.astype(dtype))
+    bound = task.initial_state_range if initial_state_range is None else initial_state_range
+    x0 = jax.random.uniform(key, (batch_size, n_states), dtype=jnp.float64, minval=-1.0,
+                            maxval=1.0) * bound
+    return Batch(x0=x0.astype(dtype))
+
+
+def white_noise_batch(batch_size: int, steps: int, input_size: int, std: float,
+                      key: jax.Array, dtype: Any = jnp.float64) -> Batch:
+    """White-noise inputs y_t ~ N(0, std^2), (batch, steps, input_size), for open-loop
+    imitation (science 2); there is no plant state, so ``x0`` is empty.
+
+    Example
+    -------
+    >>> white_noise_batch(4, 10, 1, 1.0, jax.random.key(0)).inputs.shape
+    (4, 10, 1)
+    """
+    inputs = jax.random.normal(key, (batch_size, steps, input_size), dtype=jnp.float64) * std
+    return Batch(x0=jnp.zeros((batch_size, 0), dtype=dtype), inputs=inputs.astype(dtype))

@@ -1,0 +1,66 @@
+"""What a figure module declares: jobs (runs to train), claims (judged), and figure data.
+
+A figure module (``fig1`` ... ``fig6``) provides
+
+* ``jobs(settings, seed) -> list[Job]``: the runs it needs (:class:`closedloop.scale.jobs.Job`);
+  a job names the runs it depends on and builds its config (and initial weights, teacher) from
+  them once they exist;
+* ``analyze(runs, settings, seed) -> FigureAnalysis``: numbers for the claims, and the data
+  the plotting module draws.
+
+Run files are named after jobs, so figures that need the same run share it, and a second
+``reproduce`` reuses every finished file whose config is unchanged.
+
+Example
+-------
+>>> Settings(quick=True).pick(1000, 200)
+200
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from closedloop.analysis.claims import Claim, finite
+from closedloop.runs.store import Run
+from closedloop.scale.jobs import Job, JobInputs
+
+__all__ = ["Claim", "FigureAnalysis", "Job", "JobInputs", "Settings", "finite", "run_name",
+           "source"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much to compute: the paper's settings, or ``quick`` ones for tests."""
+
+    quick: bool = False
+    seeds: tuple[int, ...] = (0,)
+
+    def pick(self, full: Any, quick: Any) -> Any:
+        """``quick`` in quick mode, else ``full``."""
+        return quick if self.quick else full
+
+
+@dataclass
+class FigureAnalysis:
+    """Claims and drawing data of one figure for one seed."""
+
+    claims: list[Claim]
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def run_name(stem: str, seed: int) -> str:
+    """Job and file name of a run: ``<stem>-s<seed>``.
+
+    Example
+    -------
+    >>> run_name("di-tanh-closed", 3)
+    'di-tanh-closed-s3'
+    """
+    return f"{stem}-s{seed}"
+
+
+def source(run: Run, epoch: int | str) -> str:
+    """A run reference for provenance, relative to the output folder (``file@epoch``)."""
+    return f"{run.path.name}@{epoch}"

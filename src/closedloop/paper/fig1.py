@@ -1,0 +1,34 @@
+"""Figure 1: closed versus open loop (science 2, 7.1) and claim C1 (judged by
+:func:`closedloop.analysis.claims.judge_c1`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from closedloop.analysis.claims import judge_c1
+from closedloop.analysis.summary import run_stages
+from closedloop.paper.base import FigureAnalysis, Job, Settings
+from closedloop.paper.pair import pair_jobs, pair_names
+from closedloop.runs.store import Run
+
+TITLE = "Closed versus open loop: the open-loop student's transient peak"
+
+
+def jobs(settings: Settings, seed: int) -> list[Job]:
+    """The closed/open pair."""
+    return pair_jobs(settings, seed)
+
+
+def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAnalysis:
+    """Loss curves of both runs, the closed run's stages, and claim C1."""
+    closed_name, open_name = pair_names(seed)
+    closed, opened = runs[closed_name], runs[open_name]
+    claim = judge_c1(closed, opened)
+    stages = run_stages(closed)
+    data = {
+        "epochs": closed.epochs, "open_epochs": opened.epochs,
+        "closed_train": closed.metrics["train_loss"], "closed_test": closed.metrics["test_loss"],
+        "open_train": opened.metrics["train_loss"], "open_test": opened.metrics["test_loss"],
+        "stages": stages.to_json(), "open_peak_epoch": claim.measured["open_peak_epoch"],
+    }
+    return FigureAnalysis([claim], data)

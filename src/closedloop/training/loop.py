@@ -1,0 +1,305 @@
+"""The epoch loop: train runs to run files, record every epoch, checkpoint, resume.
+
+:func:`train` trains one run, :func:`train_ensemble` several of one shape at once (one
+:class:`~closedloop.training.trainer.Trainer` with a member axis); both write each run to its own
+run file (:mod:`closedloop.runs.store`) exactly as if it had been trained alone.
+
+The loop keeps both cores busy: while the compiled program computes chunk c, the host
+fetches chunk c - 1, regresses its effective gains, and starts its spectra (eig(P) at the
+origin and eig(W), float64 LAPACK) on a second thread; chunk c - 2, whose spectra are done by
+then, is written as one segment followed by a checkpoint. A killed run resumes from its last
+checkpoint and equals an uninterrupted one bit for bit on CPU.
+
+Example
+-------
+>>> from closedloop.config import load_preset
+>>> config = load_preset("di-tanh-closed", overrides=["agent.size=8"], epochs=3)
+>>> train(config, "runs/tiny.h5").status                          # doctest: +SKIP
+'complete'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from closedloop.analysis.coupling import origin_spectra
+from closedloop.analysis.gains import effective_gains
+from closedloop.config import RunConfig
+from closedloop.errors import ClosedLoopError, ConfigError, IncompleteRunError
+from closedloop.runs.store import CheckpointState, EpochRecord, RunWriter, Teacher, partial_dir
+from closedloop.training.memory import check_memory
+from closedloop.training.trainer import Trainer
+
+
+class OutputExistsError(ClosedLoopError):
+    """The output path already holds a run (or an unfinished one)."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns for a run."""
+
+    path: Path
+    status: str
+    diverged_epoch: int | None
+    last_record: EpochRecord | None
+
+
+ProgressCallback = Callable[[EpochRecord], None]
+MemberProgress = Callable[[int, EpochRecord], None]
+
+
+def train(config: RunConfig, out: str | os.PathLike[str], *,
+          initial: Mapping[str, Any] | None = None, teacher: Teacher | None = None,
+          resume: bool = False, overwrite: bool = False,
+          progress: ProgressCallback | None = None) -> TrainResult:
+    """Train a run and write it to ``out`` (an ``.h5`` run file).
+
+    Parameters
+    ----------
+    config
+        The resolved config. On ``resume`` it must equal the stored one.
+    out
+        Path of the run file.
+    initial, teacher
+        Initial parameters and the teacher of an open-loop run (stored in the run file).
+    resume
+        Continue the unfinished run at ``out`` from its last checkpoint.
+    overwrite
+        Replace an existing run (finished or not) at ``out``.
+    progress
+        Called with every epoch's record.
+
+    Example
+    -------
+    >>> from closedloop.config import load_preset
+    >>> config = load_preset("di-tanh-closed", overrides=["training.epochs=3"])
+    >>> train(config, "runs/tiny.h5").status                          # doctest: +SKIP
+    'complete'
+    """
+    return train_ensemble([config], [out], initials=[initial], teachers=[teacher],
+                          resume=resume, overwrite=overwrite,
+                          progress=None if progress is None else
+                          lambda _index, record: progress(record))[0]
+
+
+def train_ensemble(configs: Sequence[RunConfig], outs: Sequence[str | os.PathLike[str]], *,
+                   initials: Sequence[Mapping[str, Any] | None] | None = None,
+                   teachers: Sequence[Teacher | None] | None = None, resume: bool = False,
+                   overwrite: bool = False, progress: MemberProgress | None = None
+                   ) -> list[TrainResult]:
+    """Train ``configs`` together, member i recorded to ``outs[i]`` (a normal run file).
+
+    Parameters
+    ----------
+    configs, outs
+        One config and one output path per member (configs may differ only in
+        :data:`~closedloop.training.trainer.VARYING`).
+    initials, teachers
+        Per-member initial parameters and teachers (stored in each run file).
+    resume, overwrite
+        As :func:`train`, for every member together.
+    progress
+        Called with (member index, record) for every epoch of every member.
+
+    Example
+    -------
+    >>> from closedloop.config import load_preset
+    >>> configs = [load_preset("di-tanh-closed", ["agent.size=8"], seed=s, epochs=2)
+    ...            for s in range(3)]
+    >>> [r.status for r in train_ensemble(configs, [f"runs/e{s}.h5" for s in range(3)])
+    ...  ]                                                              # doctest: +SKIP
+    ['complete', 'complete', 'complete']
+    """
+    outs = [Path(o) for o in outs]
+    if len(outs) != len(configs) or len(set(outs)) != len(outs):
+        raise ConfigError("give one distinct output path per run")
+    check_memory(list(configs))
+    writers = [RunWriter(o, c) for o, c in zip(outs, configs, strict=True)]
+    if resume:
+        trainer, start, done = _resume(configs, outs, writers)
+    else:
+        for out in outs:
+            folder = partial_dir(out)
+            if (out.exists() or folder.exists()) and not overwrite:
+                what = "an unfinished run" if folder.exists() else "a run"
+                hint = "--resume to continue it or " if folder.exists() else ""
+                raise OutputExistsError(f"{out}: {what} is already there (pass {hint}"
+                                        "--overwrite to replace it)")
+        trainer = Trainer(configs, initials, teachers)
+        for index, writer in enumerate(writers):
+            writer.start(trainer.parameters_numpy(index), trainer.teacher_sources[index])
+        start, done = 0, {}
+    recorder = _Recorder(trainer, writers, done, progress)
+    recorder.run(start)
+    return recorder.results()
+
+
+def _resume(configs: Sequence[RunConfig], outs: Sequence[Path], writers: Sequence[RunWriter]
+            ) -> tuple[Trainer, int, dict[int, TrainResult]]:
+    initials, teachers, states = [], [], []
+    for out, writer, config in zip(outs, writers, configs, strict=True):
+        if out.exists() and not partial_dir(out).exists():
+            raise OutputExistsError(f"{out}: the run is already complete; nothing to resume")
+        if not partial_dir(out).is_dir():
+            raise IncompleteRunError(f"{out}: nothing to resume (no unfinished run there)")
+        stored = writer.stored_config()
+        if stored != config:
+            raise ConfigError(f"{out}: --resume needs the same settings as the unfinished run; "
+                              f"differs in {', '.join(config_difference(stored, config))}")
+        initial, teacher = writer.stored_inputs()
+        initials.append(initial)
+        teachers.append(teacher)
+        states.append(writer.resume())
+    trainer = Trainer(list(configs), initials, teachers)
+    next_epochs = {None if s is None else s.next_epoch for s in states}
+    if len(next_epochs) != 1:
+        raise IncompleteRunError("these runs were checkpointed at different epochs; resume "
+                                 "them one by one")
+    start = next_epochs.pop() or 0
+    done: dict[int, TrainResult] = {}
+    if start:
+        trainer.load_member_states([s.trainer_state for s in states])
+        for index, state in enumerate(states):
+            diverged = int(state.trainer_state["diverged_epoch"])
+            if diverged >= 0:
+                writers[index].finish("diverged", diverged)
+                done[index] = TrainResult(outs[index], "diverged", diverged, None)
+    return trainer, start, done
+
+
+class _Recorder:
+    """Turns compiled chunks into records, segments and checkpoints (see the module doc)."""
+
+    def __init__(self, trainer: Trainer, writers: Sequence[RunWriter],
+                 done: dict[int, TrainResult], progress: MemberProgress | None) -> None:
+        self.trainer, self.writers, self.done, self.progress = trainer, writers, done, progress
+        self.last_epoch = trainer.configs[0].training.epochs
+        self.last_records: dict[int, EpochRecord] = {}
+
+    def run(self, start: int) -> None:
+        trainer = self.trainer
+        in_flight: tuple[int, Any, Any] | None = None
+        fetched: dict[str, Any] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="spectra") as spectra:
+            for first in range(start, self.last_epoch + 1, trainer.program.chunk):
+                if len(self.done) == trainer.members:
+                    break
+                dispatched = (first, *trainer.run_chunk(first))
+                if in_flight is not None:
+                    ready = self._fetch(*in_flight, spectra)
+                    if fetched is not None:
+                        self._write(fetched)
+                    fetched = ready
+                in_flight = dispatched
+            if in_flight is not None:
+                ready = self._fetch(*in_flight, spectra)
+                if fetched is not None:
+                    self._write(fetched)
+                fetched = ready
+            if fetched is not None:
+                self._write(fetched)
+        for index, writer in enumerate(self.writers):
+            if index not in self.done:     # zero epochs to train, or resumed at the very end
+                writer.finish("complete", None)
+                self.done[index] = TrainResult(writer.path, "complete", None,
+                                               self.last_records.get(index))
+
+    def _fetch(self, first: int, state: Any, records: Any, spectra: ThreadPoolExecutor
+               ) -> dict[str, Any]:
+        """Host copies of a finished chunk; its spectra start on the second thread."""
+        trainer = self.trainer
+        host = jax.device_get({"state": state, "records": records})
+        records = host["records"]
+        epochs = first + np.arange(trainer.program.chunk)
+        diverged = host["state"]["diverged"]
+        valid = np.zeros((trainer.members, epochs.size), dtype=bool)
+        for index in range(trainer.members):
+            if index in self.done:
+                continue
+            end = self.last_epoch if diverged[index] < 0 else min(self.last_epoch,
+                                                                  int(diverged[index]))
+            valid[index] = epochs <= end
+        params = trainer.merged_params(records["params"])
+        rows = np.argwhere(valid)
+        selected = {k: v[rows[:, 0], rows[:, 1]] for k, v in params.items()}
+        future: Future[dict[str, np.ndarray]] | None = None
+        if len(rows):
+            future = spectra.submit(origin_spectra, trainer.plant, trainer.agent, selected)
+        gains = None
+        if "test_states" in records and len(rows):
+            gains = [effective_gains(records["test_states"][i, k], records["test_controls"][i, k])
+                     for i, k in rows]
+        return {"first": first, "epochs": epochs, "valid": valid, "rows": rows, "params": params,
+                "records": records, "state": host["state"], "gains": gains, "spectra": future}
+
+    def _write(self, chunk: dict[str, Any]) -> None:
+        """Records of a chunk to the writers, one segment and a checkpoint per run."""
+        trainer = self.trainer
+        spectra = chunk["spectra"].result() if chunk["spectra"] is not None else None
+        records, epochs = chunk["records"], chunk["epochs"]
+        interval = trainer.snapshot_interval
+        for position, (index, k) in enumerate(chunk["rows"]):
+            epoch = int(epochs[k])
+            diverged_at = int(chunk["state"]["diverged"][index])
+            snapshot = epoch % interval == 0 or epoch == self.last_epoch or epoch == diverged_at
+            record = EpochRecord(
+                epoch=epoch, train_loss=float(records["train_loss"][index, k]),
+                test_loss=float(records["test_loss"][index, k]),
+                grad_norm=float(records["grad_norm"][index, k]),
+                spectral_radius=float(spectra["spectral_radius"][position]),
+                coupled_eigenvalues=spectra["coupled_eigenvalues"][position],
+                recurrent_eigenvalues=spectra["recurrent_eigenvalues"][position],
+                gains=None if chunk["gains"] is None else chunk["gains"][position],
+                snapshot={n: v[index, k].copy() for n, v in chunk["params"].items()}
+                if snapshot else None)
+            self.writers[index].append(record)
+            self.last_records[index] = record
+            if self.progress is not None:
+                self.progress(int(index), record)
+        for index in range(trainer.members):
+            if index in self.done or not chunk["valid"][index].any():
+                continue
+            last = int(epochs[chunk["valid"][index]][-1])
+            state = trainer.member_state(index, chunk["state"])
+            self.writers[index].save(CheckpointState(last + 1, state))
+            diverged_at = int(chunk["state"]["diverged"][index])
+            if diverged_at >= 0 or last == self.last_epoch:
+                status = "diverged" if diverged_at >= 0 else "complete"
+                self.writers[index].finish(status, diverged_at if diverged_at >= 0 else None)
+                self.done[index] = TrainResult(self.writers[index].path, status,
+                                               diverged_at if diverged_at >= 0 else None,
+                                               self.last_records.get(index))
+
+    def results(self) -> list[TrainResult]:
+        return [self.done[index] for index in range(self.trainer.members)]
+
+
+def config_difference(a: RunConfig, b: RunConfig) -> list[str]:
+    """Dotted keys whose values differ between two configs.
+
+    Example
+    -------
+    >>> from closedloop.config import load_preset
+    >>> config_difference(load_preset("di-tanh-closed"), load_preset("di-tanh-closed", seed=2))
+    ['seed']
+    """
+    flat_a, flat_b = _flatten(a.model_dump(mode="json")), _flatten(b.model_dump(mode="json"))
+    return sorted(k for k in set(flat_a) | set(flat_b) if flat_a.get(k) != flat_b.get(k))
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    return out

@@ -1,0 +1,618 @@
+"""The one trainer: one network or many (a leading member axis), compiled by JAX.
+
+A :class:`Trainer` holds M runs of one shape (``M = 1`` for a single run): their configs, the
+plant and agent they share, and per member the parameters, the optimiser state, the data key,
+the hyperparameters that may differ between members (:data:`VARYING`) and the held-out test
+batch. Everything it computes is a pure function of those arrays, written once per member and
+mapped over the member axis: with ``jax.vmap`` on accelerators, with ``jax.lax.map`` on CPUs
+(one member after another inside the same compiled program: on CPU, vmap's batched matrix
+products are slower per network than single ones, measured 25 % at 8-32 members). Members
+therefore equal single runs up to floating-point reduction order.
+
+One compiled call (:meth:`Trainer.run_chunk`) runs ``recording.segment_epochs`` epochs
+(a ``jax.lax.scan``): per epoch it draws the batch from ``fold_in(data key, epoch)``, takes
+the value and gradient of the training loss (``jax.value_and_grad`` of the rollout; nothing is
+differentiated by hand), clips and updates, evaluates the test loss, and returns the records;
+the spectra are computed afterwards on the host, in float64 (:mod:`closedloop.training.loop`).
+Chunks start at multiples of the segment length, and batches depend only on the seed and the
+epoch, so a run resumed from any checkpoint computes exactly what the uninterrupted run does.
+
+Epochs (records) are numbered 0..E for E = ``training.epochs`` updates. Record 0 holds the
+initial parameters; with ``initial_epoch_no_update`` (the paper's nonlinear presets) its
+training loss is that of a batch evaluated without an update. Record e >= 1 holds the loss of
+update e's batch (before the update) and everything else after the update. A non-finite loss,
+gradient or parameter stops that member (status ``diverged``); the others go on.
+
+Random streams: ``seed`` is split (NumPy ``SeedSequence``) into an initialisation key and a
+data key (batches, white noise, process noise). The held-out test set comes from
+``evaluation.test_seed``, the same for every seed.
+
+Example
+-------
+>>> from closedloop.config import load_preset
+>>> trainer = Trainer(load_preset("di-tanh-closed", overrides=["agent.size=8"]))
+>>> losses, norms = trainer.train_step(trainer.draw_batch(epoch=1))
+>>> bool(losses[0] > 0 and norms[0] > 0)
+True
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from closedloop.analysis.coupling import origin_spectra
+from closedloop.analysis.gains import effective_gains
+from closedloop.config import AgentConfig, RunConfig
+from closedloop.core.agents import Agent, Params, build_agent
+from closedloop.core.losses import control_objective, evaluation_cost, imitation_cost
+from closedloop.core.plants import LinearPlant, plant_from_config
+from closedloop.core.rollout import Trajectory, rollout
+from closedloop.core.tasks import Batch, sample_batch, white_noise_batch
+from closedloop.errors import ConfigError, ShapeError
+from closedloop.runs.store import Teacher
+from closedloop.training.optim import Optimizer, global_norm
+
+PyTree = Any
+DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+
+VARYING = ("seed", "teacher", "init_from", "description", "training.lr", "training.clip_norm",
+           "loss.control_cost", "agent.init")
+"""Config fields members of one trainer may differ in (everything else must be equal: it
+shapes the compiled program)."""
+
+
+def shape_signature(config: RunConfig) -> str:
+    """The config without the fields members may vary in (:data:`VARYING`): runs with equal
+    signatures can be trained together, by one compiled program.
+
+    Example
+    -------
+    >>> from closedloop.config import load_preset
+    >>> a = load_preset("di-tanh-closed", ["training.lr=0.1"], seed=1)
+    >>> shape_signature(a) == shape_signature(load_preset("di-tanh-closed", seed=2))
+    True
+    """
+    data = config.model_dump(mode="json")
+    for key in VARYING:
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node.pop(leaf, None)
+    data["training"]["clipped"] = config.training.clip_norm is not None
+    return json.dumps(data, sort_keys=True)
+
+
+def split_seed(seed: int) -> tuple[int, int]:
+    """(initialisation seed, data seed) derived from a run seed.
+
+    Example
+    -------
+    >>> split_seed(0) == split_seed(0) and split_seed(0) != split_seed(1)
+    True
+    """
+    children = np.random.SeedSequence(seed).spawn(2)
+    return tuple(int(c.generate_state(1, dtype=np.uint64)[0]) for c in children)
+
+
+def key_data(seed: int) -> np.ndarray:
+    """The raw threefry key (two uint32 words) for a 64-bit seed; the same on every platform
+    and whether or not JAX's 64-bit mode is on."""
+    seed = int(seed) % 2**64
+    return np.array([seed >> 32, seed & 0xFFFFFFFF], dtype=np.uint32)
+
+
+def key_from_seed(seed: int) -> jax.Array:
+    """A ``jax.random`` key for a 64-bit seed.
+
+    Example
+    -------
+    >>> jax.random.key_data(key_from_seed(2**40 + 3)).tolist()
+    [256, 3]
+    """
+    return jax.random.wrap_key_data(jnp.asarray(key_data(seed)))
+
+
+def resolve_device(name: str) -> jax.Device:
+    """The JAX device for ``training.device`` (``cpu``, ``gpu[:N]``, ``cuda[:N]``, ``auto``).
+
+    Raises
+    ------
+    ConfigError
+        When the device is not present.
+    """
+    if name == "auto":
+        return jax.devices()[0]
+    platform, _, index = name.partition(":")
+    platform = "gpu" if platform == "cuda" else platform
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError:
+        raise ConfigError(f"training.device '{name}' asked for, but JAX finds no {platform} "
+                          "(install jax with CUDA support, e.g. pip install 'jax[cuda12]')"
+                          ) from None
+    position = int(index or 0)
+    if position >= len(devices):
+        raise ConfigError(f"training.device '{name}': only {len(devices)} {platform} "
+                          "device(s)")
+    return devices[position]
+
+
+@dataclass(frozen=True)
+class Program:
+    """What the compiled code of a trainer depends on: the shape signature, the number of
+    members, how they are mapped and where they run. Programs compare by these alone, so
+    trainers of equal shape share compiled code; the fields below them are derived."""
+
+    signature: str
+    members: int
+    batching: str
+    device: str
+    config: RunConfig = field(compare=False)
+    plant: LinearPlant = field(compare=False)
+    agent: Agent = field(compare=False)
+    teacher: Agent | None = field(compare=False)
+    optimizer: Optimizer = field(compare=False)
+
+    @property
+    def dtype(self) -> Any:
+        """The training dtype."""
+        return DTYPES[self.config.training.dtype]
+
+    @property
+    def chunk(self) -> int:
+        """Epochs per compiled call (one recording segment)."""
+        return self.config.recording.segment_epochs
+
+    # -- per member: batches, losses, evaluation ---------------------------------------
+
+    def draw_batch(self, key: jax.Array) -> Batch:
+        """One training batch from ``key`` (a member's epoch key)."""
+        config = self.config
+        task = config.task
+        if config.training.mode == "open_white_noise":
+            return white_noise_batch(task.batch_size, task.steps, self.agent.n_inputs,
+                                     config.training.input_noise_std, key, self.dtype)
+        batch_key, noise_key = jax.random.split(key)
+        batch = sample_batch(task, self.plant.n_states, batch_key, dt=self.plant.dt,
+                             dtype=self.dtype)
+        batch.noise = self.plant.draw_noise(noise_key, task.batch_size, task.steps,
+                                            self.dtype)
+        return batch
+
+    def trajectory(self, params: Params, batch: Batch, teacher: Params | None) -> Trajectory:
+        """The rollout that training on ``batch`` uses (by ``training.mode``)."""
+        config = self.config
+        mode, steps = config.training.mode, config.task.steps
+        if mode == "open_white_noise":
+            return rollout(None, self.agent, params, steps=steps, inputs=batch.inputs,
+                           teacher=self.teacher, teacher_params=teacher)
+        return rollout(self.plant, self.agent, params, steps=steps, x0=batch.x0,
+                       reference=batch.reference, noise=batch.noise,
+                       teacher=self.teacher if mode != "closed" else None,
+                       teacher_params=teacher if mode != "closed" else None,
+                       teacher_drives=mode == "open_teacher_plant",
+                       zero_first_control=config.training.zero_first_control)
+
+    def loss(self, trainable: Params, constants: PyTree, batch: Batch) -> jax.Array:
+        """The training loss: the control objective in closed loop, the imitation cost in
+        open loop."""
+        params = {**constants["frozen"], **trainable}
+        traj = self.trajectory(params, batch, constants["teacher"])
+        if self.config.training.mode == "closed":
+            return control_objective(traj, self.config.loss, self.plant, batch.reference,
+                                     control_cost=constants["control_cost"])
+        return imitation_cost(traj)
+
+    def evaluate(self, params: Params, constants: PyTree) -> dict[str, jax.Array]:
+        """Test loss (and, for regulation, the test rollout for the effective gains)."""
+        test = constants["test"]
+        traj = rollout(self.plant, self.agent, params, steps=self.config.test_steps, x0=test.x0,
+                       reference=test.reference,
+                       zero_first_control=self.config.training.zero_first_control)
+        result = {"test_loss": evaluation_cost(traj, self.plant, test.reference)}
+        if self.config.task.kind == "regulation":
+            result.update(test_states=traj.states, test_controls=traj.controls)
+        return result
+
+    # -- per member: one update, one epoch ------------------------------------------------
+
+    def update(self, state: PyTree, constants: PyTree, batch: Batch
+               ) -> tuple[PyTree, jax.Array, jax.Array, jax.Array]:
+        """One step on ``batch``: (new state, loss before it, gradient norm before clipping,
+        whether both were finite). A non-finite step leaves parameters and optimiser alone."""
+        loss, grads = jax.value_and_grad(self.loss)(state["params"], constants, batch)
+        norm = global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(norm)
+        params, opt = self.optimizer.update(state["params"], state["opt"], grads, norm=norm,
+                                            lr=constants["lr"], clip_norm=constants["clip"])
+        keep = finite & ~state["stopped"]
+        new = {**state, "params": _select(keep, params, state["params"]),
+               "opt": _select(keep, opt, state["opt"])}
+        return new, loss, norm, finite
+
+    def epoch(self, state: PyTree, constants: PyTree, epoch: jax.Array
+              ) -> tuple[PyTree, dict[str, Any]]:
+        """One epoch: the update (none at epoch 0), the test evaluation, the record."""
+        key = jax.random.fold_in(jax.random.wrap_key_data(constants["key"]), epoch)
+        batch = self.draw_batch(key)
+        updated, loss, norm, finite = self.update(state, constants, batch)
+        training = epoch > 0
+        state = {**state, "params": _select(training, updated["params"], state["params"]),
+                 "opt": _select(training, updated["opt"], state["opt"])}
+        params_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v))
+                                           for v in jax.tree.leaves(state["params"])]))
+        loss_recorded = training | self.config.training.initial_epoch_no_update
+        failed = jnp.where(training, ~finite, loss_recorded & ~jnp.isfinite(loss))
+        diverging = ~state["stopped"] & (failed | ~params_finite)
+        state = {**state, "stopped": state["stopped"] | diverging,
+                 "diverged": jnp.where(diverging, epoch, state["diverged"])}
+        nan = jnp.full((), jnp.nan, dtype=loss.dtype)
+        record = {"train_loss": jnp.where(loss_recorded, loss, nan),
+                  "grad_norm": jnp.where(training, norm, nan),
+                  "params": state["params"],
+                  **self.evaluate({**constants["frozen"], **state["params"]}, constants)}
+        return state, record
+
+    def epochs(self, state: PyTree, constants: PyTree, first: jax.Array, last: jax.Array
+               ) -> tuple[PyTree, dict[str, Any]]:
+        """``chunk`` epochs from ``first``; epochs after ``last`` do nothing (NaN records)."""
+        template = jax.eval_shape(self.epoch, state, constants, first)[1]
+
+        def idle(state: PyTree, epoch: jax.Array) -> tuple[PyTree, dict[str, Any]]:
+            return state, jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), template)
+
+        def body(state: PyTree, epoch: jax.Array) -> tuple[PyTree, dict[str, Any]]:
+            return lax.cond(epoch <= last, lambda s, e: self.epoch(s, constants, e), idle,
+                            state, epoch)
+
+        return lax.scan(body, state, first + jnp.arange(self.chunk, dtype=jnp.int32))
+
+    def over_members(self, function: Callable[..., Any], *members: Any) -> Any:
+        """``function`` applied to every member's slice of ``members`` (leading axis M)."""
+        if self.batching == "vmap":
+            return jax.vmap(function)(*members)
+        return lax.map(lambda sliced: function(*sliced), members)
+
+
+def _select(condition: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _run_chunk(program: Program, state: PyTree, constants: PyTree, first: jax.Array,
+               last: jax.Array) -> tuple[PyTree, dict[str, Any]]:
+    return program.over_members(lambda s, c: program.epochs(s, c, first, last), state,
+                                constants)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _train_step(program: Program, state: PyTree, constants: PyTree, batch: Batch
+                ) -> tuple[PyTree, jax.Array, jax.Array]:
+    def one(s: PyTree, c: PyTree, b: Batch) -> tuple[PyTree, jax.Array, jax.Array]:
+        new, loss, norm, _ = program.update(s, c, b)
+        return new, loss, norm
+
+    return program.over_members(one, state, constants, batch)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _losses(program: Program, trainable: Params, constants: PyTree, batch: Batch) -> jax.Array:
+    return program.over_members(program.loss, trainable, constants, batch)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _gradients(program: Program, trainable: Params, constants: PyTree, batch: Batch) -> Params:
+    return program.over_members(jax.grad(program.loss), trainable, constants, batch)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _evaluate(program: Program, params: Params, constants: PyTree) -> dict[str, jax.Array]:
+    return program.over_members(program.evaluate, params, constants)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _draw(program: Program, constants: PyTree, epoch: jax.Array) -> Batch:
+    def one(c: PyTree) -> Batch:
+        return program.draw_batch(jax.random.fold_in(jax.random.wrap_key_data(c["key"]),
+                                                     epoch))
+
+    return program.over_members(one, constants)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _draw_params(agent: Agent, dtype: str, key: jax.Array) -> Params:
+    return agent.init_params(jax.random.wrap_key_data(key), DTYPES[dtype])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _test_batch(program: Program) -> Batch:
+    config = program.config
+    return sample_batch(config.task, program.plant.n_states,
+                        key_from_seed(config.evaluation.test_seed),
+                        batch_size=config.evaluation.test_size, steps=config.test_steps,
+                        dt=program.plant.dt,
+                        initial_state_range=config.evaluation.initial_state_range,
+                        dtype=program.dtype)
+
+
+def _stack(trees: Sequence[PyTree]) -> PyTree:
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+class Trainer:
+    """M runs of one shape, trained together (``M = 1``: a single run).
+
+    Parameters
+    ----------
+    configs
+        One resolved config, or one per member (they may differ only in :data:`VARYING`).
+    initials
+        Per member, initial parameters (e.g. from ``--init-from``); None draws from the seed.
+    teachers
+        Per member, the teacher of an open-loop run.
+
+    Attributes
+    ----------
+    configs, plant, agent, teacher_agent, members
+        What is trained.
+    program
+        The static description compiled code is cached under.
+    """
+
+    def __init__(self, configs: RunConfig | Sequence[RunConfig],
+                 initials: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
+                 teachers: Teacher | Sequence[Teacher | None] | None = None) -> None:
+        single = isinstance(configs, RunConfig)
+        self.configs: list[RunConfig] = [configs] if single else list(configs)
+        if not self.configs:
+            raise ConfigError("a trainer needs at least one run")
+        self.members = len(self.configs)
+        initials = [initials] if single else list(initials or [None] * self.members)
+        teachers = [teachers] if single else list(teachers or [None] * self.members)
+        if len(initials) != self.members or len(teachers) != self.members:
+            raise ConfigError("give one initial-parameter set and one teacher (or None) per run")
+        _check_shapes(self.configs)
+        config = self.configs[0]
+        self.device = resolve_device(config.training.device)
+        self.plant = plant_from_config(config.plant)
+        task = config.task
+        self.reference_size = len(task.frequencies) if task.kind == "tracking" else 0
+        if self.reference_size and self.reference_size != self.plant.n_outputs:
+            raise ConfigError(f"task.frequencies has {self.reference_size} axes but the plant "
+                              f"observes {self.plant.n_outputs} outputs")
+        self.agent: Agent = build_agent(config.agent, self.plant.n_outputs + self.reference_size,
+                                        self.plant.n_inputs, self.plant.n_states)
+        self.teacher_sources = teachers
+        self.teacher_agent = self._teacher_agent(teachers)
+        self.dtype = DTYPES[config.training.dtype]
+        self.program = Program(
+            signature=shape_signature(config), members=self.members,
+            batching="map" if self.device.platform == "cpu" else "vmap",
+            device=str(self.device), config=config, plant=self.plant, agent=self.agent,
+            teacher=self.teacher_agent,
+            optimizer=Optimizer(config.training.optimizer, config.training.clip_norm is not None))
+        self.snapshot_interval = config.recording.snapshot_interval(self.agent.size)
+        params = [self._initial_params(c, i) for c, i in zip(self.configs, initials,
+                                                             strict=True)]
+        names = list(self.agent.parameter_shapes())
+        self.trainable_names = [n for n in names if self.agent.is_trainable(n)]
+        self.frozen_names = [n for n in names if n not in self.trainable_names]
+        if not self.trainable_names and config.training.epochs > 0:
+            raise ConfigError("agent.trainable: every parameter is frozen; nothing to train")
+        with jax.default_device(self.device):
+            self.constants = jax.device_put(self._constants(params, teachers), self.device)
+            trainable = _stack([{n: p[n] for n in self.trainable_names} for p in params])
+            self.state = jax.device_put({
+                "params": trainable,
+                "opt": jax.vmap(self.program.optimizer.init)(trainable),
+                "stopped": jnp.zeros(self.members, dtype=bool),
+                "diverged": jnp.full(self.members, -1, dtype=jnp.int32)}, self.device)
+
+    # -- construction -------------------------------------------------------------------
+
+    def _initial_params(self, config: RunConfig, initial: Mapping[str, Any] | None) -> Params:
+        if initial is None:
+            init_seed, _ = split_seed(config.seed)
+            return _draw_params(self.agent, config.training.dtype,
+                                jnp.asarray(key_data(init_seed)))
+        try:
+            return self.agent.to_params(initial, self.dtype)
+        except ShapeError as exc:
+            source = f" from {config.init_from}" if config.init_from else ""
+            raise ShapeError(f"initial parameters{source} do not fit this agent: {exc}"
+                             ) from None
+
+    def _teacher_agent(self, teachers: Sequence[Teacher | None]) -> Agent | None:
+        mode = self.configs[0].training.mode
+        if mode == "closed":
+            return None
+        if any(t is None for t in teachers):
+            raise ConfigError(f"training.mode '{mode}' needs a teacher (--teacher RUN[@EPOCH], "
+                              "gain:K or lqr)")
+        agents = {build_agent(AgentConfig.model_validate_json(t.agent_config),
+                              self.agent.n_inputs, self.plant.n_inputs, self.plant.n_states)
+                  for t in teachers}
+        if len(agents) > 1:
+            raise ConfigError("runs trained together need teachers of the same kind and size")
+        agent = agents.pop()
+        if mode == "open_white_noise" and agent.reads_state:
+            raise ConfigError("a static-gain teacher reads the plant state; white-noise "
+                              "imitation needs an RNN teacher (use a teacher-driven-plant "
+                              "preset such as di-tanh-open-plant)")
+        return agent
+
+    def _constants(self, params: Sequence[Params], teachers: Sequence[Teacher | None]
+                   ) -> PyTree:
+        test = _test_batch(self.program)
+        per_member = []
+        for c, p, t in zip(self.configs, params, teachers, strict=True):
+            clip = c.training.clip_norm
+            per_member.append({
+                "lr": jnp.asarray(c.training.lr, self.dtype),
+                "clip": jnp.asarray(np.inf if clip is None else clip, self.dtype),
+                "control_cost": jnp.asarray(c.loss.control_cost, self.dtype),
+                "key": jnp.asarray(key_data(split_seed(c.seed)[1])),
+                "frozen": {n: p[n] for n in self.frozen_names},
+                "teacher": None if t is None else self.teacher_agent.to_params(
+                    t.parameters, self.dtype),
+                "test": test})
+        return _stack(per_member)
+
+    # -- parameters -----------------------------------------------------------------------
+
+    @property
+    def params(self) -> Params:
+        """Every parameter, stacked over members (M, ...), in the agent's order."""
+        merged = {**self.constants["frozen"], **self.state["params"]}
+        return {name: merged[name] for name in self.agent.parameter_shapes()}
+
+    def parameters_numpy(self, index: int | None = None) -> dict[str, np.ndarray]:
+        """The parameters as NumPy arrays (training dtype): stacked, or member ``index``'s."""
+        arrays = {k: np.asarray(v) for k, v in self.params.items()}
+        return arrays if index is None else {k: v[index].copy() for k, v in arrays.items()}
+
+    # -- one step at a time (tests, golden numbers) ---------------------------------------
+
+    def draw_batch(self, epoch: int) -> Batch:
+        """Every member's batch of ``epoch`` (stacked), as training draws it."""
+        return _draw(self.program, self.constants, jnp.asarray(epoch, dtype=jnp.int32))
+
+    def _batch(self, batch: Batch) -> Batch:
+        batch = batch.astype(self.dtype)
+        if batch.x0.ndim != 3 or batch.x0.shape[0] != self.members:
+            raise ShapeError(f"a batch for {self.members} run(s) has a leading member axis "
+                             f"(use Batch.stack); got x0 of shape {tuple(batch.x0.shape)}")
+        return batch
+
+    def loss(self, batch: Batch, params: Mapping[str, Any] | None = None) -> np.ndarray:
+        """(M,) training losses on ``batch`` (stacked), for the current or the given
+        (stacked) parameters."""
+        trainable = self.state["params"] if params is None else {
+            n: jnp.asarray(params[n], self.dtype) for n in self.trainable_names}
+        return np.asarray(_losses(self.program, trainable, self.constants, self._batch(batch)))
+
+    def gradients(self, batch: Batch) -> dict[str, np.ndarray]:
+        """Gradients (stacked) of the training loss on ``batch`` for the trained
+        parameters."""
+        grads = _gradients(self.program, self.state["params"], self.constants,
+                           self._batch(batch))
+        return {k: np.asarray(v) for k, v in grads.items()}
+
+    def train_step(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """One update of every member on ``batch`` (stacked): (losses before it, gradient
+        norms before clipping), each (M,). A non-finite step leaves that member unchanged."""
+        self.state, losses, norms = _train_step(self.program, self.state, self.constants,
+                                                self._batch(batch))
+        return np.asarray(losses, dtype=np.float64), np.asarray(norms, dtype=np.float64)
+
+    def evaluate(self, with_spectrum: bool = True) -> list[dict[str, Any]]:
+        """Per member: test loss, effective gains (regulation) and, with ``with_spectrum``,
+        eig(P), rho(P) and eig(W) of the current parameters."""
+        host = jax.device_get(_evaluate(self.program, self.params, self.constants))
+        out: list[dict[str, Any]] = []
+        spectra = origin_spectra(self.plant, self.agent, self.parameters_numpy()) \
+            if with_spectrum else None
+        for index in range(self.members):
+            result: dict[str, Any] = {"test_loss": float(host["test_loss"][index]), "gains": None}
+            if "test_states" in host:
+                result["gains"] = effective_gains(host["test_states"][index],
+                                                  host["test_controls"][index])
+            if spectra is not None:
+                result.update({k: v[index] for k, v in spectra.items()})
+                result["spectral_radius"] = float(result["spectral_radius"])
+            out.append(result)
+        return out
+
+    # -- compiled chunks ------------------------------------------------------------------
+
+    def run_chunk(self, first: int) -> tuple[PyTree, dict[str, Any]]:
+        """Dispatch the epochs ``first .. first + chunk - 1`` (those after the last epoch do
+        nothing); returns (state after them, records with leading axes (M, chunk)) as device
+        arrays, without waiting (JAX dispatches asynchronously). The trainer's state becomes
+        the new one."""
+        last = self.configs[0].training.epochs
+        self.state, records = _run_chunk(self.program, self.state, self.constants,
+                                         jnp.asarray(first, dtype=jnp.int32),
+                                         jnp.asarray(last, dtype=jnp.int32))
+        return self.state, records
+
+    def merged_params(self, trainable: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Recorded trainable parameters (M, K, ...) completed with the frozen ones."""
+        frozen = jax.device_get(self.constants["frozen"])
+        count = next(iter(trainable.values())).shape[1] if trainable else 1
+        merged = {n: np.asarray(trainable[n]) for n in self.trainable_names}
+        for name in self.frozen_names:
+            merged[name] = np.repeat(np.asarray(frozen[name])[:, None], count, axis=1)
+        return {name: merged[name] for name in self.agent.parameter_shapes()}
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def member_state(self, index: int, state: PyTree | None = None) -> dict[str, np.ndarray]:
+        """Member ``index``'s checkpoint as flat NumPy arrays: parameters, optimiser state,
+        data key and divergence epoch (the same format for a run trained alone or with
+        others)."""
+        host = jax.device_get(self.state if state is None else state)
+        constants = jax.device_get(self.constants)
+        out = {f"params__{k}": np.asarray(v[index]) for k, v in host["params"].items()}
+        out.update({f"frozen__{k}": np.asarray(v[index])
+                    for k, v in constants["frozen"].items()})
+        for position, leaf in enumerate(jax.tree.leaves(host["opt"])):
+            out[f"opt__{position}"] = np.asarray(leaf[index])
+        out["key"] = np.asarray(constants["key"][index])
+        out["diverged_epoch"] = np.asarray(host["diverged"][index], dtype=np.int64)
+        return out
+
+    def load_member_states(self, states: Sequence[Mapping[str, np.ndarray]]) -> None:
+        """Restore every member from checkpoints written by :meth:`member_state`.
+
+        Raises
+        ------
+        ShapeError
+            When a checkpoint does not fit this trainer.
+        """
+        if len(states) != self.members:
+            raise ShapeError(f"{len(states)} checkpoints for {self.members} runs")
+        template = jax.device_get(self.state)
+        leaves, treedef = jax.tree.flatten(template["opt"])
+        params, opts, diverged = [], [], []
+        for state in states:
+            try:
+                params.append({n: np.asarray(state[f"params__{n}"], dtype=self.dtype)
+                               for n in self.trainable_names})
+                opt = [np.asarray(state[f"opt__{i}"], dtype=leaf.dtype)
+                       for i, leaf in enumerate(leaves)]
+            except KeyError as exc:
+                raise ShapeError(f"checkpoint lacks {exc}") from None
+            for name, value in params[-1].items():
+                if value.shape != template["params"][name].shape[1:]:
+                    raise ShapeError(f"checkpoint parameter {name} has shape {value.shape}")
+            opts.append(jax.tree.unflatten(treedef, opt))
+            diverged.append(int(state["diverged_epoch"]))
+        with jax.default_device(self.device):
+            self.state = jax.device_put({
+                "params": _stack(params), "opt": _stack(opts),
+                "stopped": jnp.asarray([d >= 0 for d in diverged]),
+                "diverged": jnp.asarray(diverged, dtype=jnp.int32)}, self.device)
+
+
+def _check_shapes(configs: Sequence[RunConfig]) -> None:
+    first = shape_signature(configs[0])
+    for config in configs[1:]:
+        if shape_signature(config) != first:
+            from closedloop.training.loop import config_difference
+
+            difference = config_difference(configs[0], config)
+            fixed = [d for d in difference if not any(d == v or d.startswith(v + ".")
+                                                       for v in VARYING)]
+            raise ConfigError("runs trained together must share shapes; they differ in "
+                              + ", ".join(fixed))
