@@ -1,14 +1,17 @@
-"""Shared fixtures: small configs that train in seconds."""
+"""Shared fixtures: small configs that train in seconds (every test that trains uses these
+shapes where it can: each new shape is a compilation)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 from threadpoolctl import threadpool_limits
 
 from closedloop.config import RunConfig, load_preset
 
 SMALL = ["agent.size=8", "task.batch_size=16", "task.steps=20", "recording.segment_epochs=4"]
+TINY_FLOAT64 = ["agent.size=6", "task.batch_size=3", "task.steps=8", "training.dtype=float64"]
+"""Smaller still, in float64: for losses and gradients checked against NumPy loops and finite
+differences (shared by tests/core, so each preset compiles once)."""
 
 
 def small_config(preset: str = "di-tanh-closed", epochs: int = 10, seed: int = 0,
@@ -24,11 +27,8 @@ def tiny_config() -> RunConfig:
 
 @pytest.fixture(scope="module")
 def one_blas_thread():
-    """Small BLAS/LAPACK calls (NumPy's OpenBLAS, torch's MKL) with two threads can stall for a
-    scheduler quantum each on a loaded 2-core machine (~0.25 s for one 102 x 102 eig); one
-    thread keeps a module fast and changes no result beyond round-off."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """Small BLAS/LAPACK calls (NumPy's OpenBLAS) with two threads can stall for a scheduler
+    quantum each on a loaded 2-core machine (~0.25 s for one 102 x 102 eig); one thread keeps
+    a module fast and changes no result beyond round-off."""
     with threadpool_limits(limits=1):
         yield
-    torch.set_num_threads(previous)

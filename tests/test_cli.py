@@ -1,4 +1,5 @@
-"""The command line: the closed/open pair end to end, inspect --json, and bad input."""
+"""The command line: the closed/open pair end to end, inspect --json, devices, bench's entry
+point, and bad input."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import pickle
 from pathlib import Path
 
 import h5py
+import jax
 import numpy as np
 import pytest
 
+import closedloop.cli as cli_module
 from closedloop.cli import main
 from closedloop.config import preset_names
 from closedloop.runs.store import load_run
@@ -113,6 +116,8 @@ def test_train_resume_through_cli(tmp_path, capsys):
     (["train", "di-tanh-open-plant", "--teacher", "gain:1,2,3"], ["1 x 2"]),
     (["train", "di-tanh-closed", "--epochs", "-1"], ["--epochs"]),
     (["train", "di-tanh-closed", "--device", "cuda:x"], ["training.device"]),
+    (["train", "di-tanh-closed", "--device", "tpu"], ["training.device"]),
+    (["train", "di-tanh-closed", "--device", "gpu:"], ["training.device"]),
     (["frobnicate"], ["frobnicate"]),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, tmp_path, args, words):
@@ -176,3 +181,59 @@ def test_init_from_a_run_with_another_size_is_refused(pair, capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "di-tanh-closed", "--init-from", f"{pair[0]}@0",
                            "--out", tmp_path / "x.h5")
     assert_one_line_error(code, err, "shape")
+
+
+def _has_gpu() -> bool:
+    try:
+        return bool(jax.devices("gpu"))
+    except RuntimeError:
+        return False
+
+
+def test_device_cpu_and_auto_train_and_are_recorded(capsys, tmp_path):
+    for device in ("cpu", "auto"):
+        out = tmp_path / f"{device}.h5"
+        code, _, err = run_cli(capsys, "train", "di-tanh-closed", "--device", device, "--out",
+                               out, "--epochs", "2", "--quiet", *SMALL_ARGS)
+        assert code == 0, err
+        run = load_run(out)
+        assert run.config.training.device == device and run.status == "complete"
+        np.testing.assert_array_equal(run.epochs, np.arange(3))
+
+
+@pytest.mark.skipif(_has_gpu(), reason="a GPU is present: --device gpu would train")
+def test_device_gpu_without_a_gpu_is_one_line(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "di-tanh-closed", "--device", "gpu", "--out",
+                           tmp_path / "x.h5", "--epochs", "2", *SMALL_ARGS)
+    assert_one_line_error(code, err, "training.device 'gpu'", "no gpu")
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_bench_help_names_the_benchmark_script(capsys):
+    code, out, _ = run_cli(capsys, "bench", "--help")
+    assert code == 0
+    assert "benchmarks/run.py" in out and "closedloop bench --quick" in out
+
+
+def test_bench_without_a_source_checkout_is_one_line(capsys, tmp_path, monkeypatch):
+    """An installation without benchmarks/run.py next to src/ says so instead of failing."""
+    fake = tmp_path / "site" / "src" / "closedloop" / "cli.py"
+    monkeypatch.setattr(cli_module, "__file__", str(fake))
+    code, _, err = run_cli(capsys, "bench", "--quick")
+    assert_one_line_error(code, err, "benchmarks/run.py", "source checkout")
+
+
+def test_bench_runs_the_checkout_script_with_its_options_and_exit_code(capsys, tmp_path,
+                                                                        monkeypatch):
+    """bench runs benchmarks/run.py of the checkout as __main__ with the options passed on,
+    and exits with its exit code."""
+    checkout = tmp_path / "checkout"
+    script = checkout / "benchmarks" / "run.py"
+    script.parent.mkdir(parents=True)
+    script.write_text("import sys\nprint('ran', __name__, sys.argv[1:])\n"
+                      "sys.exit(3 if '--fail' in sys.argv else 0)\n")
+    monkeypatch.setattr(cli_module, "__file__", str(checkout / "src" / "closedloop" / "cli.py"))
+    code, out, _ = run_cli(capsys, "bench", "--quick", "--only", "one-network")
+    assert code == 0 and "ran __main__ ['--quick', '--only', 'one-network']" in out
+    code, out, _ = run_cli(capsys, "bench", "--fail")
+    assert code == 3 and "ran __main__ ['--fail']" in out

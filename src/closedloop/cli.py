@@ -623,7 +623,8 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_cli()
     try:
-        cli.main(args=argv, prog_name="closedloop", standalone_mode=False)
+        # without standalone mode click returns a raised Exit's code instead of exiting
+        code = cli.main(args=argv, prog_name="closedloop", standalone_mode=False)
     except click.exceptions.UsageError as exc:
         hint = f" (see 'closedloop {exc.ctx.info_name} --help')" if exc.ctx and \
             exc.ctx.info_name != "closedloop" else ""
@@ -650,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted (an unfinished run continues with --resume)", err=True)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

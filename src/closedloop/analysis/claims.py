@@ -48,9 +48,10 @@ def judge_c1(closed: Run, opened: Run) -> Claim:
     closed_max = float(np.nanmax(test_closed[1:])) if len(test_closed) > 1 else float("nan")
     gains_closed = closed.metrics["gains"][-1, 0]
     gains_open = opened.metrics["gains"][-1, 0]
-    gain_distance = float(np.linalg.norm(gains_open - gains_closed)
-                          / np.linalg.norm(gains_closed))
-    loss_difference = float(abs(test_open[-1] - test_closed[-1]) / test_closed[-1])
+    with np.errstate(invalid="ignore", divide="ignore"):   # a diverged run: NaN, not supported
+        gain_distance = float(np.linalg.norm(gains_open - gains_closed)
+                              / np.linalg.norm(gains_closed))
+        loss_difference = float(abs(test_open[-1] - test_closed[-1]) / test_closed[-1])
     measured = {
         "open_peak_test_loss": float(test_open[peak]), "open_peak_epoch": peak,
         "open_initial_test_loss": float(test_open[0]),

@@ -166,7 +166,7 @@ def crossings(tracked: np.ndarray, epochs: np.ndarray | None = None) -> list[Spe
 
 @dataclass
 class Stages:
-    """Stage boundaries read from the spectrum (science 4, last paragraph).
+    """Stage boundaries read from the spectrum (science 4, stage boundaries).
 
     ``stage1_end``: the epoch from which, until stabilisation, the dominant eigenvalue of P is
     complex and its imaginary part has stopped growing fast; ``stage2_end``: the stabilisation

@@ -52,9 +52,26 @@ from closedloop.errors import ConfigError, ShapeError
 
 Params = dict[str, jax.Array]
 
+
+@jax.custom_jvp
+def relu(x: jax.Array) -> jax.Array:
+    """max(x, 0) with the right derivative (1) at 0, the convention of
+    :func:`closedloop.analysis.coupling.activation_slope` (``jax.nn.relu`` takes 0 there, which
+    would make the coupled Jacobian at the origin of a bias-free relu network lose W and W_in).
+
+    Example
+    -------
+    >>> float(jax.grad(relu)(0.0)), float(relu(-2.0))
+    (1.0, 0.0)
+    """
+    return jax.nn.relu(x)
+
+
+relu.defjvps(lambda tangent, _, x: jnp.where(x >= 0, tangent, jnp.zeros_like(tangent)))
+
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
-    "relu": jax.nn.relu,
+    "relu": relu,
     "linear": lambda x: x,
 }
 

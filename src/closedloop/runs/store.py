@@ -258,17 +258,22 @@ class RunWriter:
             raise
         _fsync_dir(self.path.parent)
 
-    def resume(self) -> CheckpointState | None:
-        """Open an existing partial folder: return its checkpoint (None if none yet) and drop
-        segments written after it."""
-        if not self.folder.is_dir():
-            raise IncompleteRunError(f"{self.path}: nothing to resume (no {self.folder.name})")
-        self.remove_temporaries()
+    def check_resumable(self) -> None:
+        """Refuse, touching nothing, an unfinished run this version cannot continue: one
+        written by the earlier PyTorch version (a ``checkpoint.pt``)."""
         if (self.folder / LEGACY_CHECKPOINT).exists():
             raise IncompleteRunError(
                 f"{self.path}: this unfinished run was written by closedloop's earlier PyTorch "
                 "version, whose checkpoints this version cannot continue (its batches came "
                 "from another random generator); train it again with --overwrite")
+
+    def resume(self) -> CheckpointState | None:
+        """Open an existing partial folder: return its checkpoint (None if none yet) and drop
+        segments written after it."""
+        if not self.folder.is_dir():
+            raise IncompleteRunError(f"{self.path}: nothing to resume (no {self.folder.name})")
+        self.check_resumable()
+        self.remove_temporaries()
         checkpoint = self.folder / CHECKPOINT
         state = None
         last_saved = -1
@@ -333,7 +338,13 @@ class RunWriter:
             with h5py.File(tmp, "w", libver="latest") as handle:
                 _write_h5(handle, config, segments, initial, teacher, status, diverged_epoch)
         atomic_write(self.path, write)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        # renamed first (atomic), then removed: a kill in the middle of the removal leaves a
+        # leftover that remove_temporaries() deletes, never a half-deleted partial folder that
+        # would make the finished run look unfinished and unresumable
+        leftover = self.path.with_name(f".{self.path.name}.removing-{os.getpid()}")
+        os.replace(self.folder, leftover)
+        _fsync_dir(self.path.parent)
+        shutil.rmtree(leftover, ignore_errors=True)
         return self.path
 
 
@@ -566,11 +577,11 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     path = Path(path)
     if path.is_dir():
         if path.name.endswith(".partial"):
-            raise IncompleteRunError(f"{path}: incomplete run (resumable with --resume)")
+            raise IncompleteRunError(_incomplete(path, path))
         raise RunFileError(f"{path}: is a directory, not a run file")
     if not path.exists():
         if partial_dir(path).is_dir():
-            raise IncompleteRunError(f"{path}: incomplete run (resumable with --resume)")
+            raise IncompleteRunError(_incomplete(path, partial_dir(path)))
         raise RunFileError(f"{path}: no such run file")
     with _open(path) as handle:
         try:
@@ -578,6 +589,13 @@ def load_run(path: str | os.PathLike[str]) -> Run:
                 return _read(path, handle)
         except ConfigError as exc:
             raise RunFileError(f"{path}: corrupt run file ({exc})") from None
+
+
+def _incomplete(path: Path, folder: Path) -> str:
+    if (folder / LEGACY_CHECKPOINT).exists():
+        return (f"{path}: incomplete run written by closedloop's earlier PyTorch version (not "
+                "resumable by this version; train it again with --overwrite)")
+    return f"{path}: incomplete run (resumable with --resume)"
 
 
 def _read(path: Path, handle: h5py.File) -> Run:

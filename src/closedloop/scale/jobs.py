@@ -335,8 +335,12 @@ def execute(jobs: Sequence[Job], folder: Path, executor: Executor, *, capacity: 
             path = folder / f"{job.name}.h5"
             try:
                 inputs = job.build({d: result.runs[d] for d in job.depends})
-                if is_finished(path) and load_run(path).config == inputs.config:
-                    result.runs[job.name] = load_run(path)
+                if is_finished(path):
+                    run = load_run(path)
+                    if run.config != inputs.config:     # fails this job, not its group's task
+                        raise ConfigError(f"{path}: holds a run with other settings; move it "
+                                          "away or use another folder")
+                    result.runs[job.name] = run
                     result.reused.append(job.name)
                     notify("done", [job.name])
                     continue
@@ -354,9 +358,11 @@ def execute(jobs: Sequence[Job], folder: Path, executor: Executor, *, capacity: 
                 channel=channel)
             running[future] = names
         if not running:
-            if pending:
+            if not pending:
+                break
+            if not ready:
                 raise JobFailedError("jobs wait on each other: " + ", ".join(sorted(pending)))
-            break
+            continue        # jobs were reused or failed: their dependents may be ready now
         finished, _ = wait(list(running), timeout=poll, return_when=FIRST_COMPLETED)
         _drain(channel, notify)
         for future in finished:

@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from typing import Any
 from closedloop.config import RunConfig, load_preset
 from closedloop.core.plants import plant_from_config
 from closedloop.errors import ClosedLoopError, ConfigError
-from closedloop.runs.store import Run
+from closedloop.runs.store import Run, is_finished, load_run
 from closedloop.scale.jobs import PROGRESS_TOPIC, EventCallback, Job, JobInputs, execute
 from closedloop.training.sources import load_teacher
 
@@ -385,13 +386,27 @@ def run_sweep(spec: SweepSpec, folder: str | os.PathLike[str], *, scheduler: str
     folder = Path(folder)
     spec.validate()
     prepare_folder(spec, folder)
-    notify = on_event or (lambda kind, value: None)
+    report = on_event or (lambda kind, value: None)
+    guard = threading.Lock()
+
+    def notify(kind: str, value: Any) -> None:
+        with guard:      # progress events arrive on the client's thread, the rest on this one
+            report(kind, value)
+
+    runs = folder / RUNS_FOLDER
+    points = spec.points()
+    if all(is_finished(runs / p.file_name)
+           and load_run(runs / p.file_name).config == spec.config(p) for p in points):
+        names = sorted(p.name for p in points)     # nothing to do: no cluster needed
+        notify("total", len(names))
+        notify("done", names)
+        return SweepResult(folder, names, {}, names, 0.0)
     started = time.perf_counter()
     with dask_client(scheduler, workers, connect_timeout) as client:
         capacity = max(1, sum(client.nthreads().values()))
         client.subscribe_topic(PROGRESS_TOPIC, lambda event: notify("epoch", event[1]))
         executor = client.get_executor(pure=False)
-        result = execute(sweep_jobs(spec), folder / RUNS_FOLDER, executor, capacity=capacity,
+        result = execute(sweep_jobs(spec), runs, executor, capacity=capacity,
                          group_size=group_size, on_event=notify)
     return SweepResult(folder, sorted(result.runs), result.failed, sorted(result.reused),
                        time.perf_counter() - started)

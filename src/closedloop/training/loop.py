@@ -151,6 +151,7 @@ def _resume(configs: Sequence[RunConfig], outs: Sequence[Path], writers: Sequenc
             raise OutputExistsError(f"{out}: the run is already complete; nothing to resume")
         if not partial_dir(out).is_dir():
             raise IncompleteRunError(f"{out}: nothing to resume (no unfinished run there)")
+        writer.check_resumable()
         stored = writer.stored_config()
         if stored != config:
             raise ConfigError(f"{out}: --resume needs the same settings as the unfinished run; "

@@ -65,9 +65,10 @@ PyTree = Any
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 
 VARYING = ("seed", "teacher", "init_from", "description", "training.lr", "training.clip_norm",
-           "loss.control_cost", "agent.init")
+           "loss.control_cost", "agent.init", "agent.prescribed_overlap", "agent.overlaps",
+           "agent.gain")
 """Config fields members of one trainer may differ in (everything else must be equal: it
-shapes the compiled program)."""
+shapes the compiled program). The ``agent`` fields only shape the initial parameters."""
 
 
 def shape_signature(config: RunConfig) -> str:
@@ -81,15 +82,39 @@ def shape_signature(config: RunConfig) -> str:
     >>> shape_signature(a) == shape_signature(load_preset("di-tanh-closed", seed=2))
     True
     """
-    data = config.model_dump(mode="json")
-    for key in VARYING:
+    data = _without(config.model_dump(mode="json"), VARYING)
+    data["training"]["clipped"] = config.training.clip_norm is not None
+    return json.dumps(data, sort_keys=True)
+
+
+def _without(data: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """``data`` with the dotted ``keys`` removed (in place)."""
+    for key in keys:
         node = data
         *parents, leaf = key.split(".")
         for part in parents:
             node = node[part]
         node.pop(leaf, None)
-    data["training"]["clipped"] = config.training.clip_norm is not None
-    return json.dumps(data, sort_keys=True)
+    return data
+
+
+HOST_ONLY = ("preset", "training.epochs", "recording.snapshot_every")
+"""Fields the compiled program does not depend on (the epoch loop and the recording read
+them on the host), left out of its cache key so that runs differing only in them share code."""
+
+
+def program_signature(config: RunConfig) -> str:
+    """:func:`shape_signature` without :data:`HOST_ONLY`: the key compiled code is shared
+    under.
+
+    Example
+    -------
+    >>> from closedloop.config import load_preset
+    >>> a, b = load_preset("di-tanh-closed", epochs=5), load_preset("di-tanh-closed", epochs=9)
+    >>> program_signature(a) == program_signature(b) and shape_signature(a) != shape_signature(b)
+    True
+    """
+    return json.dumps(_without(json.loads(shape_signature(config)), HOST_ONLY), sort_keys=True)
 
 
 def split_seed(seed: int) -> tuple[int, int]:
@@ -150,17 +175,18 @@ def resolve_device(name: str) -> jax.Device:
 @dataclass(frozen=True)
 class Program:
     """What the compiled code of a trainer depends on: the shape signature, the number of
-    members, how they are mapped and where they run. Programs compare by these alone, so
-    trainers of equal shape share compiled code; the fields below them are derived."""
+    members, how they are mapped, where they run, and the teacher's agent (which comes from
+    the teacher's run, not from the config). Programs compare by these alone, so trainers of
+    equal shape share compiled code; the fields below them are derived from the config."""
 
     signature: str
     members: int
     batching: str
     device: str
+    teacher: Agent | None
     config: RunConfig = field(compare=False)
     plant: LinearPlant = field(compare=False)
     agent: Agent = field(compare=False)
-    teacher: Agent | None = field(compare=False)
     optimizer: Optimizer = field(compare=False)
 
     @property
@@ -396,7 +422,7 @@ class Trainer:
         self.teacher_agent = self._teacher_agent(teachers)
         self.dtype = DTYPES[config.training.dtype]
         self.program = Program(
-            signature=shape_signature(config), members=self.members,
+            signature=program_signature(config), members=self.members,
             batching="map" if self.device.platform == "cpu" else "vmap",
             device=str(self.device), config=config, plant=self.plant, agent=self.agent,
             teacher=self.teacher_agent,
@@ -421,10 +447,11 @@ class Trainer:
     # -- construction -------------------------------------------------------------------
 
     def _initial_params(self, config: RunConfig, initial: Mapping[str, Any] | None) -> Params:
-        if initial is None:
+        if initial is None:   # the member's own agent: initial-value settings may differ
+            agent = build_agent(config.agent, self.agent.n_inputs, self.agent.n_outputs,
+                                self.plant.n_states)
             init_seed, _ = split_seed(config.seed)
-            return _draw_params(self.agent, config.training.dtype,
-                                jnp.asarray(key_data(init_seed)))
+            return _draw_params(agent, config.training.dtype, jnp.asarray(key_data(init_seed)))
         try:
             return self.agent.to_params(initial, self.dtype)
         except ShapeError as exc:

@@ -1,7 +1,8 @@
 import control
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 from closedloop.config import PlantConfig, build_config
 from closedloop.core import plants
@@ -36,57 +37,57 @@ def test_point_mass_2d_matrices():
 
 def test_step_and_observe_by_hand():
     plant = plants.integrator(order=3, n_inputs=2, n_observed=2, dt=0.5)
-    x = torch.tensor([[1.0, 2.0, -4.0], [0.0, -1.0, 3.0]], dtype=torch.float64)
-    u = torch.tensor([[2.0, -2.0], [1.0, 0.5]], dtype=torch.float64)
+    x = jnp.array([[1.0, 2.0, -4.0], [0.0, -1.0, 3.0]], dtype=jnp.float64)
+    u = jnp.array([[2.0, -2.0], [1.0, 0.5]], dtype=jnp.float64)
     # x1 + 0.5 x2, x2 + 0.5 x3 + 0.5 u1, x3 + 0.5 u2
     expected = [[1.0 + 1.0, 2.0 - 2.0 + 1.0, -4.0 - 1.0],
                 [0.0 - 0.5, -1.0 + 1.5 + 0.5, 3.0 + 0.25]]
-    np.testing.assert_allclose(plant.step(x, u).numpy(), expected, rtol=0, atol=1e-15)
-    np.testing.assert_array_equal(plant.observe(x).numpy(), [[1.0, 2.0], [0.0, -1.0]])
+    np.testing.assert_allclose(plant.step(x, u), expected, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(plant.observe(x), [[1.0, 2.0], [0.0, -1.0]])
 
 
 def test_point_mass_step_by_hand():
     plant = plants.point_mass_2d(dt=0.1)
-    x = torch.tensor([[1.0, 2.0, 3.0, -4.0]], dtype=torch.float64)
-    u = torch.tensor([[5.0, 10.0]], dtype=torch.float64)
-    np.testing.assert_allclose(plant.step(x, u).numpy(), [[1.2, 2.5, 2.6, -3.0]], atol=1e-14)
+    x = jnp.array([[1.0, 2.0, 3.0, -4.0]], dtype=jnp.float64)
+    u = jnp.array([[5.0, 10.0]], dtype=jnp.float64)
+    np.testing.assert_allclose(plant.step(x, u), [[1.2, 2.5, 2.6, -3.0]], atol=1e-14)
 
 
 def test_clamp_after_step():
     plant = plants.point_mass_2d(dt=0.1, clamp=10.0)
-    x = torch.tensor([[9.9, 5.0, -9.95, -2.0]], dtype=torch.float64)
-    u = torch.tensor([[60.0, -100.0]], dtype=torch.float64)
+    x = jnp.array([[9.9, 5.0, -9.95, -2.0]], dtype=jnp.float64)
+    u = jnp.array([[60.0, -100.0]], dtype=jnp.float64)
     # unclamped: (10.4, 11.0, -10.15, -12.0)
-    np.testing.assert_allclose(plant.step(x, u).numpy(), [[10.0, 10.0, -10.0, -10.0]], atol=0)
-    inside = torch.tensor([[1.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
-    np.testing.assert_allclose(plant.step(inside, torch.zeros(1, 2, dtype=torch.float64)).numpy(),
+    np.testing.assert_allclose(plant.step(x, u), [[10.0, 10.0, -10.0, -10.0]], atol=0)
+    inside = jnp.array([[1.0, 1.0, 1.0, 1.0]], dtype=jnp.float64)
+    np.testing.assert_allclose(plant.step(inside, jnp.zeros((1, 2), dtype=jnp.float64)),
                                [[1.1, 1.0, 1.1, 1.0]], atol=1e-15)
 
 
 def test_clamp_applies_after_noise():
     plant = plants.double_integrator(clamp=1.0)
-    x = torch.tensor([[0.5, 0.25]], dtype=torch.float64)
-    u = torch.zeros(1, 1, dtype=torch.float64)
-    noise = torch.tensor([[0.5, -2.0]], dtype=torch.float64)
+    x = jnp.array([[0.5, 0.25]], dtype=jnp.float64)
+    u = jnp.zeros((1, 1), dtype=jnp.float64)
+    noise = jnp.array([[0.5, -2.0]], dtype=jnp.float64)
     # A x = (0.75, 0.25); + noise = (1.25, -1.75); clamped to (1, -1)
-    np.testing.assert_array_equal(plant.step(x, u, noise).numpy(), [[1.0, -1.0]])
+    np.testing.assert_array_equal(plant.step(x, u, noise), [[1.0, -1.0]])
 
 
 def test_noise_added_to_step():
     plant = plants.double_integrator(process_noise_std=0.1)
-    x = torch.tensor([[1.0, -1.0]], dtype=torch.float64)
-    u = torch.tensor([[0.5]], dtype=torch.float64)
-    noise = torch.tensor([[0.01, -0.02]], dtype=torch.float64)
-    np.testing.assert_allclose(plant.step(x, u, noise).numpy(), [[0.01, -0.52]], atol=1e-15)
+    x = jnp.array([[1.0, -1.0]], dtype=jnp.float64)
+    u = jnp.array([[0.5]], dtype=jnp.float64)
+    noise = jnp.array([[0.01, -0.02]], dtype=jnp.float64)
+    np.testing.assert_allclose(plant.step(x, u, noise), [[0.01, -0.52]], atol=1e-15)
 
 
 @pytest.mark.parametrize(("sigma", "dt"), [(0.3, 0.25), (2.0, 1.0), (0.5, 0.1)])
 def test_process_noise_variance_is_sigma2_dt(sigma, dt):
     plant = plants.integrator(order=3, n_inputs=1, n_observed=1, dt=dt, process_noise_std=sigma)
-    noise = plant.draw_noise(400, 50, torch.Generator().manual_seed(1), torch.float64)
+    noise = plant.draw_noise(jax.random.key(1), 400, 50, jnp.float64)
     assert noise.shape == (400, 50, 3)
-    assert noise.dtype == torch.float64
-    samples = noise.numpy().reshape(-1, 3)
+    assert noise.dtype == jnp.float64
+    samples = np.asarray(noise).reshape(-1, 3)
     expected = sigma * np.sqrt(dt)
     # 20000 samples per coordinate: std error of the std ~0.5%, of the mean ~0.7% of sigma
     np.testing.assert_allclose(samples.std(axis=0), expected, rtol=0.03)
@@ -97,7 +98,7 @@ def test_process_noise_variance_is_sigma2_dt(sigma, dt):
 
 def test_no_noise_without_sigma():
     plant = plants.double_integrator()
-    assert plant.draw_noise(4, 5, torch.Generator().manual_seed(0)) is None
+    assert plant.draw_noise(jax.random.key(0), 4, 5, jnp.float64) is None
 
 
 def test_from_control_discrete_statespace():

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import resource
 import shutil
 import signal
 import subprocess
@@ -30,7 +29,7 @@ from closedloop.runs.store import load_run, partial_dir
 from closedloop.training import train
 from tests.conftest import SMALL
 from tests.test_cli import _bad_files, assert_one_line_error, run_cli
-from tests.test_training import assert_same_run
+from tests.training.test_training import assert_same_run
 
 SMALL_ARGS = [arg for setting in SMALL for arg in ("--set", setting)]
 FAULT_RUNNER = Path(__file__).with_name("fault_runner.py")
@@ -45,10 +44,10 @@ TRUNCATIONS = 12
 
 def _kill_points() -> list[tuple[str, int]]:
     """20 distinct points covering every kind of fault, the occurrences drawn at random (fixed
-    seed). With 40 epochs and 4-epoch segments a run makes 40 steps, 11 segments, 11
-    checkpoints and 1 final file."""
+    seed). With 40 epochs and 4-epoch segments a run makes 11 compiled chunks (epochs 0-3, ...,
+    40), 11 segments, 11 checkpoints and 1 final file."""
     rng = np.random.default_rng(20261128)
-    plan = {"step": (8, 40), "segment": (5, 11), "checkpoint": (5, 11), "consolidation": (1, 1),
+    plan = {"step": (8, 11), "segment": (5, 11), "checkpoint": (5, 11), "consolidation": (1, 1),
             "after-consolidation": (1, 1)}
     points = [(kind, int(index)) for kind, (count, limit) in plan.items()
               for index in sorted(rng.choice(np.arange(1, limit + 1), count, replace=False))]
@@ -141,7 +140,8 @@ def bad_overrides(draw) -> tuple[str, str]:
         value = draw(st.one_of(IDENTIFIER.filter(lambda t: t not in (
             "rnn", "lowrank", "static_gain", "overlaps", "tanh", "relu", "linear", "closed",
             "sgd", "adam", "paper_di", "mean_state", "per_sample", "tracking", "regulation",
-            "integrator", "point_mass_2d", "float32", "float64", "cpu", "cuda", "y", "n")),
+            "integrator", "point_mass_2d", "float32", "float64", "cpu", "cuda", "gpu", "auto",
+            "y", "n")),
             st.integers().map(str)))
         return f"{key}={value}", key
     if case == "unknown-key":
@@ -438,11 +438,11 @@ def test_a_diverging_pair_in_a_sweep_is_reported(tmp_path):
 # -- 5. disk full and read-only output -----------------------------------------------------
 
 
-def _file_size_limit(limit: int):
-    def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    return apply
+# starts the command after it under a file-size limit, without forking this (multithreaded)
+# process with a pre-exec hook; Python itself ignores SIGXFSZ, so a refused write raises EFBIG
+LIMITED = ("import os, resource, sys; limit = int(sys.argv[1]); "
+           "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); "
+           "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
 
 
 @pytest.mark.parametrize("limit", [4_000, 60_000])
@@ -456,8 +456,8 @@ def test_disk_full_gives_a_clear_error_and_keeps_everything(tmp_path, limit):
     subprocess.run([*args, "--out", str(keep)], check=True)
     before = keep.read_bytes()
     cut = tmp_path / "cut.h5"
-    full = subprocess.run([*args, "--out", str(cut)], preexec_fn=_file_size_limit(limit),
-                          capture_output=True, text=True)
+    full = subprocess.run([sys.executable, "-c", LIMITED, str(limit), *args[1:], "--out",
+                           str(cut)], capture_output=True, text=True)
     assert full.returncode == 1
     lines = full.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: File too large"), full.stderr
@@ -509,19 +509,35 @@ def test_a_read_only_output_folder_gives_a_clear_error(tmp_path):
         assert sorted(p.name for p in folder.iterdir()) == ["keep.h5"]
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
+class _Payload:
+    """Unpickling this creates the file ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
 def test_a_pickle_is_never_loaded_from_a_checkpoint(tmp_path):
-    """A checkpoint replaced by a pickle with a payload: resuming refuses it (weights_only),
-    the payload never runs."""
+    """A checkpoint replaced by a pickle with a payload, or by an npz holding a pickled object
+    array: resuming refuses both (NumPy files are read with allow_pickle=False) and the payload
+    never runs. A payload in a legacy ``checkpoint.pt`` is refused unread."""
     config = _interrupted_run(tmp_path / "run.h5")
     marker = tmp_path / "pwned"
-
-    class Payload:
-        def __reduce__(self):
-            return (Path.touch, (marker,))
-
-    (partial_dir(tmp_path / "run.h5") / "checkpoint.pt").write_bytes(pickle.dumps(Payload()))
-    with pytest.raises(RunFileError, match="unreadable checkpoint"):
+    folder = partial_dir(tmp_path / "run.h5")
+    payload = np.empty(1, dtype=object)
+    payload[0] = _Payload(marker)
+    with open(tmp_path / "object.npz", "wb") as handle:
+        np.savez(handle, next_epoch=np.asarray(8), key=payload)
+    for content in (pickle.dumps(_Payload(marker)), (tmp_path / "object.npz").read_bytes()):
+        (folder / "checkpoint.npz").write_bytes(content)
+        with pytest.raises(RunFileError, match=r"checkpoint\.npz: unreadable"):
+            train(config, tmp_path / "run.h5", resume=True)
+        assert not marker.exists()
+    (folder / "checkpoint.npz").unlink()
+    (folder / "checkpoint.pt").write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(IncompleteRunError, match="PyTorch"):
         train(config, tmp_path / "run.h5", resume=True)
     assert not marker.exists()
 
@@ -529,8 +545,7 @@ def test_a_pickle_is_never_loaded_from_a_checkpoint(tmp_path):
 def test_the_reproduce_report_handles_a_diverged_run(tmp_path, monkeypatch):
     """Figure 1 with a closed-loop run that diverges (learning rate 1000, no clipping): the
     report is still written, and claim C1 is judged not supported rather than crashing."""
-    import closedloop.experiments.pair as pair
-
+    import closedloop.paper.pair as pair
     from closedloop.paper import reproduce
 
     original = pair.load_preset
@@ -541,7 +556,7 @@ def test_the_reproduce_report_handles_a_diverged_run(tmp_path, monkeypatch):
         return original(name, [*(overrides or []), *SMALL, *extra], seed, 20)
 
     monkeypatch.setattr(pair, "load_preset", diverging)
-    result = reproduce(tmp_path / "out", only=["fig1"], quick=True, workers=1, quiet=True)
+    result = reproduce(tmp_path / "out", only=["fig1"], quick=True, workers=1)
     assert load_run(tmp_path / "out" / "runs" / "di-tanh-closed-s0.h5").status == "diverged"
     claims = {c["id"]: c for c in result.results["claims"]}
     assert claims["C1"]["verdict"] == "not supported"

@@ -20,12 +20,14 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduction")
     started = time.perf_counter()
-    result = reproduce(out, quick=True, workers=2, quiet=True)
-    return out, result, time.perf_counter() - started
+    events: list[tuple[str, object]] = []
+    result = reproduce(out, quick=True, workers=2,
+                       on_event=lambda kind, value: events.append((kind, value)))
+    return out, result, time.perf_counter() - started, events
 
 
 def test_every_output_is_written(report):
-    out, result, _ = report
+    out, result, _, _ = report
     for name in FIGURES:
         for suffix in ("png", "svg"):
             assert (out / f"{name}.{suffix}").stat().st_size > 10_000, (name, suffix)
@@ -36,8 +38,21 @@ def test_every_output_is_written(report):
     assert all("error" not in f for f in data["figures"])
 
 
+def test_progress_reaches_the_display_from_the_worker_processes(report):
+    """Every run is reported done once, and the workers' epochs arrive through the queue."""
+    out, result, _, events = report
+    totals = [value for kind, value in events if kind == "total"]
+    done = [name for kind, names in events if kind == "done" for name in names]
+    assert len(totals) == 1 and sorted(done) == sorted(set(done))
+    assert totals[0] == len(done) == len(result.results["runs"])
+    assert {f"{name}.h5" for name in done} == {p.name for p in (out / "runs").glob("*.h5")}
+    epochs = [value for kind, value in events if kind == "epoch"]
+    assert epochs and all(1 <= e["epoch"] <= e["total"] for e in epochs)
+    assert any(e["epoch"] == e["total"] for e in epochs)     # a task's last epoch
+
+
 def test_verdicts_follow_the_per_seed_judgements(report):
-    _, result, _ = report
+    _, result, _, _ = report
     for claim in result.results["claims"]:
         votes = claim["per_seed"]
         assert claim["support"] == sum(votes) / len(votes)
@@ -51,21 +66,21 @@ def test_claims_that_quick_settings_support(report):
     """Even the reduced settings show the open-loop peak (C1), its gain-space picture (C1b),
     the stage-1 theory (C3) and the reduced model (C5); these are computed, not asserted by
     hand, so a regression in the science shows here."""
-    _, result, _ = report
+    _, result, _, _ = report
     verdicts = {c["id"]: c["verdict"] for c in result.results["claims"]}
     for claim_id in ("C1", "C1b", "C3", "C5"):
         assert verdicts[claim_id] == "supported", claim_id
 
 
 def test_page_is_self_contained(report):
-    out, _, _ = report
+    out, _, _, _ = report
     page = (out / "index.html").read_text()
     assert not re.search(r'(src|href)="(https?:)?//', page)
     assert page.count('src="data:image/png;base64,') == len(FIGURES)
 
 
 def test_second_reproduce_reuses_the_runs(report, capsys, tmp_path):
-    out, _, first = report
+    out, _, first, _ = report
     again = tmp_path / "again"
     shutil.copytree(out / "runs", again / "runs")
     stamps = {p.name: p.stat().st_mtime_ns for p in (again / "runs").glob("*.h5")}
@@ -87,7 +102,7 @@ def test_unknown_figure_is_refused(capsys, tmp_path):
                                              "(bash scripts/setup.sh --test installs it)")
 def test_report_in_headless_chromium(report):
     playwright = pytest.importorskip("playwright.sync_api")
-    out, _, _ = report
+    out, _, _, _ = report
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -115,7 +130,7 @@ def test_report_in_headless_chromium(report):
 
 def test_verdicts_equal_their_written_criteria(report):
     """Re-judge C1, C1b, C3 and C5 from the measured numbers by their written criteria."""
-    _, result, _ = report
+    _, result, _, _ = report
     claims = {c["id"]: c for c in result.results["claims"]}
     m = claims["C1"]["measured"]
     c1 = (m["open_peak_test_loss"] >= 10 * m["open_lowest_before_peak"]

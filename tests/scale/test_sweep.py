@@ -1,6 +1,6 @@
-"""Sweeps on Dask: grid expansion, open-loop pairs, idempotence, and fault tolerance against a
-real scheduler with two worker processes (one killed mid-task); every run equals the same
-point trained alone."""
+"""Sweeps on Dask (the jobs of closedloop.scale.jobs on a cluster's executor): grid expansion,
+open-loop pairs, idempotence, and fault tolerance against a real scheduler with two worker
+processes (one killed mid-task); every run equals the same point trained alone."""
 
 from __future__ import annotations
 
@@ -16,9 +16,20 @@ import numpy as np
 import pytest
 
 from closedloop.cli import main
+from closedloop.config import load_preset
 from closedloop.core.plants import plant_from_config
 from closedloop.errors import ConfigError
 from closedloop.runs.store import is_finished, load_run, partial_dir
+from closedloop.scale.jobs import (
+    LOCKS_FOLDER,
+    PROGRESS_TOPIC,
+    InlineExecutor,
+    Job,
+    JobInputs,
+    _chunks,
+    execute,
+    train_group,
+)
 from closedloop.scale.sweep import (
     RUNS_FOLDER,
     SweepError,
@@ -26,14 +37,28 @@ from closedloop.scale.sweep import (
     parse_grid,
     prepare_folder,
     run_sweep,
+    sweep_jobs,
 )
 from closedloop.scale.sweep_summary import summarize_sweep, support_fractions, write_summary
 from closedloop.training import train
 from closedloop.training.sources import load_teacher
-from tests.test_ensemble import TOLERANCE, _max_relative_difference
+from tests.conftest import SMALL
 
-SMALL = ["agent.size=12", "task.batch_size=16", "task.steps=20", "recording.segment_epochs=10"]
 DASK = Path(sys.executable).with_name("dask")
+TOLERANCE = 1e-5   # relative, on every epoch's train and test loss (float32 runs)
+SET_SMALL = [arg for setting in SMALL for arg in ("--set", setting)]
+
+
+def _max_relative_difference(a, b) -> float:
+    """The largest relative difference of two runs' per-epoch train and test losses (the
+    epochs where either is not finite must agree)."""
+    worst = 0.0
+    for name in ("train_loss", "test_loss"):
+        x, y = a.metrics[name], b.metrics[name]
+        finite = np.isfinite(y)
+        assert np.array_equal(finite, np.isfinite(x)), name
+        worst = max(worst, float(np.max(np.abs(x[finite] - y[finite]) / np.abs(y[finite]))))
+    return worst
 
 
 def _check_sweep_folder(spec: SweepSpec, folder: Path, reference: Path) -> None:
@@ -54,8 +79,15 @@ def _check_sweep_folder(spec: SweepSpec, folder: Path, reference: Path) -> None:
         initial = teacher = None
         if point.teacher is not None:
             teacher_file = runs / f"{point.teacher}.h5"
-            initial = load_run(teacher_file).parameters(0)
+            teacher_run = load_run(teacher_file)
+            initial = teacher_run.parameters(0)
             teacher = load_teacher(str(teacher_file), plant_from_config(config.plant))
+            # built in the driver from the finished teacher: its epoch-0 weights (epoch 0 is
+            # not an update) and its last epoch as the teacher
+            for name, value in initial.items():
+                np.testing.assert_array_equal(run.parameters(0)[name], value)
+            for name, value in teacher_run.parameters("last").items():
+                np.testing.assert_array_equal(run.teacher.parameters[name], value)
         alone = reference / point.file_name
         train(config, alone, initial=initial, teacher=teacher)
         assert _max_relative_difference(run, load_run(alone)) < TOLERANCE, point.name
@@ -134,6 +166,78 @@ def test_a_folder_holding_another_sweep_is_refused(tmp_path):
     assert (tmp_path / "sweep.json").read_text() == before
 
 
+# -- the jobs a sweep runs as ---------------------------------------------------------------
+
+
+def test_ready_jobs_of_one_shape_are_grouped_and_split_evenly():
+    """Ready jobs are grouped by shape (never two shapes in one task), each group split into
+    tasks of near-equal size over the workers (at most 32 runs a task), costliest first."""
+    def jobs(preset, count, extra=(), cost=1.0):
+        return [(Job(f"{preset}{extra}-{seed}", lambda _: None, cost=cost),
+                 JobInputs(load_preset(preset, [*SMALL, *extra], seed=seed, epochs=5)))
+                for seed in range(count)]
+
+    small, wide = jobs("di-tanh-closed", 5), jobs("di-tanh-closed", 3, ("agent.size=9",), 2.0)
+    chunks = _chunks(small + wide, capacity=2, group_size=None)
+    assert [[job.name for job, _ in chunk] for chunk in chunks] == [
+        [job.name for job, _ in wide[:2]], [wide[2][0].name],       # costlier jobs first
+        [job.name for job, _ in small[:3]], [job.name for job, _ in small[3:]]]
+    many = jobs("di-tanh-closed", 70)
+    assert [len(c) for c in _chunks(many, capacity=2, group_size=None)] == [24, 24, 22]
+    for capacity in (3, 4, 8):          # no task larger than needed, no more than workers
+        sizes = [len(c) for c in _chunks(many, capacity=capacity, group_size=None)]
+        assert sum(sizes) == 70 and len(sizes) <= capacity
+        assert max(sizes) == -(-70 // capacity), (capacity, sizes)
+    assert [len(c) for c in _chunks(many, capacity=1, group_size=None)] == [24, 24, 22]  # <= 32
+    assert [len(c) for c in _chunks(small, capacity=2, group_size=1)] == [1] * 5
+    assert [len(c) for c in _chunks(small, capacity=1, group_size=4)] == [3, 2]
+
+
+class _RecordingExecutor(InlineExecutor):
+    """Runs every task in this process and records what it was asked to train."""
+
+    def __init__(self) -> None:
+        self.tasks: list[dict[str, object]] = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        assert fn is train_group
+        _, paths, initials, teachers = args
+        self.tasks.append({"paths": [Path(p).stem for p in paths], "initials": initials,
+                           "teachers": teachers, "label": kwargs["label"]})
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_sweep_jobs_build_students_in_the_driver_and_run_only_what_is_missing(tmp_path):
+    spec = SweepSpec("di-tanh-open", seeds=range(3), epochs=2, overrides=SMALL)
+    teachers = [p.name for p in spec.points() if p.role == "teacher"]
+    students = [p.name for p in spec.points() if p.role == "student"]
+    executor, events = _RecordingExecutor(), []
+    result = execute(sweep_jobs(spec), tmp_path, executor, capacity=2,
+                     on_event=lambda kind, value: events.append((kind, value)))
+    assert not result.failed and sorted(result.runs) == sorted(teachers + students)
+    # teachers first (two tasks, split 2 + 1), then their students once they exist
+    assert [task["paths"] for task in executor.tasks] == [teachers[:2], teachers[2:],
+                                                          students[:2], students[2:]]
+    assert executor.tasks[0]["label"] == f"{teachers[0]} (+1)"
+    for task in executor.tasks[2:]:
+        for name, initial, teacher in zip(task["paths"], task["initials"], task["teachers"],
+                                          strict=True):
+            teacher_run = load_run(tmp_path / f"{name.replace('open', 'closed')}.h5")
+            for key, value in teacher_run.parameters(0).items():
+                np.testing.assert_array_equal(initial[key], value)
+            for key, value in teacher_run.parameters("last").items():
+                np.testing.assert_array_equal(teacher.parameters[key], value)
+    assert events[0] == ("total", 6)
+    assert sorted(n for kind, names in events if kind == "done" for n in names) == sorted(
+        teachers + students)
+
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.h5")}
+    again = _RecordingExecutor()
+    second = execute(sweep_jobs(spec), tmp_path, again, capacity=2)
+    assert not again.tasks and sorted(second.reused) == sorted(teachers + students)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
 # -- running --------------------------------------------------------------------------------
 
 
@@ -156,14 +260,22 @@ def test_local_sweep_equals_single_runs_skips_finished_and_summarises(tmp_path):
 
     summary = summarize_sweep(tmp_path / "sweep", workers=1)
     assert len(summary.rows) == 8
+    assert [row["name"] for row in summary.rows] == [p.name for p in spec.points()]
     for row in summary.rows:
         run = load_run(tmp_path / "sweep" / RUNS_FOLDER / f"{row['name']}.h5")
         test = run.metrics["test_loss"]
+        assert (row["status"], row["epochs"], row["seed"]) == ("complete", 30, run.config.seed)
+        assert row["episode_length"] == run.config.task.steps == 20
         assert row["loss.control_cost"] == run.config.loss.control_cost
+        assert row["control_cost"] == run.config.loss.control_cost
+        assert row["initial_test_loss"] == pytest.approx(float(test[0]))
+        assert row["final_train_loss"] == pytest.approx(float(run.metrics["train_loss"][-1]))
+        assert row["peak_test_loss"] == pytest.approx(float(test[1:].max()))
         assert row["final_test_loss"] == pytest.approx(float(test[-1]))
         assert row["peak_epoch"] == 1 + int(np.argmax(test[1:]))
         assert row["peak_ratio"] == pytest.approx(float(test[1:].max() / test[0]))
-        assert row["gain_0"] == pytest.approx(float(run.metrics["gains"][-1].ravel()[0]))
+        gains = run.metrics["gains"][-1].ravel()
+        assert [row[f"gain_{i}"] for i in range(gains.size)] == pytest.approx(gains.tolist())
         assert row["stabilization_epoch"] == run.stabilization_epoch
         assert (row["c1_supported"] is None) == (row["role"] != "student")
         assert (row["c2_supported"] is None) == (row["role"] != "teacher")
@@ -172,10 +284,32 @@ def test_local_sweep_equals_single_runs_skips_finished_and_summarises(tmp_path):
     import pyarrow.parquet as pq
 
     table = pq.read_table(tmp_path / "sweep" / "summary.parquet")
-    assert table.num_rows == 8 and "stage1_end" in table.column_names
-    assert (tmp_path / "sweep" / "summary.csv").read_text().count("\n") == 9
+    assert table.num_rows == 8 and table.column_names == summary.columns
+    assert table.column("name").to_pylist() == [row["name"] for row in summary.rows]
+    assert table.column("final_test_loss").to_pylist() == pytest.approx(
+        [row["final_test_loss"] for row in summary.rows])
+    assert {"stage1_end", "stage2_end", "diverged_epoch", "teacher"} <= set(table.column_names)
+    header = (tmp_path / "sweep" / "summary.csv").read_text().splitlines()
+    assert len(header) == 9 and header[0].split(",") == summary.columns
     assert json.loads((tmp_path / "sweep" / "support.json").read_text()) == summary.support
     assert all(p.stat().st_size > 0 for p in written)
+
+
+def test_a_run_file_with_other_settings_fails_its_point_only(tmp_path, capsys):
+    """A finished file with other settings at a point is never overwritten: that point fails
+    with the reason, the others finish, and the command exits 1."""
+    folder = tmp_path / "sweep"
+    other = folder / RUNS_FOLDER / "di-tanh-closed-seed0.h5"
+    train(load_preset("di-tanh-closed", SMALL, seed=0, epochs=3), other)
+    stamp = other.stat().st_mtime_ns
+    code = main(["sweep", "di-tanh-closed", "--seeds", "0-1", "--epochs", "2", "--workers", "1",
+                 "--out", str(folder), "--quiet", *SET_SMALL])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "1 of 2 runs finished" in out
+    assert "di-tanh-closed-seed0" in err and "other settings" in err
+    assert other.stat().st_mtime_ns == stamp and load_run(other).config.training.epochs == 3
+    assert load_run(folder / RUNS_FOLDER / "di-tanh-closed-seed1.h5").status == "complete"
 
 
 def test_support_fractions_count_per_claim():
@@ -227,39 +361,69 @@ def dask_cluster(tmp_path):
             process.wait()
 
 
+def _locked_runs(pid: int) -> list[str]:
+    """Names of the run files whose locks process ``pid`` holds (its open lock files): the
+    runs of the task it is running."""
+    names = []
+    for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = Path(os.readlink(descriptor))
+        except OSError:            # closed meanwhile
+            continue
+        if target.parent.name == LOCKS_FOLDER and target.suffix == ".lock":
+            names.append(target.stem)
+    return names
+
+
 def test_sweep_on_a_cluster_survives_a_killed_worker(tmp_path, dask_cluster):
+    """A worker SIGKILLed while its task has checkpointed progress: Dask retries the task on
+    the other worker, which resumes those runs from their checkpoints (its progress starts
+    past epoch 1); every run file ends up once, complete, equal to its point trained alone."""
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to see which worker holds which run's lock")
     address, client = dask_cluster
     folder = tmp_path / "sweep"
     pids = client.run(os.getpid)
-    args = ["di-tanh-open", "--seeds", "0-3", "--epochs", "150", "--group-size", "2",
-            *[a for s in SMALL for a in ("--set", s)]]
-    spec = SweepSpec("di-tanh-open", seeds=range(4), epochs=150, overrides=SMALL)
+    epochs = 300           # a task of two runs trains for seconds: time to kill it
+    args = ["di-tanh-open", "--seeds", "0-3", "--epochs", str(epochs), "--group-size", "2",
+            *SET_SMALL]
+    spec = SweepSpec("di-tanh-open", seeds=range(4), epochs=epochs, overrides=SMALL)
     sweep = subprocess.Popen(
         [sys.executable, "-m", "closedloop.cli", "sweep", *args, "--out", str(folder),
          "--scheduler", address, "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = folder / RUNS_FOLDER
+
+    def progress(names: list[str]) -> list[int]:
+        """Epochs the task training ``names`` reported (its label names its first run)."""
+        return [message["epoch"] for _, message in client.get_events(PROGRESS_TOPIC)
+                if f"{message['label'].split(' (+')[0]}.h5" in names]
+
+    killed: list[list[str]] = []
     try:
-        runs = folder / RUNS_FOLDER
+        def kill_a_busy_worker() -> bool:
+            """Kill a worker whose task's runs are all checkpointed and whose first progress
+            event (epoch 1) has reached the scheduler."""
+            for pid in pids.values():
+                names = _locked_runs(pid)
+                if (names and all((partial_dir(runs / n) / "checkpoint.npz").exists()
+                                  for n in names) and 1 in progress(names)):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(names)
+                    return True
+            return False
 
-        def busy_worker() -> int | None:
-            """The pid of a worker running a task whose runs have checkpointed progress."""
-            for worker, keys in client.processing().items():
-                for key in keys:
-                    names = [p.name for p in spec.points() if key.endswith(p.name)]
-                    segments = [list(partial_dir(runs / f"{n}.h5").glob("segment-*"))
-                                for n in names]
-                    if names and all(segments):
-                        return pids[worker]
-            return None
-
-        _wait_for(lambda: busy_worker() is not None, 120, "a task with checkpointed progress")
-        os.kill(busy_worker(), signal.SIGKILL)
+        _wait_for(kill_a_busy_worker, 120, "a task with checkpointed progress")
         out, err = sweep.communicate(timeout=300)
     finally:
         sweep.kill()
     assert sweep.returncode == 0, err
-    assert "8 of 8 runs finished" in out
+    assert "8 of 8 runs finished (8 now, 0 already there)" in out
+    assert len(killed[0]) == 2                                    # --group-size 2
     assert len(client.scheduler_info()["workers"]) == 1          # one worker really died
+    # the retried task resumed: a fresh start would have reported epoch 1 again
+    reported = progress(killed[0])
+    assert reported.count(1) == 1 and max(reported) == epochs + 1, reported
     _check_sweep_folder(spec, folder, tmp_path / "alone")
 
 
@@ -267,14 +431,14 @@ def test_sweep_on_a_cluster_survives_a_killed_worker(tmp_path, dask_cluster):
 def test_a_killed_sweep_restarted_does_only_what_is_missing(tmp_path):
     folder = tmp_path / "sweep"
     command = [sys.executable, "-m", "closedloop.cli", "sweep", "di-tanh-closed", "--seeds",
-               "0-5", "--epochs", "200", "--group-size", "1", "--workers", "2", "--out",
-               str(folder), "--quiet", *[a for s in SMALL for a in ("--set", s)]]
-    spec = SweepSpec("di-tanh-closed", seeds=range(6), epochs=200, overrides=SMALL)
+               "0-5", "--epochs", "500", "--group-size", "1", "--workers", "2", "--out",
+               str(folder), "--quiet", *SET_SMALL]
+    spec = SweepSpec("di-tanh-closed", seeds=range(6), epochs=500, overrides=SMALL)
     first = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     runs = folder / RUNS_FOLDER
     try:
-        _wait_for(lambda: runs.exists() and any(runs.glob("*.h5"))
+        _wait_for(lambda: runs.exists() and any(is_finished(p) for p in runs.glob("*.h5"))
                   and any(runs.glob("*.partial/segment-*")), 180, "a finished and a started run")
     finally:
         os.killpg(first.pid, signal.SIGKILL)

@@ -5,9 +5,10 @@ matrices written out by hand, the cubic's closed-form factorisation, finite diff
 NumPy simulation of the double integrator written in this file.
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from scipy.optimize import linear_sum_assignment
 
 from closedloop.analysis import theory
@@ -211,7 +212,7 @@ def test_pair_modulus_with_exact_lambda3_is_the_product_of_the_other_roots(seed)
 def test_surrogate_terms_match_matrix_power_and_pair_modulus(seed, horizon):
     rng = np.random.default_rng(200 + seed)
     overlaps = rng.normal(scale=[0.1, 0.3, 0.1, 0.3])
-    stability, myopic = theory.surrogate_terms(torch.tensor(overlaps), horizon)
+    stability, myopic = theory.surrogate_terms(jnp.asarray(overlaps), horizon)
     cube = np.linalg.matrix_power(p_eff(*overlaps), 3)
     assert float(myopic) == pytest.approx(np.sum(cube[:2, :2] ** 2), rel=1e-13)
     expected = theory.pair_modulus_squared(*overlaps) ** horizon
@@ -224,7 +225,7 @@ def test_surrogate_stability_term_tracks_the_exact_pair_modulus():
     errors = []
     for eps in EPS:
         overlaps = np.array([-0.03, 0.5, eps / 0.5, 0.2])
-        stability, _ = theory.surrogate_terms(torch.tensor(overlaps), 20)
+        stability, _ = theory.surrogate_terms(jnp.asarray(overlaps), 20)
         roots = exact_roots(*overlaps)
         pair = roots[np.abs(roots.imag) > 1e-9]
         assert pair.shape == (2,)
@@ -236,10 +237,10 @@ def test_surrogate_stability_term_tracks_the_exact_pair_modulus():
 
 def test_surrogate_terms_batch_and_differentiate():
     rng = np.random.default_rng(5)
-    overlaps = torch.tensor(rng.normal(scale=0.1, size=(3, 4)), requires_grad=True)
+    overlaps = jnp.asarray(rng.normal(scale=0.1, size=(3, 4)))
     stability, myopic = theory.surrogate_terms(overlaps)
     assert stability.shape == myopic.shape == (3,)
-    myopic.sum().backward()
+    gradient = np.asarray(jax.grad(lambda o: theory.surrogate_terms(o)[1].sum())(overlaps))
     # finite differences of the hand-written Frobenius norm of (P_eff^3)[:2, :2]
 
     def frob(values):
@@ -247,11 +248,11 @@ def test_surrogate_terms_batch_and_differentiate():
         return np.sum(cube[:2, :2] ** 2)
 
     h = 1e-6
-    base = overlaps.detach().numpy()
+    base = np.asarray(overlaps)
     for row in range(3):
         grad = [(frob(base[row] + h * e) - frob(base[row] - h * e)) / (2 * h)
                 for e in np.eye(4)]
-        np.testing.assert_allclose(overlaps.grad[row].numpy(), grad, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(gradient[row], grad, rtol=1e-6, atol=1e-8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,7 +404,7 @@ def test_surrogate_first_step_is_clipped_gradient_descent():
     grad = np.array([myopic(start + 1j * h * e).imag / h for e in np.eye(4)])
     norm = np.linalg.norm(grad)
     assert norm > 1.0  # the clip is active
-    # torch.nn.utils.clip_grad_norm_ scales by max_norm / (total_norm + 1e-6)
+    # global-norm clipping as PyTorch's clip_grad_norm_: scale by max_norm / (total_norm + 1e-6)
     step = 1e-3 * grad * (1.0 / (norm + 1e-6))
     path = theory.descend_surrogate(STAGE2_START, 0.0, steps=1)
     np.testing.assert_allclose(path.overlaps[1], start - step, rtol=0, atol=1e-11)

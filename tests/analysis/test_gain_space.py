@@ -3,9 +3,10 @@ python-control's ``dlqr``, a directly solved finite-horizon quadratic program, t
 Lyapunov equation and hand-written simulations."""
 
 import control
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from scipy import linalg
 
 from closedloop.analysis.gains import (
@@ -282,14 +283,17 @@ def infinite_horizon_cost(K, Q, R, second_moment):
     return float(np.trace(S @ second_moment))
 
 
+jitted_rollout = jax.jit(rollout, static_argnums=(0, 1),
+                         static_argnames=("steps", "zero_first_control"))
+
+
 def simulated_paper_loss(K, x0, steps=300):
     gain = StaticGain(2, 1)
-    params = gain.to_tensors({"K": K}, torch.float64)
+    params = gain.to_params({"K": K}, jnp.float64)
     # u_t = K x_t from t = 0 (no u_0 = 0 convention): the infinite-horizon static-gain problem
-    with torch.no_grad():
-        traj = rollout(double_integrator(), gain, params, steps=steps,
-                       x0=torch.as_tensor(x0), zero_first_control=False)
-        return float(paper_di_cost(traj, 0.005)), traj
+    traj = jitted_rollout(double_integrator(), gain, params, steps=steps,
+                          x0=jnp.asarray(x0, dtype=jnp.float64), zero_first_control=False)
+    return float(paper_di_cost(traj, 0.005)), traj
 
 
 def test_lqr_gain_minimises_the_paper_loss_among_static_gains():
@@ -302,7 +306,7 @@ def test_lqr_gain_minimises_the_paper_loss_among_static_gains():
 
     # the paper loss of a long rollout is the Lyapunov cost / (batch * n_x) (R = 1, Q = I)
     loss, traj = simulated_paper_loss(K_lqr, x0)
-    states, controls = traj.states.numpy(), traj.controls.numpy()
+    states, controls = np.asarray(traj.states), np.asarray(traj.controls)
     assert loss == pytest.approx(paper_loss_numpy(states, controls, 0.005), rel=1e-12)
     exact = infinite_horizon_cost(K_lqr, np.eye(2), np.eye(1), moment) / 200
     assert loss == pytest.approx(exact, rel=1e-10)
@@ -380,11 +384,11 @@ def test_effective_gains_recover_a_static_gain():
     assert np.abs(biased - K).max() > 1e-3
     # the same through the package's rollout of a static-gain agent
     gain = StaticGain(2, 1)
-    with torch.no_grad():
-        traj = rollout(double_integrator(), gain, gain.to_tensors({"K": K}, torch.float64),
-                       steps=50, x0=torch.as_tensor(x0))
-    np.testing.assert_allclose(traj.states.numpy(), states, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(effective_gains(traj.states.numpy(), traj.controls.numpy()), K,
+    traj = rollout(double_integrator(), gain, gain.to_params({"K": K}, jnp.float64),
+                   steps=50, x0=jnp.asarray(x0, dtype=jnp.float64))
+    np.testing.assert_allclose(np.asarray(traj.states), states, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(effective_gains(np.asarray(traj.states),
+                                               np.asarray(traj.controls)), K,
                                rtol=0, atol=1e-12)
     # non-finite rollouts give NaN gains
     states[0, 3, 0] = np.nan

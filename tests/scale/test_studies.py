@@ -11,7 +11,6 @@ from closedloop.analysis.summary import analyze_run, order_parameter_history
 from closedloop.analysis.theory import cubic_roots
 from closedloop.cli import main
 from closedloop.config import load_preset
-from closedloop.core.agents import order_parameters
 from closedloop.runs.store import load_run
 from closedloop.scale.studies import (
     episode_length_sweep,
@@ -64,6 +63,8 @@ def test_prescribed_overlap_runs_start_there_and_are_reused(tmp_path):
     values = [-0.1, 0.1]
     runs = prescribed_overlap_runs(values, epochs=5, overrides=LOWRANK_SMALL, workdir=tmp_path)
     for value, result in zip(values, runs, strict=True):
+        start = result.run.parameters(0)
+        assert float(start["z"][0] @ start["m"][:, 0]) == pytest.approx(value, rel=1e-6)
         assert result.history["s_zm"][0] == pytest.approx(value, rel=1e-6)
         assert len(result.history["s_zm"]) == 6
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.h5")}
@@ -98,10 +99,12 @@ def test_reduced_model_starts_exactly_where_the_full_model_is(lowrank_run, tmp_p
                                                                  rel=1e-5)
         np.testing.assert_allclose(reduced.coupled_eigenvalues[0][:3],
                                    full.coupled_eigenvalues[0][:3], atol=1e-5)
-        expected = order_parameters(lowrank_run.parameters(20))
+        p = {k: v.astype(float) for k, v in lowrank_run.parameters(20).items()}
+        m, z, u, v = p["m"][:, 0], p["z"][0], p["u"][:, 0], p["v"][:, 0]
+        expected = {"s_zm": z @ m, "s_zu": z @ u, "s_vm": v @ m, "s_vu": v @ u}
         start = reduced.parameters(0)
         for name, value in expected.items():
-            assert float(start[name]) == pytest.approx(value, rel=1e-5)
+            assert float(start[name]) == pytest.approx(value, rel=1e-5), name
         assert np.isfinite(comparison.loss_gap())
 
 

@@ -12,13 +12,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 
-from closedloop.analysis.gains import effective_gains
-from closedloop.runs.store import load_run, partial_dir
+from closedloop.config import RunConfig
+from closedloop.core.plants import plant_from_config
+from closedloop.runs.store import EpochRecord, load_run, partial_dir
 from closedloop.training import OutputExistsError, Trainer, train
 from closedloop.training.sources import load_initial_parameters, load_teacher
 from tests.conftest import SMALL, small_config
+
+# the double integrator of the presets (dt = 1, position observed), written out
+A = np.array([[1.0, 1.0], [0.0, 1.0]])
+B = np.array([[0.0], [1.0]])
+C = np.array([[1.0, 0.0]])
 
 
 def _datasets(path: Path) -> dict[str, np.ndarray]:
@@ -38,13 +43,13 @@ def assert_same_run(a: Path, b: Path) -> None:
         np.testing.assert_array_equal(left[name], right[name], err_msg=name)
 
 
-def test_same_seed_same_bits(tmp_path, tiny_config):
+def test_same_seed_same_bits(tmp_path: Path, tiny_config: RunConfig) -> None:
     train(tiny_config, tmp_path / "a.h5")
     train(tiny_config, tmp_path / "b.h5")
     assert_same_run(tmp_path / "a.h5", tmp_path / "b.h5")
 
 
-def test_different_seed_differs(tmp_path):
+def test_different_seed_differs(tmp_path: Path) -> None:
     train(small_config(seed=0), tmp_path / "a.h5")
     train(small_config(seed=1), tmp_path / "b.h5")
     a, b = load_run(tmp_path / "a.h5"), load_run(tmp_path / "b.h5")
@@ -55,18 +60,30 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("preset", ["di-tanh-closed", "tracking-closed"])
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, preset):
+def _stop_at(epoch: int):
+    def stop(record: EpochRecord) -> None:
+        if record.epoch == epoch:
+            raise _Stop
+    return stop
+
+
+@pytest.mark.parametrize(("preset", "stop"), [
+    ("di-tanh-closed", 2),          # inside the first chunk: nothing checkpointed yet
+    ("di-tanh-closed", 7),
+    ("di-tanh-closed", 11),         # the very last epoch, before its segment is saved
+    ("tracking-closed", 7),
+])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path: Path, preset: str,
+                                                       stop: int) -> None:
+    """With 4-epoch segments (chunks 0-3, 4-7, 8-11), a run stopped at epoch ``stop`` of 11
+    and resumed equals the uninterrupted run bit for bit."""
     extra = ("task.steps=30",) if preset == "tracking-closed" else ()
     config = small_config(preset, epochs=11, extra=extra)
+    assert config.recording.segment_epochs == 4
     train(config, tmp_path / "whole.h5")
 
-    def stop_at_7(record):
-        if record.epoch == 7:
-            raise _Stop
-
     with pytest.raises(_Stop):
-        train(config, tmp_path / "cut.h5", progress=stop_at_7)
+        train(config, tmp_path / "cut.h5", progress=_stop_at(stop))
     assert not (tmp_path / "cut.h5").exists()
     assert partial_dir(tmp_path / "cut.h5").is_dir()
     result = train(config, tmp_path / "cut.h5", resume=True)
@@ -75,7 +92,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, preset):
     assert_same_run(tmp_path / "whole.h5", tmp_path / "cut.h5")
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     """A real `closedloop train` process killed with SIGKILL mid-run resumes bit for bit."""
     args = ["train", "di-tanh-closed", "--epochs", "150", "--quiet", "--seed", "3"]
     for setting in SMALL:
@@ -101,20 +118,15 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert_same_run(tmp_path / "whole.h5", cut)
 
 
-def test_leftovers_of_a_killed_writer_are_removed_on_resume(tmp_path):
+def test_leftovers_of_a_killed_writer_are_removed_on_resume(tmp_path: Path) -> None:
     """A writer killed inside a write-then-rename leaves a temporary file (or a staging folder);
     resuming the run removes them and produces the same run as an uninterrupted one."""
     config = small_config(epochs=11)
     train(config, tmp_path / "whole.h5")
-
-    def stop_at_7(record):
-        if record.epoch == 7:
-            raise _Stop
-
     cut = tmp_path / "cut.h5"
     with pytest.raises(_Stop):
-        train(config, cut, progress=stop_at_7)
-    leftovers = [tmp_path / ".cut.h5.k3j2l1.tmp", partial_dir(cut) / ".checkpoint.pt.x1.tmp"]
+        train(config, cut, progress=_stop_at(7))
+    leftovers = [tmp_path / ".cut.h5.k3j2l1.tmp", partial_dir(cut) / ".checkpoint.npz.x1.tmp"]
     for leftover in leftovers:
         leftover.write_bytes(b"half-written")
     (tmp_path / ".cut.h5.staging").mkdir()
@@ -125,7 +137,7 @@ def test_leftovers_of_a_killed_writer_are_removed_on_resume(tmp_path):
     assert_same_run(tmp_path / "whole.h5", cut)
 
 
-def test_divergence_is_recorded_not_raised(tmp_path):
+def test_divergence_is_recorded_not_raised(tmp_path: Path) -> None:
     config = small_config(epochs=50, extra=("training.lr=1000", "training.clip_norm=null"))
     result = train(config, tmp_path / "bad.h5")
     assert result.status == "diverged"
@@ -137,7 +149,7 @@ def test_divergence_is_recorded_not_raised(tmp_path):
     assert np.isfinite(run.metrics["train_loss"][0])
 
 
-def test_snapshot_schedule_and_metrics_lengths(tmp_path):
+def test_snapshot_schedule_and_metrics_lengths(tmp_path: Path) -> None:
     config = small_config(epochs=10, extra=("recording.snapshot_every=3",))
     train(config, tmp_path / "run.h5")
     run = load_run(tmp_path / "run.h5")
@@ -153,9 +165,10 @@ def test_snapshot_schedule_and_metrics_lengths(tmp_path):
         run.parameters(4)
 
 
-def test_epoch_zero_records_initial_parameters_without_update(tmp_path, tiny_config):
+def test_epoch_zero_records_initial_parameters_without_update(tmp_path: Path,
+                                                              tiny_config: RunConfig) -> None:
     trainer = Trainer(tiny_config)
-    initial = trainer.parameters_numpy()
+    initial = trainer.parameters_numpy(0)
     train(tiny_config, tmp_path / "run.h5")
     run = load_run(tmp_path / "run.h5")
     for name, value in initial.items():
@@ -164,40 +177,71 @@ def test_epoch_zero_records_initial_parameters_without_update(tmp_path, tiny_con
     assert not np.array_equal(run.parameters(1)["W"], initial["W"])
 
 
-def test_recorded_quantities_match_independent_computations(tmp_path, tiny_config):
-    """Test loss, gains and eigenvalues in the file equal recomputations from the snapshot."""
+def _numpy_closed_loop(params: dict[str, np.ndarray], x0: np.ndarray, steps: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's closed loop as a plain float64 loop: u_0 = 0, then for t >= 1
+    h_t = tanh(h_{t-1} W + y_t W_in), u_t = h_t W_out (row layout), x_{t+1} = A x_t + B u_t."""
+    w_in, w, w_out = (np.asarray(params[k], dtype=np.float64) for k in ("W_in", "W", "W_out"))
+    x = np.asarray(x0, dtype=np.float64)
+    h = np.zeros((x.shape[0], w.shape[0]))
+    states, controls = [x], []
+    for t in range(steps):
+        u = np.zeros((x.shape[0], 1))
+        if t > 0:
+            h = np.tanh(h @ w + (x @ C.T) @ w_in)
+            u = h @ w_out
+        x = x @ A.T + u @ B.T
+        states.append(x)
+        controls.append(u)
+    return np.stack(states, axis=1), np.stack(controls, axis=1)
+
+
+def test_recorded_quantities_match_independent_computations(tmp_path: Path,
+                                                            tiny_config: RunConfig) -> None:
+    """Test loss, gains, eig(P) and eig(W) in the file equal recomputations from the snapshot:
+    a NumPy loop of the closed loop, a least-squares fit, and the coupled matrix written out."""
     train(tiny_config, tmp_path / "run.h5")
     run = load_run(tmp_path / "run.h5")
-    params = run.parameters(5)
-    trainer = Trainer(tiny_config, params)
-    with torch.no_grad():
-        from closedloop.core.rollout import rollout
-        traj = rollout(trainer.plant, trainer.agent, trainer.params,
-                       steps=tiny_config.test_steps, x0=trainer.test_batch.x0)
-    states = traj.states.double().numpy()
-    expected_loss = float((states[:, :-1] ** 2).mean())
-    assert run.metrics["test_loss"][5] == pytest.approx(expected_loss, rel=1e-6)
-    np.testing.assert_allclose(run.metrics["gains"][5],
-                               effective_gains(states, traj.controls.double().numpy()),
-                               rtol=1e-6)
-    w_maths = params["W"].astype(np.float64).T
-    expected = np.sort(np.abs(np.linalg.eigvals(w_maths)))[::-1]
-    np.testing.assert_allclose(np.abs(run.recurrent_eigenvalues[5]), expected, atol=1e-10)
+    x0 = np.asarray(Trainer(tiny_config).constants["test"].x0[0], dtype=np.float64)
+    assert x0.shape == (tiny_config.evaluation.test_size, 2)
+    for epoch in (0, 5, 10):
+        params = {k: v.astype(np.float64) for k, v in run.parameters(epoch).items()}
+        states, controls = _numpy_closed_loop(params, x0, tiny_config.test_steps)
+        expected_loss = float((states[:, :-1] ** 2).mean())
+        assert run.metrics["test_loss"][epoch] == pytest.approx(expected_loss, rel=1e-6)
+        x = states[:, 1:-1].reshape(-1, 2)                 # t = 1..T-1 (u_0 = 0 is dropped)
+        u = controls[:, 1:].reshape(-1, 1)
+        gains = np.linalg.lstsq(x, u, rcond=None)[0].T
+        # 1e-6 relative to the gain matrix: the file's gains come from the float32 test
+        # rollout, so a component much smaller than the others carries its rounding
+        np.testing.assert_allclose(run.metrics["gains"][epoch], gains, rtol=1e-6,
+                                   atol=1e-6 * np.abs(gains).max())
+        w_in, w, w_out = params["W_in"].T, params["W"].T, params["W_out"].T   # maths layout
+        coupled = np.block([[A, B @ w_out], [w_in @ C @ A, w + w_in @ C @ B @ w_out]])
+        expected = np.linalg.eigvals(coupled)
+        expected = expected[np.argsort(-np.abs(expected), kind="stable")]
+        np.testing.assert_allclose(np.abs(run.coupled_eigenvalues[epoch]), np.abs(expected),
+                                   atol=1e-10)
+        np.testing.assert_allclose(np.sort_complex(run.coupled_eigenvalues[epoch]),
+                                   np.sort_complex(expected), atol=1e-9)
+        expected = np.sort(np.abs(np.linalg.eigvals(w)))[::-1]
+        np.testing.assert_allclose(np.abs(run.recurrent_eigenvalues[epoch]), expected,
+                                   atol=1e-10)
 
 
-def test_effective_gains_of_a_static_gain_are_its_gain(tmp_path):
+def test_effective_gains_of_a_static_gain_are_its_gain() -> None:
     config = small_config(extra=("agent.kind=static_gain", "agent.gain=[[-0.3, -0.9]]",
                                  "agent.init={}", "agent.trainable={}",
                                  "loss.kind=per_sample", "loss.control_cost=1.0"), epochs=0)
     trainer = Trainer(config)
-    np.testing.assert_allclose(trainer.evaluate()["gains"], [[-0.3, -0.9]], atol=1e-6)
+    np.testing.assert_allclose(trainer.evaluate()[0]["gains"], [[-0.3, -0.9]], atol=1e-6)
 
 
-def test_open_loop_student_starts_from_init_and_stores_teacher(tmp_path):
+def test_open_loop_student_starts_from_init_and_stores_teacher(tmp_path: Path) -> None:
     closed = tmp_path / "closed.h5"
     train(small_config(epochs=6), closed)
     initial, _ = load_initial_parameters(f"{closed}@0")
-    teacher = load_teacher(str(closed), Trainer(small_config()).plant)
+    teacher = load_teacher(str(closed), plant_from_config(small_config().plant))
     config = small_config("di-tanh-open", epochs=4)
     train(config, tmp_path / "open.h5", initial=initial, teacher=teacher)
     run, source = load_run(tmp_path / "open.h5"), load_run(closed)
@@ -207,9 +251,9 @@ def test_open_loop_student_starts_from_init_and_stores_teacher(tmp_path):
     assert run.teacher.source == f"{closed}@6"
 
 
-def test_teacher_driven_plant_with_lqr_teacher(tmp_path):
+def test_teacher_driven_plant_with_lqr_teacher(tmp_path: Path) -> None:
     config = small_config("di-tanh-open-plant", epochs=3)
-    teacher = load_teacher("lqr", Trainer(small_config()).plant)
+    teacher = load_teacher("lqr", plant_from_config(small_config().plant))
     result = train(config, tmp_path / "open.h5", teacher=teacher)
     assert result.status == "complete"
     run = load_run(tmp_path / "open.h5")
@@ -217,7 +261,7 @@ def test_teacher_driven_plant_with_lqr_teacher(tmp_path):
                                atol=1e-6)
 
 
-def test_existing_output_is_not_overwritten(tmp_path, tiny_config):
+def test_existing_output_is_not_overwritten(tmp_path: Path, tiny_config: RunConfig) -> None:
     out = tmp_path / "run.h5"
     train(tiny_config, out)
     before = out.read_bytes()

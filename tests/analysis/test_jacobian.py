@@ -2,9 +2,10 @@
 reduction (SPEC 3.1), against finite differences of a one-step map written here in NumPy and
 against hand-written simulations."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 from closedloop.analysis.coupling import coupled_jacobian, coupled_matrix, one_step_map
 from closedloop.analysis.theory import reduced_matrix
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def numpy_params(params):
-    return {k: v.detach().numpy().astype(np.float64) for k, v in params.items()}
+    return {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
 
 
 def hand_step(plant, weights, alpha, x, h, reference=None):
@@ -45,11 +46,9 @@ def finite_difference_jacobian(fun, state, step=1e-6):
 def tanh_agent(seed, n_inputs=1, n_outputs=1, size=12, dt=1.0, tau=1.0, gain=2.0):
     agent = RNNAgent(n_inputs=n_inputs, n_outputs=n_outputs, size=size, activation="tanh",
                      dt=dt, tau=tau)
-    params = agent.init_params(torch.Generator().manual_seed(seed), torch.float64)
-    with torch.no_grad():  # larger weights: the operating points reach tanh's curved part
-        for value in params.values():
-            value.mul_(gain)
-    return agent, params
+    params = agent.init_params(jax.random.key(seed), jnp.float64)
+    # larger weights: the operating points reach tanh's curved part
+    return agent, {k: v * gain for k, v in params.items()}
 
 
 def operating_points(rng, batch, n_x, size):
@@ -66,16 +65,16 @@ def test_tanh_jacobian_matches_finite_differences(dt, seed):
     weights = numpy_params(params)
     rng = np.random.default_rng(seed)
     x, h = operating_points(rng, 5, 2, agent.size)
-    jac = coupled_jacobian(plant, agent, params, torch.as_tensor(x), torch.as_tensor(h))
+    jac = coupled_jacobian(plant, agent, params, jnp.asarray(x), jnp.asarray(h))
     assert jac.shape == (5, 2 + agent.size, 2 + agent.size)
     for b in range(5):
         expected = finite_difference_jacobian(
             lambda s: hand_step(plant, weights, agent.alpha, s[:2], s[2:]),
             np.concatenate([x[b], h[b]]))
-        np.testing.assert_allclose(jac[b].numpy(), expected, rtol=0, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(jac[b]), expected, rtol=0, atol=1e-7)
     # the operating points are genuinely nonlinear: the local P differs from the one at 0
     P0 = coupled_matrix(plant, agent.linearisation(weights))
-    assert np.abs(jac.numpy() - P0).max() > 1e-2
+    assert np.abs(np.asarray(jac) - P0).max() > 1e-2
 
 
 @pytest.mark.parametrize("dt", [1.0, 0.5])
@@ -83,10 +82,10 @@ def test_tanh_jacobian_at_the_origin_is_the_coupled_matrix(dt):
     plant = double_integrator()
     agent, params = tanh_agent(7, dt=dt)
     weights = numpy_params(params)
-    jac = coupled_jacobian(plant, agent, params, torch.zeros(3, 2, dtype=torch.float64),
-                           torch.zeros(3, agent.size, dtype=torch.float64))
+    jac = coupled_jacobian(plant, agent, params, jnp.zeros((3, 2), dtype=jnp.float64),
+                           jnp.zeros((3, agent.size), dtype=jnp.float64))
     P = coupled_matrix(plant, agent.linearisation(weights))
-    np.testing.assert_allclose(jac.numpy(), np.broadcast_to(P, jac.shape), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(jac), np.broadcast_to(P, jac.shape), rtol=0, atol=1e-12)
     # and the coupled matrix is the finite-difference Jacobian of the hand-written map at 0
     expected = finite_difference_jacobian(
         lambda s: hand_step(plant, weights, agent.alpha, s[:2], s[2:]), np.zeros(2 + agent.size))
@@ -98,12 +97,10 @@ def test_one_step_map_matches_the_hand_written_map():
     agent, params = tanh_agent(3, dt=0.5)
     weights = numpy_params(params)
     x, h = operating_points(np.random.default_rng(0), 4, 2, agent.size)
-    with torch.no_grad():
-        x_next, h_next = one_step_map(plant, agent, params, torch.as_tensor(x),
-                                      torch.as_tensor(h))
+    x_next, h_next = one_step_map(plant, agent, params, jnp.asarray(x), jnp.asarray(h))
     for b in range(4):
         expected = hand_step(plant, weights, agent.alpha, x[b], h[b])
-        np.testing.assert_allclose(np.concatenate([x_next[b].numpy(), h_next[b].numpy()]),
+        np.testing.assert_allclose(np.concatenate([np.asarray(x_next[b]), np.asarray(h_next[b])]),
                                    expected, rtol=1e-13, atol=1e-14)
 
 
@@ -111,14 +108,14 @@ def test_static_gain_jacobian_is_a_plus_bk():
     plant = double_integrator()
     K = np.array([[-0.45, -1.1]])
     gain = StaticGain(2, 1)
-    params = gain.to_tensors({"K": K}, torch.float64)
-    x = torch.as_tensor(np.random.default_rng(2).normal(size=(4, 2)))
-    jac = coupled_jacobian(plant, gain, params, x, torch.zeros(4, 0, dtype=torch.float64))
+    params = gain.to_params({"K": K}, jnp.float64)
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 2)))
+    jac = coupled_jacobian(plant, gain, params, x, jnp.zeros((4, 0), dtype=jnp.float64))
     expected = plant.A + plant.B @ K
-    np.testing.assert_allclose(jac.numpy(), np.broadcast_to(expected, (4, 2, 2)), rtol=0,
+    np.testing.assert_allclose(np.asarray(jac), np.broadcast_to(expected, (4, 2, 2)), rtol=0,
                                atol=1e-14)
-    single = coupled_jacobian(plant, gain, params, x[0], torch.zeros(0, dtype=torch.float64))
-    np.testing.assert_allclose(single.numpy(), expected, rtol=0, atol=1e-14)
+    single = coupled_jacobian(plant, gain, params, x[0], jnp.zeros(0, dtype=jnp.float64))
+    np.testing.assert_allclose(np.asarray(single), expected, rtol=0, atol=1e-14)
     np.testing.assert_allclose(coupled_matrix(plant, gain.linearisation({"K": K})), expected,
                                rtol=0, atol=1e-15)
 
@@ -136,29 +133,29 @@ def test_tracking_jacobian_with_reference_matches_finite_differences():
     rng = np.random.default_rng(9)
     x, h = operating_points(rng, 3, 4, agent.size)
     reference = rng.normal(scale=2.0, size=(3, 2))
-    jac = coupled_jacobian(plant, agent, params, torch.as_tensor(x), torch.as_tensor(h),
-                           torch.as_tensor(reference))
+    jac = coupled_jacobian(plant, agent, params, jnp.asarray(x), jnp.asarray(h),
+                           jnp.asarray(reference))
     assert jac.shape == (3, 4 + agent.size, 4 + agent.size)
     for b in range(3):
         expected = finite_difference_jacobian(
             lambda s, b=b: hand_step(plant, weights, agent.alpha, s[:4], s[4:], reference[b]),
             np.concatenate([x[b], h[b]]))
-        np.testing.assert_allclose(jac[b].numpy(), expected, rtol=0, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(jac[b]), expected, rtol=0, atol=1e-7)
     # the reference matters (it moves tanh's operating point) ...
-    without = coupled_jacobian(plant, agent, params, torch.as_tensor(x), torch.as_tensor(h),
-                               torch.zeros(3, 2, dtype=torch.float64))
-    assert np.abs(jac.numpy() - without.numpy()).max() > 1e-3
+    without = coupled_jacobian(plant, agent, params, jnp.asarray(x), jnp.asarray(h),
+                               jnp.zeros((3, 2), dtype=jnp.float64))
+    assert np.abs(np.asarray(jac) - np.asarray(without)).max() > 1e-3
     # ... unbatched inputs give the same Jacobian
-    single = coupled_jacobian(plant, agent, params, torch.as_tensor(x[1]), torch.as_tensor(h[1]),
-                              torch.as_tensor(reference[1]))
-    np.testing.assert_allclose(single.numpy(), jac[1].numpy(), rtol=0, atol=1e-14)
+    single = coupled_jacobian(plant, agent, params, jnp.asarray(x[1]), jnp.asarray(h[1]),
+                              jnp.asarray(reference[1]))
+    np.testing.assert_allclose(np.asarray(single), np.asarray(jac[1]), rtol=0, atol=1e-14)
     # at the origin with a zero reference it is the coupled matrix, which uses only the
     # observation columns of W_in
-    origin = coupled_jacobian(plant, agent, params, torch.zeros(4, dtype=torch.float64),
-                              torch.zeros(agent.size, dtype=torch.float64),
-                              torch.zeros(2, dtype=torch.float64))
+    origin = coupled_jacobian(plant, agent, params, jnp.zeros(4, dtype=jnp.float64),
+                              jnp.zeros(agent.size, dtype=jnp.float64),
+                              jnp.zeros(2, dtype=jnp.float64))
     P = coupled_matrix(plant, agent.linearisation(weights))
-    np.testing.assert_allclose(origin.numpy(), P, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(origin), P, rtol=0, atol=1e-12)
 
 
 def test_unbatched_jacobian_matches_finite_differences():
@@ -166,12 +163,12 @@ def test_unbatched_jacobian_matches_finite_differences():
     agent, params = tanh_agent(11, dt=1.0)
     weights = numpy_params(params)
     x, h = operating_points(np.random.default_rng(1), 1, 2, agent.size)
-    jac = coupled_jacobian(plant, agent, params, torch.as_tensor(x[0]), torch.as_tensor(h[0]))
+    jac = coupled_jacobian(plant, agent, params, jnp.asarray(x[0]), jnp.asarray(h[0]))
     assert jac.shape == (2 + agent.size, 2 + agent.size)
     expected = finite_difference_jacobian(
         lambda s: hand_step(plant, weights, agent.alpha, s[:2], s[2:]),
         np.concatenate([x[0], h[0]]))
-    np.testing.assert_allclose(jac.numpy(), expected, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(jac), expected, rtol=0, atol=1e-7)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,8 +197,8 @@ def p_eff(s_zm, s_zu, s_vm, s_vu):
 def test_overlap_model_coupled_matrix_is_p_eff(seed):
     network = low_rank_network(seed, scale=2.0)
     model = OverlapModel(n_inputs=1, n_outputs=1, size=2, activation="linear")
-    params = model.to_tensors(network, torch.float64)
-    overlaps = {k: float(v.detach()) for k, v in params.items()}
+    params = model.to_params(network, jnp.float64)
+    overlaps = {k: float(v) for k, v in params.items()}
     m, z, u, v = (network[k].ravel() for k in ("m", "z", "u", "v"))
     by_hand = (z @ m, z @ u, v @ m, v @ u)
     np.testing.assert_allclose([overlaps[k] for k in ("s_zm", "s_zu", "s_vm", "s_vu")],
@@ -236,24 +233,23 @@ def hand_low_rank_rollout(network, x0, steps):
 def test_overlap_model_rollout_equals_the_full_network(seed, scale):
     network = low_rank_network(seed, scale)
     plant = double_integrator()
-    x0 = torch.as_tensor(np.random.default_rng(seed).uniform(-2, 2, size=(8, 2)))
+    x0 = jnp.asarray(np.random.default_rng(seed).uniform(-2, 2, size=(8, 2)))
     full = LowRankRNN(n_inputs=1, n_outputs=1, size=N, activation="linear")
     model = OverlapModel(n_inputs=1, n_outputs=1, size=2, activation="linear")
-    with torch.no_grad():
-        big = rollout(plant, full, full.to_tensors(network, torch.float64), steps=50, x0=x0,
-                      record_hidden=True)
-        small = rollout(plant, model, model.to_tensors(network, torch.float64), steps=50,
-                        x0=x0, record_hidden=True)
-    states, controls = big.states.numpy(), big.controls.numpy()
+    big = rollout(plant, full, full.to_params(network, jnp.float64), steps=50, x0=x0,
+                  record_hidden=True)
+    small = rollout(plant, model, model.to_params(network, jnp.float64), steps=50, x0=x0,
+                    record_hidden=True)
+    states, controls = np.asarray(big.states), np.asarray(big.controls)
     scale_of = np.abs(states).max()
     assert scale_of > 1.0 and np.abs(controls).max() > 1e-2
-    np.testing.assert_allclose(small.states.numpy(), states, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(small.controls.numpy(), controls, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(small.states), states, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(small.controls), controls, rtol=1e-10, atol=1e-10)
     # the full rollout is the hand-written one, and h = k_m m + k_u u with (k_m, k_u) the
     # reduced model's hidden state
-    hand_states, hand_controls = hand_low_rank_rollout(network, x0.numpy(), 50)
+    hand_states, hand_controls = hand_low_rank_rollout(network, np.asarray(x0), 50)
     np.testing.assert_allclose(states, hand_states, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(controls, hand_controls, rtol=1e-10, atol=1e-10)
     basis = np.hstack([network["m"], network["u"]])  # (N, 2)
-    np.testing.assert_allclose(small.hidden.numpy() @ basis.T, big.hidden.numpy(),
+    np.testing.assert_allclose(np.asarray(small.hidden) @ basis.T, np.asarray(big.hidden),
                                rtol=1e-10, atol=1e-10)

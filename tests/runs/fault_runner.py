@@ -1,13 +1,14 @@
 """Run ``closedloop ARGS`` and SIGKILL the process at one chosen point (fault injection).
 
-Usage: ``python tests/fault_runner.py KIND INDEX -- ARGS...``. KIND is where the process dies,
-INDEX which occurrence (1-based):
+Usage: ``python tests/runs/fault_runner.py KIND INDEX -- ARGS...``. KIND is where the process
+dies, INDEX which occurrence (1-based):
 
-* ``step``: inside the INDEX-th training step, after the gradient and a partial parameter
-  update (the in-memory state is half updated);
+* ``step``: while the INDEX-th compiled chunk of epochs is running: the chunk has been
+  dispatched (``Trainer.run_chunk``) and the process dies before its results are recorded
+  (parameters are never updated in place: a chunk returns new ones);
 * ``segment``: while writing the INDEX-th block of epoch records (parameter snapshots
   included): half of the temporary file is on disk, not yet renamed;
-* ``checkpoint``: the same while writing the INDEX-th checkpoint;
+* ``checkpoint``: the same while writing the INDEX-th checkpoint (``checkpoint.npz``);
 * ``consolidation``: the same while writing the final HDF5 file;
 * ``after-consolidation``: right after the final file is renamed into place, before the
   partial folder is removed.
@@ -22,12 +23,12 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-
-import torch
+from typing import Any
 
 import closedloop.runs.store as store
-import closedloop.training as training
+import closedloop.training.trainer as trainer_module
 from closedloop.cli import main
 
 KINDS = ("step", "segment", "checkpoint", "consolidation", "after-consolidation")
@@ -46,29 +47,27 @@ def install(kind: str, index: int) -> None:
         return seen[0] == index
 
     if kind == "step":
-        original_step = training.Trainer.train_step
+        original_chunk = trainer_module.Trainer.run_chunk
 
-        def step(self, batch):  # type: ignore[no-untyped-def]
+        def run_chunk(self: trainer_module.Trainer, first: int) -> Any:
+            dispatched = original_chunk(self, first)   # running (JAX dispatches async)
             if hit():
-                def half_update() -> None:
-                    with torch.no_grad():
-                        self.trainable[0].add_(1.0)
-                    die()
-                self.optimizer.step = half_update
-            return original_step(self, batch)
+                die()
+            return dispatched
 
-        training.Trainer.train_step = step
+        trainer_module.Trainer.run_chunk = run_chunk  # type: ignore[method-assign]
         return
 
     original_write = store.atomic_write
 
     def matches(target: Path) -> bool:
         name = target.name
-        return {"segment": name.startswith("segment-"), "checkpoint": name == "checkpoint.pt",
+        return {"segment": name.startswith("segment-"),
+                "checkpoint": name == store.CHECKPOINT,
                 "consolidation": name.endswith(".h5"),
                 "after-consolidation": name.endswith(".h5")}[kind]
 
-    def atomic_write(target, write):  # type: ignore[no-untyped-def]
+    def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
         target = Path(target)
         if matches(target) and hit():
             if kind == "after-consolidation":
@@ -80,7 +79,7 @@ def install(kind: str, index: int) -> None:
             write(Path(temporary))
             os.truncate(temporary, os.path.getsize(temporary) // 2)
             die()
-        return original_write(target, write)
+        original_write(target, write)
 
     store.atomic_write = atomic_write
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 from closedloop.config import load_preset, parse_override, preset_names
 from closedloop.core.agents import build_agent
@@ -33,8 +34,8 @@ def test_paper_presets_follow_spec_table(name):
             t.clip_norm, t.mode) == (optimizer, lr, batch, steps, epochs, clip, mode)
     agent = build_agent(config.agent, 1 if name.startswith("di") else 4,
                         1 if name.startswith("di") else 2)
-    params = agent.init_params(torch.Generator().manual_seed(0))
-    assert {k for k, v in params.items() if v.requires_grad} == trained
+    params = agent.init_params(jax.random.key(0))
+    assert {k for k in params if agent.is_trainable(k)} == trained
     assert config.agent.size == 100
     assert t.initial_epoch_no_update == name.startswith("di-tanh")
 
@@ -42,26 +43,28 @@ def test_paper_presets_follow_spec_table(name):
 def test_paper_initialisation_scales():
     """SPEC 1.2: std 1/N (not 1/sqrt(N)) for the tanh network's input and output weights."""
     n = 100
-    gen = torch.Generator().manual_seed(0)
-    tanh = build_agent(load_preset("di-tanh-closed").agent, 1, 1).init_params(gen)
-    assert tanh["W_in"].std().item() == pytest.approx(1 / n, rel=0.2)
-    assert tanh["W_out"].std().item() == pytest.approx(1 / n, rel=0.2)
-    assert tanh["W"].std().item() == pytest.approx(0.1 / math.sqrt(n), rel=0.05)
-    tracking = build_agent(load_preset("tracking-closed").agent, 4, 2).init_params(gen)
+    keys = jax.random.split(jax.random.key(0), 3)
+    tanh = {k: np.asarray(v) for k, v in build_agent(
+        load_preset("di-tanh-closed").agent, 1, 1).init_params(keys[0]).items()}
+    assert tanh["W_in"].std(ddof=1) == pytest.approx(1 / n, rel=0.2)
+    assert tanh["W_out"].std(ddof=1) == pytest.approx(1 / n, rel=0.2)
+    assert tanh["W"].std(ddof=1) == pytest.approx(0.1 / math.sqrt(n), rel=0.05)
+    tracking = {k: np.asarray(v) for k, v in build_agent(
+        load_preset("tracking-closed").agent, 4, 2).init_params(keys[1]).items()}
     bound = 1 / math.sqrt(n)
-    assert tracking["W_in"].abs().max().item() <= bound
-    assert tracking["W_in"].std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
-    assert tracking["W"].std().item() == pytest.approx(0.2 / math.sqrt(n), rel=0.05)
-    lowrank = build_agent(load_preset("di-lowrank-closed").agent, 1, 1).init_params(gen)
-    assert lowrank["m"].abs().max().item() <= bound
+    assert np.abs(tracking["W_in"]).max() <= bound
+    assert tracking["W_in"].std(ddof=1) == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    assert tracking["W"].std(ddof=1) == pytest.approx(0.2 / math.sqrt(n), rel=0.05)
+    lowrank = {k: np.asarray(v) for k, v in build_agent(
+        load_preset("di-lowrank-closed").agent, 1, 1).init_params(keys[2]).items()}
+    assert np.abs(lowrank["m"]).max() <= bound
     assert lowrank["u"].shape == (n, 1)
 
 
 def test_prescribed_overlap():
     config = load_preset("di-lowrank-closed", ["agent.prescribed_overlap=-0.05"])
-    params = build_agent(config.agent, 1, 1).init_params(torch.Generator().manual_seed(1),
-                                                         torch.float64)
-    m, z = params["m"][:, 0].detach().numpy(), params["z"][0].detach().numpy()
+    params = build_agent(config.agent, 1, 1).init_params(jax.random.key(1), jnp.float64)
+    m, z = np.asarray(params["m"][:, 0]), np.asarray(params["z"][0])
     assert float(z @ m) == pytest.approx(-0.05, rel=1e-12)
     parallel = (z @ m) / (m @ m) * m
     assert np.linalg.norm(z - parallel) == pytest.approx(0.1 * np.linalg.norm(parallel))
