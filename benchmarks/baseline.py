@@ -34,6 +34,7 @@ epoch after the first update), ``analysis_s``, the final test loss and gains.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import contextlib
 import json
@@ -78,7 +79,7 @@ def _sorted_by_modulus(values: np.ndarray) -> np.ndarray:
     return np.take_along_axis(values, order, axis=-1)
 
 
-class Baseline:
+class Baseline(abc.ABC):
     """What both problems share: parameters, optimiser, the training loop, the analysis.
 
     Parameters
@@ -114,24 +115,26 @@ class Baseline:
 
     # -- to be provided by a problem ------------------------------------------------------
 
+    @abc.abstractmethod
     def initial_weights(self) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The paper's initial W_in, W, W_out, drawn from ``self.generator``."""
 
+    @abc.abstractmethod
     def make_optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
-        raise NotImplementedError
+        """The paper's optimiser for the trained ``params``."""
 
+    @abc.abstractmethod
     def draw(self) -> Batch:
         """One training batch."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def loss(self, batch: Batch) -> torch.Tensor:
         """The training loss on ``batch`` (autograd through the rollout)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def test_losses(self, stacked: dict[str, torch.Tensor]) -> tuple[np.ndarray, Any]:
         """Test loss of every snapshot (stacked on a leading axis) and the data for the
         gains."""
-        raise NotImplementedError
 
     def gains(self, data: Any) -> np.ndarray | None:
         return None

@@ -3,15 +3,34 @@ shapes where it can: each new shape is a compilation)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
 from closedloop.config import RunConfig, load_preset
+from closedloop.runs import Run
 
 SMALL = ["agent.size=8", "task.batch_size=16", "task.steps=20", "recording.segment_epochs=4"]
 TINY_FLOAT64 = ["agent.size=6", "task.batch_size=3", "task.steps=8", "training.dtype=float64"]
 """Smaller still, in float64: for losses and gradients checked against NumPy loops and finite
 differences (shared by tests/core, so each preset compiles once)."""
+
+
+TOLERANCE = 1e-5
+"""Relative agreement of a run trained with others and the same run trained alone, on every
+epoch's train and test loss (float32 runs)."""
+
+
+def max_relative_difference(a: Run, b: Run) -> float:
+    """The largest relative difference of two runs' per-epoch train and test losses (the
+    epochs where either is not finite must agree)."""
+    worst = 0.0
+    for name in ("train_loss", "test_loss"):
+        x, y = a.metrics[name], b.metrics[name]
+        finite = np.isfinite(y)
+        assert np.array_equal(finite, np.isfinite(x)), name
+        worst = max(worst, float(np.max(np.abs(x[finite] - y[finite]) / np.abs(y[finite]))))
+    return worst
 
 
 def small_config(preset: str = "di-tanh-closed", epochs: int = 10, seed: int = 0,

@@ -16,10 +16,9 @@ Example
 >>> closedloop.load_run("runs/example.h5").metrics["test_loss"]    # doctest: +SKIP
 """
 
-__version__ = "0.2.0"
-
 from typing import TYPE_CHECKING, Any
 
+from closedloop._version import __version__
 from closedloop.config import RunConfig, load_preset, preset_names
 from closedloop.runs import Run, load_run
 

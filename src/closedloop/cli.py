@@ -589,8 +589,8 @@ def _print_summary(run: Run, summary: dict[str, Any]) -> None:
                        f"{_fmt(run.metrics['train_loss'][-1])}"),
         ("test loss", f"{_fmt(test[0])} (epoch 0) -> {_fmt(test[-1])}; peak "
                       f"{_fmt(test[peak]) if peak is not None else '-'} at epoch {peak}"),
-        ("spectral radius", f"{_fmt(run.metrics['spectral_radius'][0])} -> "
-                            f"{_fmt(run.metrics['spectral_radius'][-1])}"),
+        ("spectral radius", f"{_fmt(run.metrics['spectral_radius'][0], '.4f')} -> "
+                            f"{_fmt(run.metrics['spectral_radius'][-1], '.4f')}"),
         ("stabilisation", f"epoch {summary['stabilization_epoch']}"
          if summary["stabilization_epoch"] is not None else "never (rho(P) >= 1 at the end)"),
         ("stages", f"stage 1 ends at epoch {summary['stages']['stage1_end']}, stage 2 at "
@@ -613,8 +613,8 @@ def _print_summary(run: Run, summary: dict[str, Any]) -> None:
     console.print(table)
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.4g}" if math.isfinite(value) else "n/a"
+def _fmt(value: float, spec: str = ".4g") -> str:
+    return format(value, spec) if math.isfinite(value) else "n/a"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Gain space and LQR (SPEC 5) against independent truths: NumPy eigenvalues and roots,
+"""Gain space and LQR (science 5) against independent truths: NumPy eigenvalues and roots,
 python-control's ``dlqr``, a directly solved finite-horizon quadratic program, the discrete
 Lyapunov equation and hand-written simulations."""
 
@@ -239,7 +239,7 @@ def test_finite_horizon_lqr_equals_the_quadratic_program(case, with_terminal):
 
 
 def paper_loss_numpy(states, controls, beta):
-    """SPEC 1.4 by hand: sum_t [mean_{batch, dims} x_t^2 + beta sum_batch u_t^2], t < T."""
+    """science 1.4 by hand: sum_t [mean_{batch, dims} x_t^2 + beta sum_batch u_t^2], t < T."""
     visited = states[:, :-1]
     return float(np.sum(np.mean(visited ** 2, axis=(0, 2))) + beta * np.sum(controls ** 2))
 
@@ -363,7 +363,7 @@ def test_loss_landscape_matches_a_direct_loop():
 
 
 def numpy_static_rollout(K, x0, steps):
-    """The paper's rollout under u_t = K x_t for t >= 1 and u_0 = 0 (SPEC 1.3), by hand."""
+    """The paper's rollout under u_t = K x_t for t >= 1 and u_0 = 0 (science 1.3), by hand."""
     states = [x0]
     controls = []
     for t in range(steps):

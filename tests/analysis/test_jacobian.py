@@ -1,5 +1,5 @@
-"""The coupled Jacobian of the one-step closed-loop map (SPEC 3) and the exactness of the rank-1
-reduction (SPEC 3.1), against finite differences of a one-step map written here in NumPy and
+"""The coupled Jacobian of the one-step closed-loop map (science 3) and the exactness of the rank-1
+reduction (science 3.1), against finite differences of a one-step map written here in NumPy and
 against hand-written simulations."""
 
 import jax
@@ -21,7 +21,7 @@ def numpy_params(params):
 
 
 def hand_step(plant, weights, alpha, x, h, reference=None):
-    """SPEC 1.2-1.3 in maths layout: u = W_out h, x' = A x + B u, y' = C x' (followed by the
+    """science 1.2-1.3 in maths layout: u = W_out h, x' = A x + B u, y' = C x' (followed by the
     reference), h' = (1 - a) h + a tanh(W h + W_in y'). The agent stores row layout, so the
     maths matrices are the transposes of the stored ones."""
     W_in, W, W_out = weights["W_in"].T, weights["W"].T, weights["W_out"].T
@@ -210,7 +210,7 @@ def test_overlap_model_coupled_matrix_is_p_eff(seed):
 
 
 def hand_low_rank_rollout(network, x0, steps):
-    """SPEC 1.3 for the linear rank-1 network (dt = tau): u_0 = 0, h_0 = 0; for t >= 1
+    """science 1.3 for the linear rank-1 network (dt = tau): u_0 = 0, h_0 = 0; for t >= 1
     h_t = u v^T h_{t-1} + m y_t and u_t = z^T h_t; x_{t+1} = A x_t + B u_t."""
     A = np.array([[1.0, 1.0], [0.0, 1.0]])
     m, z, u, v = (network[k].ravel() for k in ("m", "z", "u", "v"))

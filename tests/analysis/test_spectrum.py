@@ -1,4 +1,4 @@
-"""Reading learning from the coupled spectrum (SPEC 3, 4) on constructed spectra.
+"""Reading learning from the coupled spectrum (science 3, 4) on constructed spectra.
 
 The spectra are built here with known trajectories, so the expected tracking, events and
 stage boundaries are known by construction (and worked out by hand in the comments).

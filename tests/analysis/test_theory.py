@@ -1,4 +1,4 @@
-"""The rank-1 theory (SPEC 3.1, 4) against independent truths.
+"""The rank-1 theory (science 3.1, 4) against independent truths.
 
 Every expected value here comes from outside ``closedloop.theory``: NumPy eigenvalues of
 matrices written out by hand, the cubic's closed-form factorisation, finite differences, or a
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def p_eff(s_zm, s_zu, s_vm, s_vu):
-    """P_eff of SPEC 3.1, written out by hand."""
+    """P_eff of science 3.1, written out by hand."""
     return np.array([[1.0, 1.0, 0.0, 0.0],
                      [0.0, 1.0, s_zm, s_zu],
                      [1.0, 1.0, 0.0, 0.0],
@@ -33,7 +33,7 @@ def p_eff(s_zm, s_zu, s_vm, s_vu):
 
 
 def full_coupled_matrix(m, z, u, v):
-    """The (N + 2)-dimensional P of SPEC 3 for the linear rank-1 network on the double
+    """The (N + 2)-dimensional P of science 3 for the linear rank-1 network on the double
     integrator, by hand: A = [[1, 1], [0, 1]], B = e_2, C = e_1^T, W_in = m, W_out = z^T,
     W = u v^T, dt = tau (so C B = 0 and the bottom-right block is W)."""
     A = np.array([[1.0, 1.0], [0.0, 1.0]])

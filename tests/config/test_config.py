@@ -1,4 +1,4 @@
-"""Presets against SPEC 1.5's table, overrides, and config errors."""
+"""Presets against science 1.5's table, overrides, and config errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from closedloop.config import load_preset, parse_override, preset_names
 from closedloop.core.agents import build_agent
 from closedloop.errors import ConfigError
 
-# SPEC 1.5: trained, optimiser, lr, batch, T, epochs, clip; SPEC 1.4/2: loss and mode
+# science 1.5: trained, optimiser, lr, batch, T, epochs, clip; science 1.4/2: loss and mode
 SPEC_TABLE = {
     "di-tanh-closed": ({"W_in", "W", "W_out"}, "sgd", 1e-2, 100, 50, 1000, 1.0, "closed"),
     "di-tanh-open": ({"W_in", "W", "W_out"}, "sgd", 1e-2, 100, 50, 1000, 1.0,
@@ -41,7 +41,7 @@ def test_paper_presets_follow_spec_table(name):
 
 
 def test_paper_initialisation_scales():
-    """SPEC 1.2: std 1/N (not 1/sqrt(N)) for the tanh network's input and output weights."""
+    """science 1.2: std 1/N (not 1/sqrt(N)) for the tanh network's input and output weights."""
     n = 100
     keys = jax.random.split(jax.random.key(0), 3)
     tanh = {k: np.asarray(v) for k, v in build_agent(

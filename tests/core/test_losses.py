@@ -1,5 +1,5 @@
 """The training losses of the paper presets against hand-written NumPy rollouts and costs
-(SPEC 1.3, 1.4, 2, 6), through the trainer (the loss training differentiates)."""
+(science 1.3, 1.4, 2, 6), through the trainer (the loss training differentiates)."""
 
 import numpy as np
 import pytest
@@ -53,7 +53,7 @@ def rnn_maths(params):
 
 def closed_loop_by_hand(A, B, C, x0, w_in, w, w_out, alpha, phi, steps, reference=None,
                         clamp=None):
-    """SPEC 1.2-1.3 for one episode, column vectors: states x_0..x_T, controls u_0..u_{T-1}."""
+    """science 1.2-1.3 for one episode, column vectors: states x_0..x_T, controls u_0..u_{T-1}."""
     x = np.array(x0, dtype=np.float64)
     h = np.zeros(w.shape[0])
     xs, us = [x], []

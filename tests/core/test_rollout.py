@@ -1,4 +1,4 @@
-"""The rollout against a plain NumPy loop of SPEC 1.3 and 2 written here: values and gradients
+"""The rollout against a plain NumPy loop of science 1.3 and 2 written here: values and gradients
 of every variant, in float64.
 
 The loop below is the science's time indexing, in the maths' column-vector layout (each
@@ -44,7 +44,7 @@ FD_RTOL = 1e-4
 FD_ENTRIES = 3     # finite-difference entries per parameter
 
 # ---------------------------------------------------------------------------------------------
-# the independent truth: SPEC 1.3 / 2 as a NumPy loop
+# the independent truth: science 1.3 / 2 as a NumPy loop
 
 PHI: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "tanh": np.tanh, "relu": lambda a: np.maximum(a, 0.0), "linear": lambda a: a}
@@ -97,7 +97,7 @@ def maths_policy(agent: Agent, params: dict[str, np.ndarray]) -> Network | Gain:
         return Gain(p["K"])
     assert set(p) == set(agent.parameter_shapes())
     if isinstance(agent, OverlapModel):
-        # SPEC 3.1: h = k_m m + k_u u; the coordinates (k_m, k_u) read k_m' = y and
+        # science 3.1: h = k_m m + k_u u; the coordinates (k_m, k_u) read k_m' = y and
         # k_u' = s_vm k_m + s_vu k_u, and u = s_zm k_m + s_zu k_u
         W_in = np.array([[1.0], [0.0]])
         W = np.array([[0.0, 0.0], [p["s_vm"], p["s_vu"]]])

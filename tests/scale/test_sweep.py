@@ -42,23 +42,12 @@ from closedloop.scale.sweep import (
 from closedloop.scale.sweep_summary import summarize_sweep, support_fractions, write_summary
 from closedloop.training import train
 from closedloop.training.sources import load_teacher
-from tests.conftest import SMALL
+from tests.conftest import SMALL, TOLERANCE, max_relative_difference
 
 DASK = Path(sys.executable).with_name("dask")
-TOLERANCE = 1e-5   # relative, on every epoch's train and test loss (float32 runs)
 SET_SMALL = [arg for setting in SMALL for arg in ("--set", setting)]
 
 
-def _max_relative_difference(a, b) -> float:
-    """The largest relative difference of two runs' per-epoch train and test losses (the
-    epochs where either is not finite must agree)."""
-    worst = 0.0
-    for name in ("train_loss", "test_loss"):
-        x, y = a.metrics[name], b.metrics[name]
-        finite = np.isfinite(y)
-        assert np.array_equal(finite, np.isfinite(x)), name
-        worst = max(worst, float(np.max(np.abs(x[finite] - y[finite]) / np.abs(y[finite]))))
-    return worst
 
 
 def _check_sweep_folder(spec: SweepSpec, folder: Path, reference: Path) -> None:
@@ -90,7 +79,7 @@ def _check_sweep_folder(spec: SweepSpec, folder: Path, reference: Path) -> None:
                 np.testing.assert_array_equal(run.teacher.parameters[name], value)
         alone = reference / point.file_name
         train(config, alone, initial=initial, teacher=teacher)
-        assert _max_relative_difference(run, load_run(alone)) < TOLERANCE, point.name
+        assert max_relative_difference(run, load_run(alone)) < TOLERANCE, point.name
 
 
 # -- definition -----------------------------------------------------------------------------

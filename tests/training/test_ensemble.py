@@ -19,20 +19,11 @@ from closedloop.errors import ConfigError
 from closedloop.runs.store import Run, load_run
 from closedloop.scale.jobs import InlineExecutor, Job, JobInputs, execute
 from closedloop.training import Trainer, train, train_ensemble
-from tests.conftest import SMALL
+from tests.conftest import SMALL, TOLERANCE, max_relative_difference
 
-TOLERANCE = 1e-5   # relative, on every epoch's train and test loss (float32 runs)
 TRACKING = ["task.steps=30"]
 
 
-def _max_relative_difference(a: Run, b: Run) -> float:
-    worst = 0.0
-    for name in ("train_loss", "test_loss"):
-        x, y = a.metrics[name], b.metrics[name]
-        finite = np.isfinite(y)
-        assert np.array_equal(finite, np.isfinite(x)), name
-        worst = max(worst, float(np.max(np.abs(x[finite] - y[finite]) / np.abs(y[finite]))))
-    return worst
 
 
 def _assert_same_parameters(a: Run, b: Run) -> None:
@@ -63,7 +54,7 @@ def test_members_equal_single_runs(tmp_path: Path, preset: str, extra: list[str]
         train(config, tmp_path / f"s{s}.h5")
         member, alone = load_run(tmp_path / f"e{s}.h5"), load_run(tmp_path / f"s{s}.h5")
         assert member.config == alone.config
-        assert _max_relative_difference(member, alone) < TOLERANCE
+        assert max_relative_difference(member, alone) < TOLERANCE
         _assert_same_parameters(member, alone)
 
 
@@ -163,6 +154,6 @@ def test_jobs_of_one_shape_are_trained_together(tmp_path: Path) -> None:
     for seed in (0, 1):
         alone = tmp_path / f"alone{seed}.h5"
         train(load_preset("di-tanh-closed", SMALL, seed=seed, epochs=15), alone)
-        assert _max_relative_difference(result.runs[f"closed-s{seed}"], load_run(alone)) \
+        assert max_relative_difference(result.runs[f"closed-s{seed}"], load_run(alone)) \
             < TOLERANCE
         _assert_same_parameters(result.runs[f"closed-s{seed}"], load_run(alone))

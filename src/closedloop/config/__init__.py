@@ -10,6 +10,7 @@ Example
 from closedloop.config.overrides import (
     apply_overrides,
     build_config,
+    config_difference,
     config_from_json,
     load_preset,
     parse_override,
@@ -32,5 +33,5 @@ from closedloop.config.schema import (
 
 __all__ = ["PARAMETER_NAMES", "AgentConfig", "EvaluationConfig", "InitSpec", "LossConfig",
            "PlantConfig", "RecordingConfig", "RunConfig", "TaskConfig", "TrainingConfig",
-           "apply_overrides", "build_config", "config_from_json", "load_preset",
-           "parse_override", "plant_matrices", "preset_dict", "preset_names"]
+           "apply_overrides", "build_config", "config_difference", "config_from_json",
+           "load_preset", "parse_override", "plant_matrices", "preset_dict", "preset_names"]

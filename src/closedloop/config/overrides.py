@@ -178,3 +178,24 @@ def _model_at(path: list[str]) -> type[BaseModel] | None:
             return None
         model = annotation
     return model
+
+
+def config_difference(a: RunConfig, b: RunConfig) -> list[str]:
+    """Dotted keys whose values differ between two configs.
+
+    Example
+    -------
+    >>> config_difference(load_preset("di-tanh-closed"), load_preset("di-tanh-closed", seed=2))
+    ['seed']
+    """
+    flat_a, flat_b = _flatten(a.model_dump(mode="json")), _flatten(b.model_dump(mode="json"))
+    return sorted(k for k in set(flat_a) | set(flat_b) if flat_a.get(k) != flat_b.get(k))
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    return out

@@ -51,19 +51,28 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
     theory, simulated = stage1_loss(grid), position_feedback_loss(grid)
     regime = np.abs(grid) >= 0.05
     gap = float(np.max(np.abs(np.log10(simulated[regime]) - np.log10(theory[regime]))))
-    histories = {float(v): order_parameter_history(runs[overlap_name(v, seed)])
-                 for v in overlap_values(settings)}
+    overlap_runs = {float(v): runs[overlap_name(v, seed)] for v in overlap_values(settings)}
+    histories = {v: order_parameter_history(r) for v, r in overlap_runs.items()}
+    # stage 1 is judged before stage 3 begins: a run that stabilises within its epochs is read
+    # at its stabilisation epoch (stage 3's policy refinement moves sigma_zm again), the others
+    # at their last epoch
+    judged_at = {v: r.last_epoch if r.stabilization_epoch is None else r.stabilization_epoch
+                 for v, r in overlap_runs.items()}
+    settled = [float(h["s_zm"][np.flatnonzero(h["epoch"] == judged_at[v])[0]])
+               for v, h in histories.items()]
     finals = [float(h["s_zm"][-1]) for h in histories.values()]
-    converged = all(FINAL_OVERLAP[0] <= f < FINAL_OVERLAP[1] for f in finals)
+    converged = all(FINAL_OVERLAP[0] <= f < FINAL_OVERLAP[1] for f in settled)
     c3 = Claim(
         "C3",
         "The stage-1 theory L(sigma_zm) matches simulated rollouts, and gradient descent "
         "drives sigma_zm to small negative values from every start in [-0.2, 0.2].",
         f"|log10 L_simulated - log10 L_theory| <= {THEORY_DECADES} where |sigma_zm| >= 0.05 "
         "(the formula keeps the dominant mode's rate and drops its prefactor, while L spans "
-        "~30 decades), and every run from a prescribed sigma_zm ends with sigma_zm in "
-        f"[{FINAL_OVERLAP[0]}, {FINAL_OVERLAP[1]}).",
-        {"max_log10_gap": gap, "final_sigma_zm": finals},
+        "~30 decades), and every run from a prescribed sigma_zm has sigma_zm in "
+        f"[{FINAL_OVERLAP[0]}, {FINAL_OVERLAP[1]}) before stage 3 (at its stabilisation epoch "
+        "if it stabilises within its epochs, else at its last epoch).",
+        {"max_log10_gap": gap, "sigma_zm_before_stage3": settled,
+         "judged_at_epoch": list(judged_at.values()), "final_sigma_zm": finals},
         bool(gap <= THEORY_DECADES and converged))
 
     c2 = judge_c2(run, report)
@@ -75,8 +84,8 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
                f"stage 1 ends at epoch {s1}", f"stage 2 ends at epoch {s2} (stabilisation)",
                f"test loss {test[0]:.3g} -> {test[-1]:.3g}",
                f"theory vs simulation: <= {gap:.2f} decades",
-               "final sigma_zm: " + ", ".join(f"{f:+.3f}" for f in finals[:5]),
-               *(["   " + ", ".join(f"{f:+.3f}" for f in finals[5:])] if finals[5:] else [])]
+               "sigma_zm before stage 3: " + ", ".join(f"{f:+.3f}" for f in settled[:5]),
+               *(["   " + ", ".join(f"{f:+.3f}" for f in settled[5:])] if settled[5:] else [])]
     data = {
         "epochs": run.epochs, "train": run.metrics["train_loss"], "test": test,
         "stages": stages, "probe_epoch": probe,

@@ -66,7 +66,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from closedloop import __version__
+from closedloop._version import __version__
 from closedloop.config import RunConfig, config_from_json
 from closedloop.errors import ConfigError, IncompleteRunError, RunFileError
 

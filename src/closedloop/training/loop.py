@@ -32,7 +32,7 @@ import numpy as np
 
 from closedloop.analysis.coupling import origin_spectra
 from closedloop.analysis.gains import effective_gains
-from closedloop.config import RunConfig
+from closedloop.config import RunConfig, config_difference
 from closedloop.errors import ClosedLoopError, ConfigError, IncompleteRunError
 from closedloop.runs.store import CheckpointState, EpochRecord, RunWriter, Teacher, partial_dir
 from closedloop.training.memory import check_memory
@@ -282,25 +282,3 @@ class _Recorder:
 
     def results(self) -> list[TrainResult]:
         return [self.done[index] for index in range(self.trainer.members)]
-
-
-def config_difference(a: RunConfig, b: RunConfig) -> list[str]:
-    """Dotted keys whose values differ between two configs.
-
-    Example
-    -------
-    >>> from closedloop.config import load_preset
-    >>> config_difference(load_preset("di-tanh-closed"), load_preset("di-tanh-closed", seed=2))
-    ['seed']
-    """
-    flat_a, flat_b = _flatten(a.model_dump(mode="json")), _flatten(b.model_dump(mode="json"))
-    return sorted(k for k in set(flat_a) | set(flat_b) if flat_a.get(k) != flat_b.get(k))
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, dict):
-        return {prefix: data}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
-    return out

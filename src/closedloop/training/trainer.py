@@ -51,7 +51,7 @@ from jax import lax
 
 from closedloop.analysis.coupling import origin_spectra
 from closedloop.analysis.gains import effective_gains
-from closedloop.config import AgentConfig, RunConfig
+from closedloop.config import AgentConfig, RunConfig, config_difference
 from closedloop.core.agents import Agent, Params, build_agent
 from closedloop.core.losses import control_objective, evaluation_cost, imitation_cost
 from closedloop.core.plants import LinearPlant, plant_from_config
@@ -636,8 +636,6 @@ def _check_shapes(configs: Sequence[RunConfig]) -> None:
     first = shape_signature(configs[0])
     for config in configs[1:]:
         if shape_signature(config) != first:
-            from closedloop.training.loop import config_difference
-
             difference = config_difference(configs[0], config)
             fixed = [d for d in difference if not any(d == v or d.startswith(v + ".")
                                                        for v in VARYING)]
