@@ -185,6 +185,10 @@ class _Recorder:
         self.trainer, self.writers, self.done, self.progress = trainer, writers, done, progress
         self.last_epoch = trainer.configs[0].training.epochs
         self.last_records: dict[int, EpochRecord] = {}
+        # the eigenvalue problems get the cores training leaves free: all but one when the
+        # CPU trains, all of them when an accelerator does
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        self.spectra_threads = cores if trainer.device.platform != "cpu" else max(1, cores - 1)
 
     def run(self, start: int) -> None:
         trainer = self.trainer
@@ -234,7 +238,8 @@ class _Recorder:
         selected = {k: v[rows[:, 0], rows[:, 1]] for k, v in params.items()}
         future: Future[dict[str, np.ndarray]] | None = None
         if len(rows):
-            future = spectra.submit(origin_spectra, trainer.plant, trainer.agent, selected)
+            future = spectra.submit(origin_spectra, trainer.plant, trainer.agent, selected,
+                                    threads=self.spectra_threads)
         gains = None
         if "test_states" in records and len(rows):
             gains = [effective_gains(records["test_states"][i, k], records["test_controls"][i, k])
