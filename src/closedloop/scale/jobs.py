@@ -160,6 +160,21 @@ def progress_sender(label: str, total: int, channel: Any = None
     return send
 
 
+def finished_run(path: Path, config: RunConfig) -> Run:
+    """The finished run at ``path``, which must have been trained with ``config``.
+
+    Raises
+    ------
+    ConfigError
+        When the file holds a run with other settings (it is never overwritten).
+    """
+    run = load_run(path)
+    if run.config != config:
+        raise ConfigError(f"{path}: holds a run with other settings; move it away or use "
+                          "another folder")
+    return run
+
+
 def ensure_run(config: RunConfig, path: str | os.PathLike[str], *,
                initial: Mapping[str, Any] | None = None, teacher: Teacher | None = None,
                progress: Callable[[Any], None] | None = None) -> Run:
@@ -206,9 +221,7 @@ def train_group(configs: Sequence[RunConfig | str], paths: Sequence[str | os.Pat
         fresh, unfinished = [], []
         for index, path in enumerate(paths):
             if is_finished(path):
-                if load_run(path).config != configs[index]:
-                    raise ConfigError(f"{path}: holds a run with other settings; move it away "
-                                      "or use another folder")
+                finished_run(path, configs[index])
             elif partial_dir(path).exists():
                 unfinished.append(index)
             else:
@@ -335,12 +348,8 @@ def execute(jobs: Sequence[Job], folder: Path, executor: Executor, *, capacity: 
             path = folder / f"{job.name}.h5"
             try:
                 inputs = job.build({d: result.runs[d] for d in job.depends})
-                if is_finished(path):
-                    run = load_run(path)
-                    if run.config != inputs.config:     # fails this job, not its group's task
-                        raise ConfigError(f"{path}: holds a run with other settings; move it "
-                                          "away or use another folder")
-                    result.runs[job.name] = run
+                if is_finished(path):        # another config fails this job, not its task
+                    result.runs[job.name] = finished_run(path, inputs.config)
                     result.reused.append(job.name)
                     notify("done", [job.name])
                     continue
