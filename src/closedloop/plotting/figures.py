@@ -228,6 +228,10 @@ def _summary_panel(ax: Any, lines: list[str]) -> None:
             transform=ax.transAxes)
 
 
+LEGEND_PATHS = 8
+"""Up to this many paths get a legend entry each; more get a colour bar."""
+
+
 def _path_panel(ax: Any, paths: list[tuple[Any, np.ndarray]], label: str, cmap: Any,
                 title: str) -> None:
     colors = cmap(np.linspace(0.1, 0.95, len(paths)))
@@ -236,7 +240,13 @@ def _path_panel(ax: Any, paths: list[tuple[Any, np.ndarray]], label: str, cmap: 
         if len(path):
             ax.plot(path[0].real, abs(path[0].imag), "o", color=color, ms=3)
     _unit_circle(ax, (0.9, 1.05, 0.0, 0.5))
-    ax.legend(fontsize=6, frameon=False, ncol=2, loc="upper left")
+    if len(paths) <= LEGEND_PATHS:
+        ax.legend(fontsize=6, frameon=False, ncol=2, loc="upper left")
+    else:
+        keys = [float(key) for key, _ in paths]
+        scale = plt.cm.ScalarMappable(cmap=ListedColormap(colors),
+                                      norm=plt.Normalize(min(keys), max(keys)))
+        ax.figure.colorbar(scale, ax=ax, label=label)
     ax.set_title(title, fontsize=9)
 
 
