@@ -39,7 +39,7 @@ Example
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -489,7 +489,7 @@ def build_agent(config: AgentConfig, n_inputs: int, n_outputs: int, n_states: in
     return RNNAgent(**common)
 
 
-def trainable_names(agent: Agent, params: Mapping[str, Any]) -> list[str]:
+def trainable_names(agent: Agent, params: Iterable[str]) -> list[str]:
     """Names of the parameters that training updates, in a fixed order.
 
     Example

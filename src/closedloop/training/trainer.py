@@ -52,7 +52,7 @@ from jax import lax
 from closedloop.analysis.coupling import origin_spectra
 from closedloop.analysis.gains import effective_gains
 from closedloop.config import AgentConfig, RunConfig, config_difference
-from closedloop.core.agents import Agent, Params, build_agent
+from closedloop.core.agents import Agent, Params, build_agent, trainable_names
 from closedloop.core.losses import control_objective, evaluation_cost, imitation_cost
 from closedloop.core.plants import LinearPlant, plant_from_config
 from closedloop.core.rollout import Trajectory, rollout
@@ -431,7 +431,7 @@ class Trainer:
         params = [self._initial_params(c, i) for c, i in zip(self.configs, initials,
                                                              strict=True)]
         names = list(self.agent.parameter_shapes())
-        self.trainable_names = [n for n in names if self.agent.is_trainable(n)]
+        self.trainable_names = trainable_names(self.agent, names)
         self.frozen_names = [n for n in names if n not in self.trainable_names]
         if not self.trainable_names and config.training.epochs > 0:
             raise ConfigError("agent.trainable: every parameter is frozen; nothing to train")
