@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -452,9 +451,10 @@ def reproduce(out: Path, only: str | None, quick: bool, seeds: int, workers: int
       closedloop reproduce --only fig1,fig2 --seeds 5
     """
     from closedloop.paper import reproduce as run_reproduction
+    from closedloop.runtime import available_cores
 
     figures = [f.strip() for f in only.split(",") if f.strip()] if only else None
-    workers = workers or max(1, len(os.sched_getaffinity(0)))
+    workers = workers or available_cores()
     started = time.perf_counter()
     display = _JobsDisplay(quiet)
     with display:

@@ -48,6 +48,18 @@ def keep_freed_memory(threshold: int = 1 << 30) -> bool:
         mallopt(M_TRIM_THRESHOLD, threshold))
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on.
+
+    Example
+    -------
+    >>> available_cores() >= 1
+    True
+    """
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
 def cache_folder() -> Path | None:
     """Where compiled programs are kept (None when ``$CLOSEDLOOP_JAX_CACHE`` is ``off``).
 

@@ -31,7 +31,6 @@ Example
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -44,6 +43,7 @@ from threadpoolctl import ThreadpoolController
 from closedloop.core.agents import Agent, Linearisation, Params
 from closedloop.core.plants import LinearPlant, Plant
 from closedloop.core.rollout import one_step_map
+from closedloop.runtime import available_cores
 
 
 def activation_slope(name: str, pre_activation: np.ndarray) -> np.ndarray:
@@ -111,10 +111,6 @@ _THREADPOOLS = ThreadpoolController()
 the other threads (measured 2x slower per matrix while training runs), so it gets one."""
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-
-
 def eigenvalues(matrices: np.ndarray, *, threads: int | None = None) -> np.ndarray:
     """Eigenvalues (complex128) of a square matrix or a stack of them, float64 LAPACK.
 
@@ -131,12 +127,13 @@ def eigenvalues(matrices: np.ndarray, *, threads: int | None = None) -> np.ndarr
     array = array.astype(np.complex128 if np.iscomplexobj(array) else np.float64, copy=False)
     if array.shape[-1] == 0:
         return np.zeros(array.shape[:-1], dtype=np.complex128)
-    threads = _cores() if threads is None else threads
+    threads = available_cores() if threads is None else threads
     with _THREADPOOLS.limit(limits=1, user_api="blas"):
         if array.ndim == 2 or array.shape[0] < 8 or threads < 2:
             return np.linalg.eigvals(array).astype(np.complex128)
         if _EIG_POOL is None:
-            _EIG_POOL = ThreadPoolExecutor(max_workers=_cores(), thread_name_prefix="eigvals")
+            _EIG_POOL = ThreadPoolExecutor(max_workers=available_cores(),
+                                           thread_name_prefix="eigvals")
         flat = array.reshape(-1, *array.shape[-2:])
         parts = list(_EIG_POOL.map(np.linalg.eigvals, np.array_split(flat, 2 * threads)))
     return np.concatenate(parts).astype(np.complex128).reshape(array.shape[:-1])

@@ -35,6 +35,7 @@ from closedloop.analysis.gains import effective_gains
 from closedloop.config import RunConfig, config_difference
 from closedloop.errors import ClosedLoopError, ConfigError, IncompleteRunError
 from closedloop.runs.store import CheckpointState, EpochRecord, RunWriter, Teacher, partial_dir
+from closedloop.runtime import available_cores
 from closedloop.training.memory import check_memory
 from closedloop.training.trainer import Trainer
 
@@ -187,36 +188,34 @@ class _Recorder:
         self.last_records: dict[int, EpochRecord] = {}
         # the eigenvalue problems get the cores training leaves free: all but one when the
         # CPU trains, all of them when an accelerator does
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        cores = available_cores()
         self.spectra_threads = cores if trainer.device.platform != "cpu" else max(1, cores - 1)
+        self.in_flight: tuple[int, Any, Any] | None = None   # dispatched, not yet fetched
+        self.fetched: dict[str, Any] | None = None           # fetched, not yet written
 
     def run(self, start: int) -> None:
         trainer = self.trainer
-        in_flight: tuple[int, Any, Any] | None = None
-        fetched: dict[str, Any] | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="spectra") as spectra:
             for first in range(start, self.last_epoch + 1, trainer.program.chunk):
                 if len(self.done) == trainer.members:
                     break
-                dispatched = (first, *trainer.run_chunk(first))
-                if in_flight is not None:
-                    ready = self._fetch(*in_flight, spectra)
-                    if fetched is not None:
-                        self._write(fetched)
-                    fetched = ready
-                in_flight = dispatched
-            if in_flight is not None:
-                ready = self._fetch(*in_flight, spectra)
-                if fetched is not None:
-                    self._write(fetched)
-                fetched = ready
-            if fetched is not None:
-                self._write(fetched)
+                self._shift((first, *trainer.run_chunk(first)), spectra)
+            self._shift(None, spectra)      # drain: fetch the last chunk, then write it
+            self._shift(None, spectra)
         for index, writer in enumerate(self.writers):
             if index not in self.done:     # zero epochs to train, or resumed at the very end
                 writer.finish("complete", None)
                 self.done[index] = TrainResult(writer.path, "complete", None,
                                                self.last_records.get(index))
+
+    def _shift(self, dispatched: tuple[int, Any, Any] | None, spectra: ThreadPoolExecutor
+               ) -> None:
+        """One step of the pipeline: fetch the chunk in flight, write the one fetched before,
+        and put ``dispatched`` (None when draining) in flight."""
+        ready = None if self.in_flight is None else self._fetch(*self.in_flight, spectra)
+        if self.fetched is not None:
+            self._write(self.fetched)
+        self.fetched, self.in_flight = ready, dispatched
 
     def _fetch(self, first: int, state: Any, records: Any, spectra: ThreadPoolExecutor
                ) -> dict[str, Any]:
