@@ -18,6 +18,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,39 @@ class _progress:
         self.progress.update(self.task, completed=record.epoch + 1, status=status)
 
 
+def cluster_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Where a command's training runs: ``--workers`` (local cluster), ``--scheduler`` (an
+    existing Dask cluster) or ``--slurm JOBS`` with ``--slurm-option`` (a SLURM cluster)."""
+    options = [
+        click.option("--workers", type=click.IntRange(1, 1024), default=None,
+                     help="Worker processes of the local cluster (default: one per core)."),
+        click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="An existing Dask scheduler (tcp://host:8786) instead of a local "
+                          "cluster; the output folder must be shared with its workers."),
+        click.option("--slurm", "slurm_jobs", type=click.IntRange(1, 10_000), default=None,
+                     metavar="JOBS",
+                     help="Train on a SLURM cluster of JOBS batch jobs (needs dask-jobqueue: "
+                          "pip install 'closedloop[slurm]').",),
+        click.option("--slurm-option", "slurm_items", multiple=True, metavar="KEY=VALUE",
+                     help="A dask-jobqueue SLURMCluster setting (repeat): cores (single-"
+                          "threaded workers per job, default 1), memory (default 4GB), queue, "
+                          "account, walltime, job_extra_directives, ..."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _slurm(jobs: int | None, items: tuple[str, ...]) -> Any:
+    from closedloop.scale.cluster import SlurmOptions
+
+    if jobs is None:
+        if items:
+            raise ConfigError("--slurm-option needs --slurm JOBS")
+        return None
+    return SlurmOptions.from_cli(jobs, items)
+
+
 @cli.command()
 @click.argument("preset")
 @click.option("--grid", "grid_items", multiple=True, metavar="KEY=V1,V2,...",
@@ -260,10 +294,7 @@ class _progress:
               help="Training epochs (default: the preset's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="A setting for every run of the sweep.")
-@click.option("--scheduler", default=None, metavar="ADDRESS",
-              help="An existing Dask scheduler (tcp://host:8786) instead of a local cluster.")
-@click.option("--workers", type=click.IntRange(1, 1024), default=None,
-              help="Worker processes of the local cluster (default: one per core).")
+@cluster_options
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
               help="XLA CPU threads per worker of the local cluster (workers of an existing "
                    "cluster keep their own settings).")
@@ -275,9 +306,10 @@ class _progress:
                    "di-tanh-closed for di-tanh-open*, tracking-closed for tracking-open).")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def sweep(preset: str, grid_items: tuple[str, ...], seed_list: str, out: Path,
-          epochs: int | None, overrides: tuple[str, ...], scheduler: str | None,
-          workers: int | None, threads: int, group_size: int | None,
-          teacher_preset: str | None, quiet: bool) -> None:
+          epochs: int | None, overrides: tuple[str, ...], workers: int | None,
+          scheduler: str | None, slurm_jobs: int | None, slurm_items: tuple[str, ...],
+          threads: int, group_size: int | None, teacher_preset: str | None,
+          quiet: bool) -> None:
     """Train PRESET over a grid of settings and seeds, as Dask tasks.
 
     Runs go to OUT/runs/ (one file each); finished runs are skipped, so running the same
@@ -291,6 +323,8 @@ def sweep(preset: str, grid_items: tuple[str, ...], seed_list: str, out: Path,
           --grid training.lr=5e-4,1e-3 --seeds 0-9 --out sweeps/lowrank
       closedloop sweep di-tanh-closed --seeds 0-99 --out /scratch/sweep \\
           --scheduler tcp://10.0.0.5:8786
+      closedloop sweep di-tanh-open --seeds 0-99 --out /scratch/pair --slurm 8 \\
+          --slurm-option cores=4 --slurm-option walltime=02:00:00
     """
     from closedloop.runtime import set_xla_threads
     from closedloop.scale.sweep import SweepSpec, parse_grid, run_sweep
@@ -301,7 +335,8 @@ def sweep(preset: str, grid_items: tuple[str, ...], seed_list: str, out: Path,
     display = _JobsDisplay(quiet)
     with display:
         result = run_sweep(spec, out, scheduler=scheduler, workers=workers,
-                           group_size=group_size, on_event=display.event)
+                           slurm=_slurm(slurm_jobs, slurm_items), group_size=group_size,
+                           on_event=display.event)
     new = len(result.finished) - len(result.skipped)
     click.echo(f"{out}: {len(result.finished)} of {len(result.finished) + len(result.failed)} "
                f"runs finished ({new} now, {len(result.skipped)} already there) in "
@@ -436,10 +471,10 @@ def inspect(run_path: Path, as_json: bool) -> None:
 @click.option("--seeds", type=click.IntRange(1, 1000), default=1, show_default=True,
               help="Repeat every stochastic experiment over N seeds; claims report the "
                    "fraction of seeds that support them.")
-@click.option("--workers", type=click.IntRange(1, 256), default=None,
-              help="Parallel training processes (default: the number of CPU cores).")
+@cluster_options
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def reproduce(out: Path, only: str | None, quick: bool, seeds: int, workers: int | None,
+              scheduler: str | None, slurm_jobs: int | None, slurm_items: tuple[str, ...],
               quiet: bool) -> None:
     """Regenerate every figure of the paper, judge each claim, and write a report
     (OUT/index.html, OUT/results.json, OUT/fig1.png ... fig6.png and .svg).
@@ -449,6 +484,7 @@ def reproduce(out: Path, only: str | None, quick: bool, seeds: int, workers: int
       closedloop reproduce                       # the paper's settings
       closedloop reproduce --quick --out quick   # a few minutes
       closedloop reproduce --only fig1,fig2 --seeds 5
+      closedloop reproduce --seeds 20 --out /shared/repro --slurm 10
     """
     from closedloop.paper import reproduce as run_reproduction
     from closedloop.runtime import available_cores
@@ -459,6 +495,7 @@ def reproduce(out: Path, only: str | None, quick: bool, seeds: int, workers: int
     display = _JobsDisplay(quiet)
     with display:
         result = run_reproduction(out, only=figures, quick=quick, seeds=seeds, workers=workers,
+                                  scheduler=scheduler, slurm=_slurm(slurm_jobs, slurm_items),
                                   on_event=display.event)
     console = Console()
     table = Table(title="claims")
@@ -467,7 +504,7 @@ def reproduce(out: Path, only: str | None, quick: bool, seeds: int, workers: int
     for claim in result.results["claims"]:
         style = {"supported": "green", "not supported": "red"}.get(claim["verdict"], "yellow")
         table.add_row(claim["id"], claim["figure"], f"[{style}]{claim['verdict']}[/{style}]",
-                      f"{claim['support']:.0%}")
+                      f"{sum(claim['per_seed'])}/{len(claim['per_seed'])}")
     console.print(table)
     for figure in result.results["figures"]:
         if figure.get("error"):

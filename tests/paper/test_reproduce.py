@@ -8,6 +8,7 @@ import re
 import shutil
 import time
 
+import numpy as np
 import pytest
 
 from closedloop.cli import main
@@ -144,7 +145,7 @@ def test_verdicts_equal_their_written_criteria(report):
            and m["stabilization_epoch_open"] > m["stabilization_epoch_closed"])
     assert claims["C1b"]["per_seed"] == [c1b]
     m = claims["C3"]["measured"]
-    c3 = m["max_log10_gap"] <= 1.1 and all(-0.1 <= s < 0 for s in m["final_sigma_zm"])
+    c3 = m["max_log10_gap"] <= 1.1 and all(-0.1 <= s < 0 for s in m["sigma_zm_before_stage3"])
     assert claims["C3"]["per_seed"] == [c3]
     m = claims["C5"]["measured"]
     c5 = (all(0.8 <= r <= 1.25 for r in m["final_test_loss_ratio"])
@@ -153,12 +154,68 @@ def test_verdicts_equal_their_written_criteria(report):
 
 
 def test_support_over_seeds_is_a_fraction():
+    """Seeds that could not be judged count against the claim, with their reason."""
     from closedloop.paper import _claim_record
     from closedloop.paper.base import Claim
 
-    claims = [(seed, Claim("C9", "s", "c", {"x": seed}, seed % 2 == 0)) for seed in range(4)]
-    record = _claim_record("fig1", claims)
+    claims = [(seed, Claim("C9", "s", "c", {"x": seed}, {"x is even": seed % 2 == 0},
+                           {"x": seed})) for seed in range(3)]
+    record = _claim_record("fig1", "C9", [*claims, (3, "run r-s3 could not be made: boom")])
     assert record["support"] == 0.5
     assert record["verdict"] == "partly supported (2/4 seeds)"
     assert record["per_seed"] == [True, False, True, False]
     assert record["measured"] == {"x": 0} and len(record["measured_per_seed"]) == 4
+    assert record["table"][1]["failed"] == ["x is even"]
+    assert record["table"][3]["failed"] == ["not judged: run r-s3 could not be made: boom"]
+    assert [row["numbers"] for row in record["table"]] == [{"x": 0}, {"x": 1}, {"x": 2}, {}]
+
+
+def test_a_claim_no_seed_could_judge_is_reported_not_judged():
+    from closedloop.paper import _claim_record
+
+    record = _claim_record("fig5", "C5", [(0, "run x could not be made: never stabilises")])
+    assert record["verdict"] == "not supported" and record["support"] == 0
+
+
+@pytest.fixture(scope="module")
+def two_seeds(report, tmp_path_factory):
+    """Figures 1 and 3 over seeds 0 and 1 (seed 0's runs reused from the first report)."""
+    out = tmp_path_factory.mktemp("two-seeds")
+    shutil.copytree(report[0] / "runs", out / "runs")
+    result = reproduce(out, quick=True, seeds=2, only=["fig1", "fig3"], workers=2)
+    return out, result
+
+
+def test_two_seeds_give_per_seed_tables_and_plots(two_seeds):
+    out, result = two_seeds
+    claims = {c["id"]: c for c in result.results["claims"]}
+    assert set(claims) == {"C1", "C2", "C3"}
+    for claim in claims.values():
+        assert [row["seed"] for row in claim["table"]] == [0, 1]
+        assert claim["support"] == sum(claim["per_seed"]) / 2
+        for row in claim["table"]:
+            assert row["supported"] == (not row["failed"])
+        assert (out / f"seeds-{claim['id']}.png").stat().st_size > 5_000
+    c2 = claims["C2"]
+    assert sum(count["judged"] for count in c2["cases"].values()) == 2
+    for row, measured in zip(c2["table"], c2["measured_per_seed"], strict=True):
+        expected = ("real pair at start (sigma_zm > 0)" if measured["initial_sigma_zm"] > 0
+                    else "complex pair from the start (sigma_zm <= 0)")
+        assert row["case"] == expected
+    page = (out / "index.html").read_text()
+    assert page.count("<summary>Per seed</summary>") == 3
+    assert page.count('src="data:image/png;base64,') == 2 + 3     # figures + claims
+
+
+def test_seed_spread_is_the_quantiles_over_seeds(two_seeds):
+    from closedloop.paper import seed_spread
+    from closedloop.runs import load_run
+
+    out, _ = two_seeds
+    curves = [load_run(out / "runs" / f"di-tanh-open-s{s}.h5").metrics["test_loss"]
+              for s in (0, 1)]
+    low, high = seed_spread(curves)
+    lo, hi = np.minimum(*curves), np.maximum(*curves)
+    np.testing.assert_allclose(low, lo + 0.1 * (hi - lo), rtol=1e-12)
+    np.testing.assert_allclose(high, lo + 0.9 * (hi - lo), rtol=1e-12)
+    assert seed_spread(curves[:1]) is None

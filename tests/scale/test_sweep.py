@@ -20,6 +20,7 @@ from closedloop.config import load_preset
 from closedloop.core.plants import plant_from_config
 from closedloop.errors import ConfigError
 from closedloop.runs.store import is_finished, load_run, partial_dir
+from closedloop.scale.cluster import ClusterError
 from closedloop.scale.jobs import (
     LOCKS_FOLDER,
     PROGRESS_TOPIC,
@@ -142,7 +143,7 @@ def test_open_preset_without_known_teacher_preset_is_refused(tmp_path, capsys):
 
 def test_an_unreachable_scheduler_is_a_clear_error(tmp_path):
     spec = SweepSpec("di-tanh-closed", seeds=[0], epochs=2, overrides=SMALL)
-    with pytest.raises(SweepError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"):
+    with pytest.raises(ClusterError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"):
         run_sweep(spec, tmp_path / "sweep", scheduler="tcp://127.0.0.1:9", connect_timeout=2)
     assert not list((tmp_path / "sweep" / RUNS_FOLDER).iterdir())
 
@@ -267,7 +268,7 @@ def test_local_sweep_equals_single_runs_skips_finished_and_summarises(tmp_path):
         assert [row[f"gain_{i}"] for i in range(gains.size)] == pytest.approx(gains.tolist())
         assert row["stabilization_epoch"] == run.stabilization_epoch
         assert (row["c1_supported"] is None) == (row["role"] != "student")
-        assert (row["c2_supported"] is None) == (row["role"] != "teacher")
+        assert row.get("c2_supported") is None    # C2 is about the low-rank network, not tanh
     assert summary.support["C1"]["judged"] == 4
     written = write_summary(summary, tmp_path / "sweep")
     import pyarrow.parquet as pq
@@ -327,14 +328,35 @@ def test_a_run_file_with_other_settings_fails_its_point_only(tmp_path, capsys):
     assert load_run(folder / RUNS_FOLDER / "di-tanh-closed-seed1.h5").status == "complete"
 
 
+def test_a_reused_run_loses_what_a_killed_writer_left_next_to_it(tmp_path):
+    """A kill during the removal of a finished run's renamed partial folder leaves that
+    folder behind; the next execution reuses the run and removes it."""
+    config = load_preset("di-tanh-closed", SMALL, seed=0, epochs=2)
+    path = tmp_path / "runs" / "a.h5"
+    train(config, path)
+    stamp = path.stat().st_mtime_ns
+    leftover = path.with_name(".a.h5.removing-999999")
+    (leftover / "segment-0").mkdir(parents=True)
+    result = execute([Job("a", lambda _: JobInputs(config))], tmp_path / "runs",
+                     InlineExecutor())
+    assert result.reused == ["a"] and path.stat().st_mtime_ns == stamp
+    assert not leftover.exists()
+
+
 def test_support_fractions_count_per_claim():
     rows = [{"c1_supported": True, "preset": "di-tanh-open"},
             {"c1_supported": False, "preset": "di-tanh-open"},
-            {"c2_supported": True, "preset": "di-lowrank-closed"},
+            {"c2_supported": True, "preset": "di-lowrank-closed", "c2_case": "real"},
+            {"c2_supported": False, "preset": "di-lowrank-closed", "c2_case": "complex"},
+            {"c2_supported": True, "preset": "di-lowrank-closed", "c2_case": "complex"},
             {"c1_supported": None, "c2_supported": None, "preset": "x"}]
     support = support_fractions(rows)
     assert support["C1"] == {"supported": 1, "judged": 2, "fraction": 0.5}
-    assert support["C2 (di-lowrank-closed)"] == {"supported": 1, "judged": 1, "fraction": 1.0}
+    assert support["C2 (di-lowrank-closed)"] == {"supported": 2, "judged": 3,
+                                                 "fraction": 2 / 3}
+    assert support["C2 (di-lowrank-closed, real)"]["judged"] == 1
+    assert support["C2 (di-lowrank-closed, complex)"] == {"supported": 1, "judged": 2,
+                                                          "fraction": 0.5}
 
 
 def _wait_for(condition, timeout: float, what: str) -> None:

@@ -1,46 +1,120 @@
-"""Claims of the paper as functions of runs: each returns a :class:`Claim` with the measured
-numbers and the verdict of its written criterion. ``reproduce`` judges them per figure, the
-sweep summary per run (so a claim can be checked over many seeds).
+"""The paper's claims as functions of runs, one seed at a time.
+
+Each ``judge_*`` function takes the finished runs one seed of an experiment made and returns a
+:class:`Claim`: the measured numbers, the named parts of the written criterion with their
+outcome (``checks``; the claim is supported when every part holds, and ``failed`` names those
+that do not), and a few headline numbers (``numbers``) that the reproduction report tabulates
+and plots over seeds. ``closedloop reproduce``, ``closedloop sweep-summary`` and users' own
+scripts call these same functions.
+
+========  ===================================================  ==========================
+claim     runs of one seed                                     function
+========  ===================================================  ==========================
+C1        closed-loop run, its open-loop twin                  :func:`judge_c1`
+C1b       the same pair, in gain space                         :func:`judge_c1b`
+C2        a low-rank closed-loop run                           :func:`judge_c2`
+C3        runs from prescribed initial sigma_zm                :func:`judge_c3`
+C4        a low-rank run, its retraining with other T          :func:`judge_c4`
+C5        full and reduced model per control cost              :func:`judge_c5`
+C6        a tracking run and its open-loop twin                :func:`judge_c6`
+========  ===================================================  ==========================
 
 Example
 -------
 >>> from closedloop.runs import load_run
->>> judge_c1(load_run("runs/closed.h5"), load_run("runs/open.h5")).supported  # doctest: +SKIP
-True
+>>> claim = judge_c1(load_run("runs/closed.h5"), load_run("runs/open.h5"))  # doctest: +SKIP
+>>> claim.supported, claim.failed                                         # doctest: +SKIP
+(True, [])
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from closedloop.analysis.summary import analyze_run
+from closedloop.analysis.summary import analyze_run, has_order_parameters
+from closedloop.core.agents import order_parameters
+from closedloop.errors import ConfigError
 from closedloop.runs.store import Run
 
-PEAK_FACTOR = 10.0          # open peak >= this x the student's lowest earlier test loss
-CLOSED_RISE = 1.1           # closed loss never above this x its epoch-0 value
-GAIN_TOLERANCE = 0.1        # relative distance of the final effective gains
-LOSS_TOLERANCE = 0.25       # relative difference of the final test losses
-STAGE1_DROP = 10.0          # test loss falls at least this much in stage 1
-PLATEAU = 10.0              # ... less than this much in stage 2
-STAGE3_DROP = 10.0          # ... and at least this much after stabilisation
+PEAK_FACTOR = 10.0          # C1: open peak >= this x the student's lowest earlier test loss
+CLOSED_RISE = 1.1           # C1: closed loss never above this x its epoch-0 value
+GAIN_TOLERANCE = 0.1        # C1: relative distance of the final effective gains
+LOSS_TOLERANCE = 0.25       # C1: relative difference of the final test losses
+STAGE1_DROP = 10.0          # C2: test loss falls at least this much in stage 1
+PLATEAU = 10.0              # C2: ... less than this much in stage 2
+STAGE3_DROP = 10.0          # C2: ... and at least this much after stabilisation
+THEORY_DECADES = 1.1        # C3: |log10 L_sim - log10 L_theory| allowed where |s_zm| >= 0.05
+FINAL_OVERLAP = (-0.1, 0.0)  # C3: sigma_zm before stage 3 lies in [low, high)
+MIN_CROSSINGS = 3           # C4: alphas (0.01 grid) whose descent crosses the unit circle
+START_EPOCH = 10            # C4: descents and retraining start from this epoch (science 4)
+DESCENT_STEPS = 1000        # C4: at most this many SGD steps per surrogate descent
+FINAL_RATIO = 1.25          # C5: reduced/full final test loss within [1/1.25, 1.25]
+CURVE_DECADES = 0.5         # C5: and per-epoch training losses within half a decade
+SEPARATION = 0.02           # C6: consecutive acquisitions >= 2 % of training apart
+FREQUENCY_TOLERANCE = 0.15  # C6: |Im lambda - 2 pi f| <= 15 % of 2 pi f
+
+REAL_PAIR_CASE = "real pair at start (sigma_zm > 0)"
+COMPLEX_PAIR_CASE = "complex pair from the start (sigma_zm <= 0)"
 
 
 @dataclass
 class Claim:
-    """A claim of the paper, judged by an explicit criterion on measured numbers."""
+    """A claim of the paper for one seed, judged by an explicit criterion.
+
+    Attributes
+    ----------
+    id, statement, criterion
+        The claim's name, what the paper says, and the criterion that judges it here.
+    measured
+        Every number the criterion reads.
+    checks
+        The criterion's parts by name, and whether each holds.
+    numbers
+        Headline numbers of this seed (the report's per-seed table and distribution plot).
+    case
+        For claims judged differently in different cases (C2), the case this seed is in.
+
+    Example
+    -------
+    >>> claim = Claim("C0", "a statement", "x > 1", {"x": 2.0}, {"x > 1": True})
+    >>> claim.supported, claim.failed
+    (True, [])
+    """
 
     id: str
     statement: str
     criterion: str
     measured: dict[str, Any]
-    supported: bool
+    checks: dict[str, bool]
+    numbers: dict[str, float | int | None] = field(default_factory=dict)
+    case: str | None = None
+
+    @property
+    def supported(self) -> bool:
+        """Every part of the criterion holds (and there is at least one)."""
+        return bool(self.checks) and all(self.checks.values())
+
+    @property
+    def failed(self) -> list[str]:
+        """The parts of the criterion that do not hold: why a seed does not support it."""
+        return [name for name, holds in self.checks.items() if not holds]
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    with np.errstate(invalid="ignore", divide="ignore"):   # a diverged run: NaN, not supported
+        return float(np.float64(numerator) / np.float64(denominator))
+
+
+# -- C1, C1b: the double-integrator pair ----------------------------------------------------
 
 
 def judge_c1(closed: Run, opened: Run) -> Claim:
-    """Claim C1 for a closed-loop run and its open-loop twin."""
+    """Claim C1 for a closed-loop run and its open-loop twin (science 2, 7.1)."""
     test_open = opened.metrics["test_loss"]
     test_closed = closed.metrics["test_loss"]
     peak = int(np.nanargmax(test_open))
@@ -48,15 +122,15 @@ def judge_c1(closed: Run, opened: Run) -> Claim:
     closed_max = float(np.nanmax(test_closed[1:])) if len(test_closed) > 1 else float("nan")
     gains_closed = closed.metrics["gains"][-1, 0]
     gains_open = opened.metrics["gains"][-1, 0]
-    with np.errstate(invalid="ignore", divide="ignore"):   # a diverged run: NaN, not supported
-        gain_distance = float(np.linalg.norm(gains_open - gains_closed)
-                              / np.linalg.norm(gains_closed))
-        loss_difference = float(abs(test_open[-1] - test_closed[-1]) / test_closed[-1])
+    gain_distance = _ratio(np.linalg.norm(gains_open - gains_closed),
+                           np.linalg.norm(gains_closed))
+    loss_difference = _ratio(abs(test_open[-1] - test_closed[-1]), test_closed[-1])
+    peak_ratio = _ratio(test_open[peak], lowest_before)
     measured = {
         "open_peak_test_loss": float(test_open[peak]), "open_peak_epoch": peak,
         "open_initial_test_loss": float(test_open[0]),
         "open_lowest_before_peak": lowest_before,
-        "open_peak_over_lowest_before": float(test_open[peak] / lowest_before),
+        "open_peak_over_lowest_before": peak_ratio,
         "closed_initial_test_loss": float(test_closed[0]),
         "closed_max_test_loss_after_epoch_0": closed_max,
         "final_gains_closed": gains_closed.tolist(), "final_gains_open": gains_open.tolist(),
@@ -65,10 +139,13 @@ def judge_c1(closed: Run, opened: Run) -> Claim:
         "final_test_loss_open": float(test_open[-1]),
         "final_test_loss_relative_difference": loss_difference,
     }
-    supported = bool(
-        test_open[peak] >= PEAK_FACTOR * lowest_before and test_open[peak] > test_open[0]
-        and closed_max <= CLOSED_RISE * test_closed[0]
-        and gain_distance <= GAIN_TOLERANCE and loss_difference <= LOSS_TOLERANCE)
+    checks = {
+        "open-loop peak far above its earlier values": bool(peak_ratio >= PEAK_FACTOR),
+        "open-loop peak above its epoch-0 value": bool(test_open[peak] > test_open[0]),
+        "no closed-loop rise": bool(closed_max <= CLOSED_RISE * test_closed[0]),
+        "same final gains": bool(gain_distance <= GAIN_TOLERANCE),
+        "same final test loss": bool(loss_difference <= LOSS_TOLERANCE),
+    }
     return Claim(
         "C1",
         "The open-loop student's closed-loop test loss has a transient peak far above its "
@@ -78,41 +155,332 @@ def judge_c1(closed: Run, opened: Run) -> Claim:
         f"its epoch-0 value; closed-loop test loss after epoch 0 never above {CLOSED_RISE:g} x "
         f"its epoch-0 value; final effective gains within {GAIN_TOLERANCE:.0%} (relative "
         f"norm) and final test losses within {LOSS_TOLERANCE:.0%}.",
-        measured, supported)
+        measured, checks,
+        {"open peak / lowest before": peak_ratio, "open peak epoch": peak,
+         "final gain distance": gain_distance})
 
 
-def judge_c2(run: Run, report: dict | None = None) -> Claim:
-    """Claim C2 (three stages in the spectrum) for one closed-loop run."""
+def judge_c1b(closed: Run, opened: Run) -> Claim:
+    """Claim C1b for the same pair, in gain space (science 5, 7.2)."""
+    from closedloop.analysis.gains import REGION_NAMES, UNSTABLE_OSCILLATORY, classify_static_gains
+
+    gains_open = opened.metrics["gains"][:, 0]
+    peak = int(np.nanargmax(opened.metrics["test_loss"]))
+    region = int(classify_static_gains(*gains_open[peak]))
+    stab_closed, stab_open = closed.stabilization_epoch, opened.stabilization_epoch
+    measured = {
+        "open_peak_epoch": peak, "open_gains_at_peak": gains_open[peak].tolist(),
+        "region_of_open_gains_at_peak": REGION_NAMES[region],
+        "stabilization_epoch_closed": stab_closed, "stabilization_epoch_open": stab_open,
+    }
+    checks = {
+        "open-loop gains at the peak unstable-oscillatory": region == UNSTABLE_OSCILLATORY,
+        "open loop stabilises later": bool(stab_open is not None and stab_closed is not None
+                                           and stab_open > stab_closed),
+    }
+    return Claim(
+        "C1b",
+        "In gain space the open-loop student cuts through the unstable-oscillatory region "
+        "(its test-loss peak) and reaches the stable region later than the closed-loop "
+        "network, which moves along the stability boundary.",
+        "the open-loop effective gains at the student's test-loss peak are classified "
+        "unstable-oscillatory (Jury), and the student's coupled matrix P stabilises at a "
+        "later epoch than the closed-loop network's.",
+        measured, checks,
+        {"stabilisation epoch, closed": stab_closed, "stabilisation epoch, open": stab_open})
+
+
+# -- C2, C3: stage 1 of the low-rank network ------------------------------------------------
+
+
+def initial_overlap(run: Run) -> float:
+    """sigma_zm = z.m of a rank-1 run's epoch-0 weights (science 4)."""
+    return float(order_parameters(run.parameters(0))["s_zm"])
+
+
+def judge_c2(run: Run, report: dict[str, Any] | None = None) -> Claim:
+    """Claim C2 (three stages in the spectrum) for one low-rank closed-loop run.
+
+    The seed is judged by the case it is in (science 4): a network whose initial sigma_zm is
+    positive starts with a real pair of eig(P), which must merge into the complex pair by the
+    end of stage 1; one whose sigma_zm is not positive has the complex pair from epoch 0
+    (its stage 1 may be a few epochs long), which is checked instead. The loss drops are
+    judged the same way in both cases.
+
+    Raises
+    ------
+    ConfigError
+        When the run is not a rank-1 low-rank network (the claim is about that model).
+    """
+    if not has_order_parameters(run) or run.config.agent.kind != "lowrank":
+        raise ConfigError(f"{run.path.name}: C2 is judged on rank-1 low-rank runs, not on "
+                          f"'{run.config.agent.kind}' agents")
     report = report or analyze_run(run)
     stages = report["stages"]
     test = run.metrics["test_loss"]
     s1, s2 = stages["stage1_end"], stages["stage2_end"]
     merges = [m["epoch"] for m in report["merges"]]
-    measured = {"stage1_end": s1, "stage2_end": s2, "merge_epochs": merges,
-                "test_loss_initial": float(test[0]), "test_loss_final": float(test[-1])}
-    supported = False
-    if s1 is not None and s2 is not None and s1 < s2:
-        drop1, plateau, drop3 = (float(test[0] / test[s1]), float(test[s1] / test[s2]),
-                                 float(test[s2] / test[-1]))
+    overlap = initial_overlap(run)
+    dominant = complex(run.coupled_eigenvalues[0, 0])
+    real_start = overlap > 0
+    measured: dict[str, Any] = {
+        "initial_sigma_zm": overlap, "dominant_eigenvalue_epoch_0": [dominant.real,
+                                                                     dominant.imag],
+        "stage1_end": s1, "stage2_end": s2, "merge_epochs": merges,
+        "test_loss_initial": float(test[0]), "test_loss_final": float(test[-1])}
+    bounded = s1 is not None and s2 is not None and s1 < s2
+    drops = (math.nan, math.nan, math.nan)
+    if bounded:
+        drops = (_ratio(test[0], test[s1]), _ratio(test[s1], test[s2]),
+                 _ratio(test[s2], test[-1]))
         measured.update(test_loss_stage1_end=float(test[s1]),
-                        test_loss_stage2_end=float(test[s2]), stage1_drop=drop1,
-                        stage2_drop=plateau, stage3_drop=drop3)
-        supported = bool(merges and merges[0] <= s1 and drop1 >= STAGE1_DROP
-                         and plateau < PLATEAU and drop3 >= STAGE3_DROP)
+                        test_loss_stage2_end=float(test[s2]), stage1_drop=drops[0],
+                        stage2_drop=drops[1], stage3_drop=drops[2])
+    if real_start:
+        onset = {"the real pair merges into a complex pair by the end of stage 1":
+                 bool(merges and s1 is not None and merges[0] <= s1)}
+    else:
+        onset = {"the dominant pair is complex from epoch 0": dominant.imag != 0}
+    checks = {
+        **onset,
+        "stage 1 ends before stabilisation": bounded,
+        f"stage 1 drops the loss >= {STAGE1_DROP:g}x": bool(drops[0] >= STAGE1_DROP),
+        f"stage 2 is a plateau (< {PLATEAU:g}x)": bool(drops[1] < PLATEAU),
+        f"stage 3 drops the loss >= {STAGE3_DROP:g}x": bool(drops[2] >= STAGE3_DROP),
+    }
     return Claim(
         "C2",
         "Three stages are visible in the spectrum of the low-rank network: a complex pair "
         "appears, a plateau follows, and stabilisation is followed by a drop of orders of "
         "magnitude.",
-        "a real pair of eig(P) merges into a complex pair by the end of stage 1 (read from the "
-        "spectrum), stage 1 ends before stabilisation, the test loss falls >= "
-        f"{STAGE1_DROP:g}x in stage 1, < {PLATEAU:g}x in stage 2 (the plateau) and >= "
-        f"{STAGE3_DROP:g}x from stabilisation to the end.",
-        measured, supported)
+        "judged by the seed's case: with a positive initial sigma_zm a real pair of eig(P) "
+        "merges into a complex pair by the end of stage 1 (read from the spectrum); with "
+        "sigma_zm <= 0 the dominant pair is complex from epoch 0. In both, stage 1 ends before "
+        f"stabilisation, the test loss falls >= {STAGE1_DROP:g}x in stage 1, < {PLATEAU:g}x "
+        f"in stage 2 (the plateau) and >= {STAGE3_DROP:g}x from stabilisation to the end.",
+        measured, checks,
+        {"initial sigma_zm": overlap, "stage 1 end": s1, "stabilisation epoch": s2,
+         "stage-3 drop": drops[2]},
+        REAL_PAIR_CASE if real_start else COMPLEX_PAIR_CASE)
+
+
+def judge_c3(overlap_runs: Mapping[float, Run]) -> Claim:
+    """Claim C3 for the runs of one seed started from prescribed sigma_zm (``start -> run``).
+
+    The theory part (the stage-1 formula against simulated position feedback) does not
+    depend on the seed; the descent part reads each run before stage 3 begins: at its
+    stabilisation epoch if it stabilises within its epochs (stage 3's refinement moves
+    sigma_zm again), else at its last epoch.
+    """
+    from closedloop.analysis.summary import order_parameter_history
+    from closedloop.analysis.theory import position_feedback_loss, stage1_loss
+
+    grid = np.linspace(-0.2, 0.2, 401)
+    regime = np.abs(grid) >= 0.05
+    gap = float(np.max(np.abs(np.log10(position_feedback_loss(grid)[regime])
+                              - np.log10(stage1_loss(grid)[regime]))))
+    settled, judged_at, finals = [], [], []
+    for run in overlap_runs.values():
+        history = order_parameter_history(run)
+        epoch = run.last_epoch if run.stabilization_epoch is None else run.stabilization_epoch
+        settled.append(float(history["s_zm"][np.flatnonzero(history["epoch"] == epoch)[0]]))
+        judged_at.append(epoch)
+        finals.append(float(history["s_zm"][-1]))
+    low, high = FINAL_OVERLAP
+    checks = {"the theory matches simulation": gap <= THEORY_DECADES,
+              "every start ends stage 1 at a small negative sigma_zm":
+              bool(settled) and all(low <= s < high for s in settled)}
+    return Claim(
+        "C3",
+        "The stage-1 theory L(sigma_zm) matches simulated rollouts, and gradient descent "
+        "drives sigma_zm to small negative values from every start in [-0.2, 0.2].",
+        f"|log10 L_simulated - log10 L_theory| <= {THEORY_DECADES} where |sigma_zm| >= 0.05 "
+        "(the formula keeps the dominant mode's rate and drops its prefactor, while L spans "
+        f"~30 decades), and every run from a prescribed sigma_zm has sigma_zm in [{low}, "
+        f"{high}) before stage 3 (at its stabilisation epoch if it stabilises within its "
+        "epochs, else at its last epoch).",
+        {"initial_sigma_zm": [float(v) for v in overlap_runs], "max_log10_gap": gap,
+         "sigma_zm_before_stage3": settled, "judged_at_epoch": judged_at,
+         "final_sigma_zm": finals},
+        checks,
+        {"lowest sigma_zm before stage 3": min(settled, default=None),
+         "highest sigma_zm before stage 3": max(settled, default=None)})
+
+
+# -- C4: stage 2's trade-off ----------------------------------------------------------------
+
+
+def dominant_path(run: Run) -> np.ndarray:
+    """Per epoch, the dominant eigenvalue of P with non-negative imaginary part."""
+    values = run.coupled_eigenvalues[:, 0]
+    return values.real + 1j * np.abs(values.imag)
+
+
+def surrogate_paths(run: Run) -> list[Any]:
+    """Descents on L_eff(alpha) from the overlaps of epoch :data:`START_EPOCH` of ``run``.
+
+    Science 4's ~200 steps reach the unit circle from a pair just outside it; from further out
+    more are needed, so each descent runs until its pair crosses, collides on the real axis,
+    or :data:`DESCENT_STEPS` pass: the crossing, not the number of steps, is what C4 reads.
+    """
+    from closedloop.analysis.theory import crossing_window
+
+    return crossing_window(order_parameters(run.parameters(START_EPOCH)),
+                           steps=DESCENT_STEPS)
+
+
+def judge_c4(run: Run, retrained: Mapping[int, Run], paths: Sequence[Any] | None = None
+             ) -> Claim:
+    """Claim C4 for a low-rank run and its retraining from epoch 10 (``T -> run``).
+
+    ``paths`` are :func:`surrogate_paths` of ``run`` when already computed.
+    """
+    paths = surrogate_paths(run) if paths is None else paths
+    crossing = [(p.alpha, p.crossing_eigenvalue) for p in paths if p.crossing_step is not None]
+    alpha_imag = [float(abs(value.imag)) for _, value in crossing]
+    lengths = sorted(retrained)
+    stable = [retrained[t].stabilization_epoch for t in lengths]
+    t_imag = [None if epoch is None else float(abs(dominant_path(retrained[t])[epoch].imag))
+              for t, epoch in zip(lengths, stable, strict=True)]
+    every_stable = all(v is not None for v in t_imag)
+    checks = {
+        f"at least {MIN_CROSSINGS} alphas cross": len(crossing) >= MIN_CROSSINGS,
+        "crossing Im lambda decreases with alpha": bool(
+            len(crossing) >= 2 and np.all(np.diff(alpha_imag) < 0)),
+        "every T stabilises": every_stable,
+        "Im lambda at stabilisation decreases with T": bool(
+            every_stable and np.all(np.diff([v or 0.0 for v in t_imag]) < 0)),
+    }
+    return Claim(
+        "C4",
+        "The crossing eigenvalue moves monotonically with the trade-off weight alpha (theory) "
+        "and with the episode length T (experiment): the more weight on long-term stability, "
+        "the smaller its imaginary part when it crosses the unit circle.",
+        f"gradient descent on L_eff(alpha) from the epoch-{START_EPOCH} overlaps crosses the "
+        f"unit circle for at least {MIN_CROSSINGS} alphas on a 0.01 grid, with the crossing "
+        "eigenvalue's imaginary part strictly decreasing in alpha; and retraining from epoch "
+        f"{START_EPOCH} with T = {', '.join(map(str, lengths))} stabilises every run, with the "
+        "dominant eigenvalue's imaginary part at stabilisation strictly decreasing in T.",
+        {"crossing_alphas": [a for a, _ in crossing], "crossing_imag_by_alpha": alpha_imag,
+         "lengths": lengths, "imag_at_stabilization_by_T": t_imag,
+         "stabilization_epoch_by_T": stable},
+        checks,
+        {"crossing alphas": len(crossing),
+         "lowest crossing alpha": crossing[0][0] if crossing else None,
+         "highest crossing alpha": crossing[-1][0] if crossing else None})
+
+
+# -- C5: stage 3 and the reduced model ------------------------------------------------------
+
+
+def judge_c5(pairs: Mapping[float, tuple[Run, Run]]) -> Claim:
+    """Claim C5 for the full and reduced models of one seed (``beta -> (full, reduced)``)."""
+    betas = list(pairs)
+    ratios, gaps = [], []
+    for full, reduced in pairs.values():
+        ratios.append(_ratio(reduced.metrics["test_loss"][-1], full.metrics["test_loss"][-1]))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            gaps.append(float(np.max(np.abs(np.log10(reduced.metrics["train_loss"][1:])
+                                            - np.log10(full.metrics["train_loss"][1:])))))
+    checks = {"final test losses agree": bool(ratios) and all(
+                  1 / FINAL_RATIO <= r <= FINAL_RATIO for r in ratios),
+              "training-loss curves agree": bool(gaps) and all(g <= CURVE_DECADES
+                                                               for g in gaps)}
+    worst = max((abs(math.log(r)) for r in ratios if r > 0), default=math.nan)
+    return Claim(
+        "C5",
+        "Trained directly on its four overlaps from the stabilisation epoch, the reduced model "
+        "reproduces the full model's loss curve and final eigenvalues, for every control cost "
+        "beta.",
+        f"for every beta in {betas}: reduced/full final test loss within "
+        f"[{1 / FINAL_RATIO:.2f}, {FINAL_RATIO}] and the training losses (same batches) within "
+        f"{CURVE_DECADES} decades at every epoch.",
+        {"betas": betas, "final_test_loss_ratio": ratios, "max_log10_training_loss_gap": gaps},
+        checks,
+        {"worst final-loss ratio": math.exp(worst) if np.isfinite(worst) else None,
+         "worst curve gap (decades)": max(gaps, default=None)})
+
+
+# -- C6: tracking ---------------------------------------------------------------------------
+
+
+def _separated(epochs: Sequence[int | None], total: int) -> bool:
+    if not epochs or any(e is None for e in epochs):
+        return False
+    return bool(np.all(np.diff(sorted(epochs)) >= SEPARATION * total))
+
+
+def judge_c6(closed: Run, opened: Run, probes: Any = None, open_probes: Any = None) -> Claim:
+    """Claim C6 for a closed-loop tracking run and its open-loop twin (science 6, 7.6).
+
+    ``probes`` and ``open_probes`` are their :func:`closedloop.analysis.tracking.probe_errors`
+    when already computed.
+    """
+    from closedloop.analysis.tracking import (
+        ACQUIRED,
+        acquisition_epochs,
+        outlier_frequencies_at_acquisition,
+        probe_errors,
+    )
+
+    probes = probe_errors(closed) if probes is None else probes
+    open_probes = probe_errors(opened) if open_probes is None else open_probes
+    total = closed.last_epoch
+    acquired = acquisition_epochs(probes)
+    open_acquired = acquisition_epochs(open_probes)
+    frequencies = probes.frequencies
+    every = all(a is not None for a in acquired)
+    known = [a for a in acquired if a is not None]
+    matched = outlier_frequencies_at_acquisition(closed, acquired, frequencies)
+    targets = 2 * math.pi * frequencies
+    with np.errstate(invalid="ignore"):
+        errors = np.abs(matched - targets) / targets
+    open_staircase = _separated(open_acquired, opened.last_epoch)
+    checks = {
+        "every frequency acquired": every,
+        f"acquisitions >= {SEPARATION:.0%} of training apart": _separated(acquired, total),
+        "acquired from low to high": every and bool(np.all(np.diff(known) > 0)),
+        "an outlier eigenvalue at 2 pi f at each acquisition": bool(
+            np.all(errors <= FREQUENCY_TOLERANCE)),
+        "no open-loop staircase": not open_staircase,
+    }
+    normalized = [None if a is None else a / total for a in acquired]
+    numbers: dict[str, float | int | None] = {
+        f"acquisition at {f:g} Hz (fraction of training)": n
+        for f, n in zip(frequencies.tolist(), normalized, strict=True)}
+    numbers["worst outlier frequency error"] = (float(np.nanmax(errors))
+                                                if np.isfinite(errors).any() else None)
+    return Claim(
+        "C6",
+        "In closed loop the tracking loss falls as a staircase: frequencies are acquired one "
+        "at a time from low to high, each adding an eigenvalue pair of the RNN's "
+        "continuous-time Jacobian at 2 pi f; the open-loop student shows no staircase.",
+        f"every probe frequency is acquired (error < {ACQUIRED:g} x a^2/2) in closed loop, "
+        f"consecutive acquisitions >= {SEPARATION:.0%} of training apart, in increasing "
+        "order of frequency; at each acquisition epoch (-I + W)/tau has an outlier "
+        "eigenvalue (outside 1.5 x the random bulk's radius) with |Im - 2 pi f| <= "
+        f"{FREQUENCY_TOLERANCE:.0%} of 2 pi f; and the open-loop student's acquisitions are "
+        "not so separated (no staircase).",
+        {"frequencies_hz": frequencies.tolist(), "acquisition_epochs_closed": acquired,
+         "acquisition_epochs_open": open_acquired, "total_epochs": total,
+         "normalized_acquisition_closed": normalized,
+         "outlier_imag_at_acquisition_rad_per_s": matched.tolist(),
+         "targets_rad_per_s": targets.tolist(),
+         "outlier_relative_error": errors.tolist(),
+         "staircase_closed": checks[f"acquisitions >= {SEPARATION:.0%} of training apart"],
+         "ordered_low_to_high": checks["acquired from low to high"],
+         "staircase_open": open_staircase},
+        checks, numbers)
 
 
 def finite(value: Any) -> Any:
-    """JSON-safe numbers: NaN/inf become None, NumPy scalars become Python ones."""
+    """JSON-safe numbers: NaN/inf become None, NumPy scalars become Python ones.
+
+    Example
+    -------
+    >>> finite({"a": float("nan"), "b": [np.float32(1.5), np.int64(2)]})
+    {'a': None, 'b': [1.5, 2]}
+    """
     if isinstance(value, dict):
         return {k: finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -121,8 +489,8 @@ def finite(value: Any) -> Any:
         return finite(value.tolist())
     if isinstance(value, (np.floating, float)):
         return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
     if isinstance(value, np.bool_):
         return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
     return value

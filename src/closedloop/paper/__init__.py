@@ -1,8 +1,12 @@
 """One module per paper figure, and :func:`reproduce`, which runs them all.
 
-``reproduce`` collects every figure's jobs (for each seed), trains what is missing on local
-processes, analyses the runs, draws the figures (PNG and SVG), judges each claim by its
-written criterion, and writes ``results.json`` and a self-contained ``index.html``.
+``reproduce`` collects every figure's jobs for each seed, trains what is missing as tasks of
+a Dask cluster (a local one by default; the runs of one job over seeds train together as one
+ensemble, a student after its teacher, a retraining after the run it starts from), judges
+each claim per seed by its written criterion (:mod:`closedloop.analysis.claims`), draws the
+figures (PNG and SVG; seed 0, with the seeds' spread shaded), and writes ``results.json`` and
+a self-contained ``index.html`` with every claim's support over seeds and the numbers behind
+it.
 
 Example
 -------
@@ -14,21 +18,26 @@ Example
 from __future__ import annotations
 
 import importlib
-import multiprocessing
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from closedloop import __version__
 from closedloop.errors import ClosedLoopError, ConfigError
-from closedloop.paper.base import Claim, FigureAnalysis, Settings, finite
-from closedloop.scale.jobs import EventCallback, execute, local_processes
+from closedloop.paper.base import Claim, FigureAnalysis, Settings, finite, run_name
+from closedloop.scale.cluster import SlurmOptions, run_jobs
+from closedloop.scale.jobs import EventCallback
 
 FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6")
 MAIN_SPECTRA = (("di-tanh-closed", "fig1"), ("di-tanh-open", "fig1"),
                 ("di-lowrank-closed", "fig3"))
+SPREAD = (0.1, 0.9)
+"""Quantiles over seeds shaded around seed 0's loss curves."""
 
 
 def figure_module(name: str) -> ModuleType:
@@ -46,22 +55,82 @@ class ReproduceResult:
     results: dict[str, Any]
 
 
-def _claim_record(figure: str, per_seed: list[tuple[int, Claim]]) -> dict[str, Any]:
-    seed, first = per_seed[0]
-    votes = [claim.supported for _, claim in per_seed]
-    support = sum(votes) / len(votes)
-    verdict = ("supported" if support == 1 else "not supported" if support == 0
-               else f"partly supported ({sum(votes)}/{len(votes)} seeds)")
-    return {"id": first.id, "figure": figure, "statement": first.statement,
-            "criterion": first.criterion, "measured": finite(first.measured), "seed": seed,
-            "per_seed": votes, "support": support, "verdict": verdict,
-            "measured_per_seed": [finite(c.measured) for _, c in per_seed]}
+def _verdict(votes: list[bool]) -> str:
+    if not votes:
+        return "not judged"
+    return ("supported" if all(votes) else "not supported" if not any(votes)
+            else f"partly supported ({sum(votes)}/{len(votes)} seeds)")
+
+
+def _claim_record(figure: str, claim_id: str, per_seed: list[tuple[int, Claim | str]]
+                  ) -> dict[str, Any]:
+    """One claim over seeds: a judged :class:`Claim` per seed, or the reason it could not be
+    judged for that seed (its runs could not be made, its analysis failed), which counts as
+    not supported."""
+    judged = [(seed, claim) for seed, claim in per_seed if isinstance(claim, Claim)]
+    first_seed, first = judged[0] if judged else (per_seed[0][0], None)
+    table, cases = [], {}
+    for seed, claim in per_seed:
+        if isinstance(claim, Claim):
+            table.append({"seed": seed, "supported": claim.supported, "case": claim.case,
+                          "failed": claim.failed, "numbers": finite(claim.numbers)})
+            if claim.case is not None:
+                count = cases.setdefault(claim.case, {"supported": 0, "judged": 0})
+                count["judged"] += 1
+                count["supported"] += claim.supported
+        else:
+            table.append({"seed": seed, "supported": False, "case": None,
+                          "failed": [f"not judged: {claim}"], "numbers": {}})
+    votes = [row["supported"] for row in table]
+    return {"id": claim_id, "figure": figure,
+            "statement": first.statement if first else "",
+            "criterion": first.criterion if first else "",
+            "measured": finite(first.measured) if first else {}, "seed": first_seed,
+            "seeds": [seed for seed, _ in per_seed], "per_seed": votes,
+            "support": sum(votes) / len(votes), "verdict": _verdict(votes),
+            "cases": cases, "table": table,
+            "measured_per_seed": [finite(c.measured) if isinstance(c, Claim) else None
+                                  for _, c in per_seed]}
+
+
+def _failure(exc: BaseException, failures: dict[str, str]) -> str:
+    if isinstance(exc, KeyError):
+        reason = failures.get(str(exc.args[0]), "the run is missing")
+        return f"run {exc.args[0]} could not be made: {reason}"
+    return f"analysis failed: {type(exc).__name__}: {exc}"
+
+
+ANALYSIS_ERRORS = (KeyError, ValueError, IndexError, ArithmeticError, ClosedLoopError)
+"""What a seed's analysis may raise (a missing run, a run that diverged early and leaves too
+little to analyse): recorded for that seed, never fatal to the report."""
+
+
+def seed_spread(curves: list[np.ndarray], quantiles: tuple[float, float] = SPREAD
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The per-epoch ``quantiles`` of curves over seeds (None for fewer than two seeds, or
+    curves of different lengths).
+
+    Example
+    -------
+    >>> low, high = seed_spread([np.array([1.0, 2.0]), np.array([3.0, 4.0])])
+    >>> low.tolist(), high.tolist()
+    ([1.2, 2.2], [2.8, 3.8])
+    """
+    if len(curves) < 2 or len({len(c) for c in curves}) != 1:
+        return None
+    stacked = np.stack(curves)
+    with warnings.catch_warnings():      # epochs where no seed has a value (epoch 0's train loss)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanquantile(np.where(np.isfinite(stacked), stacked, np.nan),
+                                   quantiles, axis=0)
+    return low, high
 
 
 def reproduce(out: Path, *, only: list[str] | None = None, quick: bool = False,
-              seeds: int = 1, workers: int = 2, on_event: EventCallback | None = None
+              seeds: int = 1, workers: int | None = None, scheduler: str | None = None,
+              slurm: SlurmOptions | None = None, on_event: EventCallback | None = None
               ) -> ReproduceResult:
-    """Regenerate the selected figures into ``out`` and judge their claims.
+    """Regenerate the selected figures into ``out`` and judge their claims over seeds.
 
     Parameters
     ----------
@@ -72,17 +141,33 @@ def reproduce(out: Path, *, only: list[str] | None = None, quick: bool = False,
     quick
         Reduced settings for tests (minutes instead of the paper's full settings).
     seeds
-        Repeat every stochastic experiment over seeds 0..seeds-1 and report each claim's
-        support as a fraction of seeds (figures show seed 0).
+        Repeat every experiment over seeds 0..seeds-1: every claim is judged per seed and
+        reported as the fraction of seeds that support it, with the per-seed numbers; the
+        figures show seed 0 with the seeds' spread shaded on loss curves.
     workers
-        Local processes that train runs in parallel (the same run of several seeds, and runs
-        of one shape ready at the same time, train together).
+        Worker processes of the local Dask cluster (default: one per core).
+    scheduler
+        Address of an existing Dask scheduler to train on instead (``tcp://host:8786``);
+        ``out`` must be on a file system every worker sees.
+    slurm
+        Train on a SLURM cluster of these batch jobs instead.
     on_event
         Receives the training events of :func:`closedloop.scale.jobs.execute` (for a
         progress display).
+
+    Returns
+    -------
+    ReproduceResult
+
+    Example
+    -------
+    >>> result = reproduce(Path("quick"), quick=True, seeds=2)          # doctest: +SKIP
+    >>> [(c["id"], c["support"]) for c in result.results["claims"]][:1]  # doctest: +SKIP
+    [('C1', 1.0)]
     """
     import matplotlib.pyplot as plt
 
+    from closedloop.plotting.claims import draw_claim_seeds
     from closedloop.plotting.figures import DRAW
 
     started = time.perf_counter()
@@ -94,36 +179,47 @@ def reproduce(out: Path, *, only: list[str] | None = None, quick: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     jobs = [job for seed in settings.seeds for module in modules.values()
             for job in module.jobs(settings, seed)]
-    with multiprocessing.get_context("spawn").Manager() as manager, \
-            local_processes(workers) as pool:
-        executed = execute(jobs, out / "runs", pool, capacity=workers, channel=manager.Queue(),
-                           on_event=on_event)
+    executed = run_jobs(jobs, out / "runs", scheduler=scheduler, workers=workers, slurm=slurm,
+                        on_event=on_event)
     runs, failures = executed.runs, executed.failed
     trained = time.perf_counter()
 
     claims: list[dict[str, Any]] = []
     figures: list[dict[str, Any]] = []
     images: dict[str, Path] = {}
-    analyses: dict[str, FigureAnalysis] = {}
+    first = settings.seeds[0]
     for name, module in modules.items():
         entry: dict[str, Any] = {"figure": name, "title": module.TITLE}
-        per_seed: dict[str, list[tuple[int, Claim]]] = {}
-        try:
-            for seed in settings.seeds:
-                analysis = module.analyze(runs, settings, seed)
-                if seed == settings.seeds[0]:
-                    analyses[name] = analysis
-                for claim in analysis.claims:
-                    per_seed.setdefault(claim.id, []).append((seed, claim))
-        except KeyError as missing:
-            reason = failures.get(str(missing.args[0]), "the run is missing")
-            entry["error"] = f"run {missing.args[0]} could not be made: {reason}"
-        except (ValueError, IndexError, ArithmeticError, ClosedLoopError) as exc:
-            # e.g. a run that diverged early leaves too little to analyse
-            entry["error"] = f"analysis failed: {type(exc).__name__}: {exc}"
-        if name in analyses and "error" not in entry:
+        per_seed: dict[str, list[tuple[int, Claim | str]]] = {c: [] for c in module.CLAIMS}
+        analysis: FigureAnalysis | None = None
+        curves: dict[str, list[np.ndarray]] = {key: [] for key in module.CURVES}
+        for seed in settings.seeds:
             try:
-                figure = DRAW[name](analyses[name].data)
+                if seed == first:
+                    analysis = module.analyze(runs, settings, seed)
+                    judged = analysis.claims
+                else:
+                    judged = module.judge(runs, settings, seed)
+            except ANALYSIS_ERRORS as exc:
+                reason = _failure(exc, failures)
+                if seed == first:
+                    entry["error"] = reason
+                for claim_id in module.CLAIMS:
+                    per_seed[claim_id].append((seed, reason))
+                continue
+            for claim in judged:
+                per_seed[claim.id].append((seed, claim))
+            for key, (stem, metric) in module.CURVES.items():
+                curves[key].append(runs[run_name(stem, seed)].metrics[metric])
+        if analysis is not None:
+            spread = {key: band for key, values in curves.items()
+                      if (band := seed_spread(values)) is not None}
+            if spread:
+                analysis.data["spread"] = spread
+                analysis.data["spread_label"] = (f"seeds {SPREAD[0]:.0%}-{SPREAD[1]:.0%} "
+                                                 f"(n = {len(settings.seeds)})")
+            try:
+                figure = DRAW[name](analysis.data)
                 for suffix in ("png", "svg"):
                     figure.savefig(out / f"{name}.{suffix}", dpi=110)
                 images[name] = out / f"{name}.png"
@@ -131,12 +227,22 @@ def reproduce(out: Path, *, only: list[str] | None = None, quick: bool = False,
             except (ValueError, IndexError, ArithmeticError) as exc:
                 entry["error"] = f"figure could not be drawn: {type(exc).__name__}: {exc}"
                 plt.close("all")
-        claims.extend(_claim_record(name, seed_claims) for seed_claims in per_seed.values())
+        for claim_id, seed_claims in per_seed.items():
+            record = _claim_record(name, claim_id, seed_claims)
+            claims.append(record)
+            if len(settings.seeds) > 1:
+                figure = draw_claim_seeds(record)
+                target = out / f"seeds-{claim_id}.png"
+                figure.savefig(target, dpi=100)
+                plt.close(figure)
+                images[f"seeds-{claim_id}"] = target
         figures.append(entry)
     finished = time.perf_counter()
     results = {
-        "version": __version__, "settings": {"quick": quick, "seeds": list(settings.seeds),
-                                             "figures": names, "workers": workers},
+        "version": __version__,
+        "settings": {"quick": quick, "seeds": list(settings.seeds), "figures": names,
+                     "workers": workers, "scheduler": scheduler,
+                     "slurm_jobs": slurm.jobs if slurm else None},
         "claims": claims, "figures": figures, "failures": failures,
         "timing": {"training_s": trained - started, "analysis_s": finished - trained,
                    "total_s": finished - started},
@@ -146,10 +252,10 @@ def reproduce(out: Path, *, only: list[str] | None = None, quick: bool = False,
     from closedloop.paper.report import spectrum_view_data, write_report
 
     spectra = []
-    for stem, figure in MAIN_SPECTRA:
-        name = f"{stem}-s{settings.seeds[0]}"
-        if figure in modules and name in runs:
-            spectra.append(spectrum_view_data(stem, runs[name],
-                                              run_stages(runs[name]).to_json()))
+    for stem, figure_name in MAIN_SPECTRA:
+        run_key = run_name(stem, first)
+        if figure_name in modules and run_key in runs:
+            spectra.append(spectrum_view_data(stem, runs[run_key],
+                                              run_stages(runs[run_key]).to_json()))
     page = write_report(out, results, images, spectra)
     return ReproduceResult(page, results)

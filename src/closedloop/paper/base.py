@@ -5,8 +5,12 @@ A figure module (``fig1`` ... ``fig6``) provides
 * ``jobs(settings, seed) -> list[Job]``: the runs it needs (:class:`closedloop.scale.jobs.Job`);
   a job names the runs it depends on and builds its config (and initial weights, teacher) from
   them once they exist;
-* ``analyze(runs, settings, seed) -> FigureAnalysis``: numbers for the claims, and the data
-  the plotting module draws.
+* ``CLAIMS``: the ids of the claims it judges, and ``CURVES``: the loss curves whose spread
+  over seeds its figure shades (data key -> (run stem, metric));
+* ``judge(runs, settings, seed) -> list[Claim]``: its claims for one seed, judged by the
+  functions of :mod:`closedloop.analysis.claims`;
+* ``analyze(runs, settings, seed) -> FigureAnalysis``: the same claims, and the data the
+  plotting module draws (for the seed shown).
 
 Run files are named after jobs, so figures that need the same run share it, and a second
 ``reproduce`` reuses every finished file whose config is unchanged.

@@ -5,18 +5,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from closedloop.analysis.claims import judge_c1
+from closedloop.analysis.claims import Claim, judge_c1
 from closedloop.analysis.summary import run_stages
 from closedloop.paper.base import FigureAnalysis, Job, Settings
 from closedloop.paper.pair import pair_jobs, pair_names
 from closedloop.runs.store import Run
 
 TITLE = "Closed versus open loop: the open-loop student's transient peak"
+CLAIMS = ("C1",)
+CURVES = {"closed_train": ("di-tanh-closed", "train_loss"),
+          "closed_test": ("di-tanh-closed", "test_loss"),
+          "open_train": ("di-tanh-open", "train_loss"),
+          "open_test": ("di-tanh-open", "test_loss")}
+"""Curves whose spread over seeds the figure shades: data key -> (run stem, metric)."""
 
 
 def jobs(settings: Settings, seed: int) -> list[Job]:
     """The closed/open pair."""
     return pair_jobs(settings, seed)
+
+
+def judge(runs: Mapping[str, Run], settings: Settings, seed: int) -> list[Claim]:
+    """Claim C1 of one seed."""
+    closed_name, open_name = pair_names(seed)
+    return [judge_c1(runs[closed_name], runs[open_name])]
 
 
 def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAnalysis:

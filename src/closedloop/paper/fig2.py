@@ -1,4 +1,5 @@
-"""Figure 2: the pair in gain space (science 5, 7.2) and claim C1b."""
+"""Figure 2: the pair in gain space (science 5, 7.2) and claim C1b (judged by
+:func:`closedloop.analysis.claims.judge_c1b`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from closedloop.analysis.claims import Claim, judge_c1b
 from closedloop.analysis.gains import (
-    REGION_NAMES,
-    UNSTABLE_OSCILLATORY,
     classify_static_gains,
     equivalent_costs,
     finite_horizon_lqr,
@@ -17,18 +17,27 @@ from closedloop.analysis.gains import (
 )
 from closedloop.analysis.summary import run_stages
 from closedloop.core.plants import plant_from_config
-from closedloop.paper.base import Claim, FigureAnalysis, Job, Settings
+from closedloop.paper.base import FigureAnalysis, Job, Settings
 from closedloop.paper.pair import pair_jobs, pair_names
 from closedloop.runs.store import Run
 
 TITLE = "Gain space: stability regions, loss landscape and the two gain trajectories"
+CLAIMS = ("C1b",)
 GRID = (-1.2, 0.6, 200)            # science 5's landscape grid (k1 and k2)
 VELOCITY_GRID = (-1.4, 0.6, 220)   # k2 reaches a little lower, to show the LQR gain
+CURVES: dict[str, tuple[str, str]] = {}
+"""No spread over seeds is shaded in gain space."""
 
 
 def jobs(settings: Settings, seed: int) -> list[Job]:
     """The closed/open pair (shared with figure 1)."""
     return pair_jobs(settings, seed)
+
+
+def judge(runs: Mapping[str, Run], settings: Settings, seed: int) -> list[Claim]:
+    """Claim C1b of one seed."""
+    closed_name, open_name = pair_names(seed)
+    return [judge_c1b(runs[closed_name], runs[open_name])]
 
 
 def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAnalysis:
@@ -37,24 +46,8 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
     closed, opened = runs[closed_name], runs[open_name]
     gains_closed = closed.metrics["gains"][:, 0]
     gains_open = opened.metrics["gains"][:, 0]
-    peak = int(np.nanargmax(opened.metrics["test_loss"]))
-    region_at_peak = int(classify_static_gains(*gains_open[peak]))
-    stab_closed, stab_open = closed.stabilization_epoch, opened.stabilization_epoch
-    later = stab_open is not None and stab_closed is not None and stab_open > stab_closed
-    measured = {
-        "open_peak_epoch": peak, "open_gains_at_peak": gains_open[peak].tolist(),
-        "region_of_open_gains_at_peak": REGION_NAMES[region_at_peak],
-        "stabilization_epoch_closed": stab_closed, "stabilization_epoch_open": stab_open,
-    }
-    claim = Claim(
-        "C1b",
-        "In gain space the open-loop student cuts through the unstable-oscillatory region "
-        "(its test-loss peak) and reaches the stable region later than the closed-loop "
-        "network, which moves along the stability boundary.",
-        "the open-loop effective gains at the student's test-loss peak are classified "
-        "unstable-oscillatory (Jury), and the student's coupled matrix P stabilises at a "
-        "later epoch than the closed-loop network's.",
-        measured, bool(region_at_peak == UNSTABLE_OSCILLATORY and later))
+    claim = judge_c1b(closed, opened)
+    peak = claim.measured["open_peak_epoch"]
 
     plant = plant_from_config(closed.config.plant)
     k_position, k_velocity = np.linspace(*GRID), np.linspace(*VELOCITY_GRID)

@@ -1,11 +1,11 @@
-"""Figure 5: stage 3, policy refinement, and the reduced model (science 4, 7.5); claim C5."""
+"""Figure 5: stage 3, policy refinement, and the reduced model (science 4, 7.5); claim C5
+(judged by :func:`closedloop.analysis.claims.judge_c5`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
-
+from closedloop.analysis.claims import judge_c5
 from closedloop.analysis.summary import run_stages
 from closedloop.errors import ConfigError
 from closedloop.paper.base import Claim, FigureAnalysis, Job, JobInputs, Settings, run_name
@@ -14,9 +14,11 @@ from closedloop.runs.store import Run
 from closedloop.scale.studies import reduced_configs
 
 TITLE = "Stage 3: refinement after stabilisation, and the four-overlap reduced model"
+CLAIMS = ("C5",)
 CONTROL_COSTS = (0.0, 0.5, 2.0, 5.0)
-FINAL_RATIO = 1.25          # reduced/full final test loss within [1/1.25, 1.25]
-CURVE_DECADES = 0.5         # and per-epoch training losses within half a decade
+CURVES = {"train": ("di-lowrank-closed", "train_loss"),
+          "test": ("di-lowrank-closed", "test_loss")}
+"""Curves whose spread over seeds the figure shades: data key -> (run stem, metric)."""
 
 
 def costs(settings: Settings) -> tuple[float, ...]:
@@ -48,35 +50,28 @@ def jobs(settings: Settings, seed: int) -> list[Job]:
     return out
 
 
+def _pairs(runs: Mapping[str, Run], settings: Settings, seed: int
+           ) -> dict[float, tuple[Run, Run]]:
+    return {beta: (runs[names(beta, seed)[0]], runs[names(beta, seed)[1]])
+            for beta in costs(settings)}
+
+
+def judge(runs: Mapping[str, Run], settings: Settings, seed: int) -> list[Claim]:
+    """Claim C5 of one seed."""
+    return [judge_c5(_pairs(runs, settings, seed))]
+
+
 def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAnalysis:
     """Loss and spectrum after stabilisation, full against reduced per beta, claim C5."""
     run = runs[lowrank_name(seed)]
     stages = run_stages(run).to_json()
-    comparisons, ratios, gaps = [], [], []
-    for beta in costs(settings):
-        full, reduced = (runs[n] for n in names(beta, seed))
-        ratio = float(reduced.metrics["test_loss"][-1] / full.metrics["test_loss"][-1])
-        gap = float(np.max(np.abs(np.log10(reduced.metrics["train_loss"][1:])
-                                  - np.log10(full.metrics["train_loss"][1:]))))
-        ratios.append(ratio)
-        gaps.append(gap)
-        comparisons.append({"beta": beta, "start": int(run.stabilization_epoch),
-                            "full": full.metrics["train_loss"],
-                            "reduced": reduced.metrics["train_loss"],
-                            "full_eig": full.coupled_eigenvalues[-1][:3],
-                            "reduced_eig": reduced.coupled_eigenvalues[-1][:3]})
-    supported = all(1 / FINAL_RATIO <= r <= FINAL_RATIO for r in ratios) and all(
-        g <= CURVE_DECADES for g in gaps)
-    claim = Claim(
-        "C5",
-        "Trained directly on its four overlaps from the stabilisation epoch, the reduced model "
-        "reproduces the full model's loss curve and final eigenvalues, for every control cost "
-        "beta.",
-        f"for every beta in {list(costs(settings))}: reduced/full final test loss within "
-        f"[{1 / FINAL_RATIO:.2f}, {FINAL_RATIO}] and the training losses (same batches) within "
-        f"{CURVE_DECADES} decades at every epoch.",
-        {"betas": list(costs(settings)), "final_test_loss_ratio": ratios,
-         "max_log10_training_loss_gap": gaps}, bool(supported))
+    pairs = _pairs(runs, settings, seed)
+    claim = judge_c5(pairs)
+    comparisons = [{"beta": beta, "start": int(run.stabilization_epoch),
+                    "full": full.metrics["train_loss"], "reduced": reduced.metrics["train_loss"],
+                    "full_eig": full.coupled_eigenvalues[-1][:3],
+                    "reduced_eig": reduced.coupled_eigenvalues[-1][:3]}
+                   for beta, (full, reduced) in pairs.items()]
     stable = run.stabilization_epoch or 0
     data = {
         "epochs": run.epochs, "train": run.metrics["train_loss"],

@@ -1,22 +1,16 @@
-"""Figure 6: tracking (science 6, 7.6); claim C6."""
+"""Figure 6: tracking (science 6, 7.6); claim C6 (judged by
+:func:`closedloop.analysis.claims.judge_c6`)."""
 
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Mapping
 
 import numpy as np
 
-from closedloop.analysis.claims import Claim
+from closedloop.analysis.claims import Claim, judge_c6
 from closedloop.analysis.replay import replay, run_model
-from closedloop.analysis.tracking import (
-    ACQUIRED,
-    acquisition_epochs,
-    continuous_eigenvalues,
-    outlier_frequencies_at_acquisition,
-    probe_errors,
-)
+from closedloop.analysis.tracking import ACQUIRED, continuous_eigenvalues, probe_errors
 from closedloop.core.tasks import sample_batch, time_grid
 from closedloop.paper.base import FigureAnalysis, Job, Settings, run_name
 from closedloop.paper.pair import closed_open_jobs
@@ -24,9 +18,11 @@ from closedloop.runs.store import Run
 from closedloop.training.trainer import key_from_seed
 
 TITLE = "Tracking: a staircase, frequencies acquired from low to high"
+CLAIMS = ("C6",)
 HUMAN = (0.125, 0.20, 0.30, 0.475)     # normalised acquisition times digitised in the paper
-SEPARATION = 0.02                      # consecutive acquisitions >= 2 % of training apart
-FREQUENCY_TOLERANCE = 0.15             # |Im lambda - 2 pi f| <= 15 % of 2 pi f
+CURVES = {"closed_test": ("tracking-closed", "test_loss"),
+          "open_test": ("tracking-open", "test_loss")}
+"""Curves whose spread over seeds the figure shades: data key -> (run stem, metric)."""
 
 
 def names(seed: int) -> tuple[str, str]:
@@ -40,18 +36,17 @@ def jobs(settings: Settings, seed: int) -> list[Job]:
                             settings.pick(10000, 150), 300)
 
 
-def _separated(epochs: list[int | None], total: int) -> bool:
-    if any(e is None for e in epochs):
-        return False
-    ordered = sorted(epochs)
-    return bool(np.all(np.diff(ordered) >= SEPARATION * total))
-
-
 def _positions(run: Run, epoch: int, reference: np.ndarray) -> np.ndarray:
     plant, _ = run_model(run)
     traj = replay(run, epoch, x0=np.zeros((reference.shape[0], plant.n_states)),
                   steps=reference.shape[1], reference=reference)
     return traj.states[:, 1:] @ plant.C.T
+
+
+def judge(runs: Mapping[str, Run], settings: Settings, seed: int) -> list[Claim]:
+    """Claim C6 of one seed."""
+    closed_name, open_name = names(seed)
+    return [judge_c6(runs[closed_name], runs[open_name])]
 
 
 def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAnalysis:
@@ -60,38 +55,9 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
     closed, opened = runs[closed_name], runs[open_name]
     total = closed.last_epoch
     probes = probe_errors(closed)
-    acquired = acquisition_epochs(probes)
+    claim = judge_c6(closed, opened, probes, probe_errors(opened))
+    acquired = claim.measured["acquisition_epochs_closed"]
     frequencies = probes.frequencies
-    open_probes = probe_errors(opened)
-    open_acquired = acquisition_epochs(open_probes)
-    staircase = _separated(acquired, total)
-    ordered = all(a is not None for a in acquired) and bool(
-        np.all(np.diff([a for a in acquired if a is not None]) > 0))
-    matched = outlier_frequencies_at_acquisition(closed, acquired, frequencies)
-    targets = 2 * math.pi * frequencies
-    locked = bool(np.all(np.abs(matched - targets) <= FREQUENCY_TOLERANCE * targets))
-    open_staircase = _separated(open_acquired, opened.last_epoch)
-    claim = Claim(
-        "C6",
-        "In closed loop the tracking loss falls as a staircase: frequencies are acquired one "
-        "at a time from low to high, each adding an eigenvalue pair of the RNN's "
-        "continuous-time Jacobian at 2 pi f; the open-loop student shows no staircase.",
-        f"every probe frequency is acquired (error < {ACQUIRED:g} x a^2/2) in closed loop, "
-        f"consecutive acquisitions >= {SEPARATION:.0%} of training apart, in increasing "
-        "order of frequency; at each acquisition epoch (-I + W)/tau has an outlier "
-        "eigenvalue (outside 1.5 x the random bulk's radius) with |Im - 2 pi f| <= "
-        f"{FREQUENCY_TOLERANCE:.0%} of 2 pi f; and the open-loop student's acquisitions are "
-        "not so separated (no staircase).",
-        {"frequencies_hz": frequencies.tolist(), "acquisition_epochs_closed": acquired,
-         "acquisition_epochs_open": open_acquired, "total_epochs": total,
-         "normalized_acquisition_closed": [None if a is None else a / total
-                                           for a in acquired],
-         "human_normalized_acquisition": list(HUMAN),
-         "outlier_imag_at_acquisition_rad_per_s": matched.tolist(),
-         "targets_rad_per_s": targets.tolist(),
-         "staircase_closed": staircase, "ordered_low_to_high": ordered,
-         "staircase_open": open_staircase},
-        bool(staircase and ordered and locked and not open_staircase))
 
     test = sample_batch(closed.config.task, 4, key_from_seed(closed.config.evaluation.test_seed),
                         batch_size=1, dt=closed.config.plant.dt)

@@ -63,13 +63,48 @@ def _verdict_badge(claim: dict[str, Any]) -> str:
     return f'<span class="badge {css}">{html.escape(verdict)}</span>'
 
 
-def _claim_block(claim: dict[str, Any]) -> str:
+def _support(claim: dict[str, Any]) -> str:
+    votes = claim["per_seed"]
+    return f"{sum(votes)}/{len(votes)} ({claim['support']:.0%})"
+
+
+def _seed_table(claim: dict[str, Any]) -> str:
+    """Every seed's verdict, case, failed criterion parts and headline numbers."""
+    keys: list[str] = []
+    for row in claim["table"]:
+        keys += [k for k in row["numbers"] if k not in keys]
+    with_cases = any(row["case"] for row in claim["table"])
+    head = ("<tr><th>seed</th><th>supports</th>" + ("<th>case</th>" if with_cases else "")
+            + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "<th>why not</th></tr>")
+    body = ""
+    for row in claim["table"]:
+        mark = '<span class="yes">yes</span>' if row["supported"] else '<span class="nay">no</span>'
+        case = f"<td>{html.escape(row['case'] or '—')}</td>" if with_cases else ""
+        numbers = "".join(f"<td>{html.escape(_value(row['numbers'].get(k)))}</td>"
+                          for k in keys)
+        body += (f"<tr><td>{row['seed']}</td><td>{mark}</td>{case}{numbers}"
+                 f"<td>{html.escape('; '.join(row['failed']))}</td></tr>")
+    return f'<table class="seeds">{head}{body}</table>'
+
+
+def _cases(claim: dict[str, Any]) -> str:
+    if not claim.get("cases"):
+        return ""
+    parts = [f"{html.escape(case)}: {count['supported']}/{count['judged']}"
+             for case, count in claim["cases"].items()]
+    return "<p><b>By case.</b> " + "; ".join(parts) + ".</p>"
+
+
+def _claim_block(claim: dict[str, Any], images: dict[str, Path]) -> str:
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_value(v))}</td></tr>"
                    for k, v in claim["measured"].items())
     seeds = ""
     if len(claim["per_seed"]) > 1:
-        seeds = (f"<p>Support over seeds: {claim['support']:.0%} "
-                 f"({sum(claim['per_seed'])}/{len(claim['per_seed'])}).</p>")
+        picture = images.get(f"seeds-{claim['id']}")
+        seeds = (f"<p><b>Support over seeds:</b> {_support(claim)}.</p>{_cases(claim)}"
+                 + (f'<img src="{_png(picture)}" alt="{html.escape(claim["id"])} over seeds" '
+                    f'class="seeds">' if picture else "")
+                 + f"<details open><summary>Per seed</summary>{_seed_table(claim)}</details>")
     return f"""
 <div class="claim" id="claim-{html.escape(claim['id'])}">
   <h3>{html.escape(claim['id'])} {_verdict_badge(claim)}</h3>
@@ -88,18 +123,18 @@ def render_html(results: dict[str, Any], images: dict[str, Path],
     table = "".join(
         f'<tr><td><a href="#claim-{html.escape(c["id"])}">{html.escape(c["id"])}</a></td>'
         f'<td>{html.escape(c["figure"])}</td><td>{_verdict_badge(c)}</td>'
-        f'<td>{c["support"]:.0%}</td><td>{html.escape(c["statement"])}</td></tr>'
+        f'<td>{_support(c)}</td><td>{html.escape(c["statement"])}</td></tr>'
         for c in claims)
     sections = []
     for figure in results["figures"]:
         name = figure["figure"]
         body = ""
-        if name in images:
+        if name in images:  # the figure itself (seeds-* images belong to the claims)
             body += (f'<img src="{_png(images[name])}" alt="{html.escape(figure["title"])}" '
                      f'class="figure">')
         if figure.get("error"):
             body += f'<p class="error">Not produced: {html.escape(figure["error"])}</p>'
-        body += "".join(_claim_block(c) for c in claims if c["figure"] == name)
+        body += "".join(_claim_block(c, images) for c in claims if c["figure"] == name)
         sections.append(f'<section id="{name}"><h2>{html.escape(name)}: '
                         f'{html.escape(figure["title"])}</h2>{body}</section>')
     settings = results["settings"]
@@ -141,7 +176,8 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;
 margin:1.5em auto;padding:0 1em;color:#222;line-height:1.4}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}
-img.figure{max-width:100%;border:1px solid #eee}
+img.figure{max-width:100%;border:1px solid #eee}img.seeds{max-width:100%}
+.yes{color:#2a8a4a;font-weight:bold}.nay{color:#b8322e;font-weight:bold}
 table{border-collapse:collapse;font-size:0.9em}
 td,th{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
 .badge{padding:2px 8px;border-radius:8px;font-size:0.8em;color:#fff;white-space:nowrap}

@@ -74,8 +74,26 @@ def _unit_circle(ax: Any, zoom: tuple[float, float, float, float] | None = None)
         ax.set_aspect("equal")
 
 
+def seed_band(ax: Any, epochs: np.ndarray, data: dict[str, Any], key: str, color: str,
+              start: int = 0) -> None:
+    """Shade the spread over seeds of curve ``key`` (``data["spread"]``, set by ``reproduce``
+    with several seeds) behind the curve of the seed shown."""
+    band = data.get("spread", {}).get(key)
+    if band is None:
+        return
+    low, high = band
+    end = min(len(epochs), len(low))
+    label = data.get("spread_label", "seeds")
+    if label in ax.get_legend_handles_labels()[1]:
+        label = "_nolegend_"                      # one legend entry per panel
+    ax.fill_between(epochs[start:end], low[start:end], high[start:end], color=color,
+                    alpha=0.18, lw=0, zorder=1, label=label)
+
+
 def _loss_panel(ax: Any, data: dict[str, Any], title: str) -> None:
     epochs = data["epochs"]
+    seed_band(ax, epochs, data, "train", CLOSED, start=1)
+    seed_band(ax, epochs, data, "test", "black")
     ax.plot(epochs[1:], data["train"][1:], color=CLOSED, lw=1, label="train loss")
     ax.plot(epochs, data["test"], color="black", lw=1, label="test loss")
     ax.set_yscale("log")
@@ -105,6 +123,8 @@ def draw_fig1(data: dict[str, Any]) -> Figure:
     for ax, key, title in ((left, "train", "training loss"),
                            (right, "test", "closed-loop test loss")):
         first = 1 if key == "train" else 0       # no training loss before the first update
+        seed_band(ax, epochs, data, f"closed_{key}", CLOSED, start=first)
+        seed_band(ax, open_epochs, data, f"open_{key}", OPEN, start=first)
         ax.plot(epochs[first:], data[f"closed_{key}"][first:], color=CLOSED, lw=1.2,
                 label="closed loop")
         ax.plot(open_epochs[first:], data[f"open_{key}"][first:], color=OPEN, lw=1.2,
@@ -340,6 +360,8 @@ def draw_fig6(data: dict[str, Any]) -> Figure:
     axes[0].legend(fontsize=7, frameon=False)
     axes[0].set_title("Example: final network tracking a test reference", fontsize=9)
     epochs = data["epochs"]
+    seed_band(axes[1], epochs, data, "closed_test", CLOSED)
+    seed_band(axes[1], data["open_epochs"], data, "open_test", OPEN)
     axes[1].plot(epochs, data["closed_test"], color=CLOSED, lw=1, label="closed loop")
     axes[1].plot(data["open_epochs"], data["open_test"], color=OPEN, lw=1, label="open loop")
     for index, (epoch, frequency) in enumerate(zip(data["acquisitions"], data["frequencies"],

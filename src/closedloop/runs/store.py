@@ -224,16 +224,11 @@ class RunWriter:
     # -- lifecycle ------------------------------------------------------------------------
 
     def remove_temporaries(self) -> None:
-        """Delete what a writer killed mid-write left behind: half-written temporary files
-        and staging folders of this run (``.NAME.h5.*`` next to it, ``.*.tmp`` in the partial
-        folder). Only the run's one writer may call this."""
-        leftovers = list(self.path.parent.glob(f".{glob.escape(self.path.name)}.*"))
+        """Delete what a writer killed mid-write left behind: :func:`remove_leftovers`, and
+        ``.*.tmp`` files in the partial folder. Only the run's one writer may call this."""
+        remove_leftovers(self.path)
         if self.folder.is_dir():
-            leftovers += list(self.folder.glob(".*.tmp"))
-        for leftover in leftovers:
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
+            for leftover in self.folder.glob(".*.tmp"):
                 leftover.unlink(missing_ok=True)
 
     def start(self, initial: Mapping[str, np.ndarray], teacher: Teacher | None) -> None:
@@ -346,6 +341,22 @@ class RunWriter:
         _fsync_dir(self.path.parent)
         shutil.rmtree(leftover, ignore_errors=True)
         return self.path
+
+
+def remove_leftovers(path: Path) -> None:
+    """Delete the half-written temporary files and staging folders (``.NAME.h5.*``) that a
+    writer of run file ``path`` killed mid-write left next to it, e.g. a partial folder
+    renamed for removal when the kill came. Call it holding the run's lock.
+
+    Example
+    -------
+    >>> remove_leftovers(Path("runs/a.h5"))                         # doctest: +SKIP
+    """
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 def _ensure_room(target: Path, size: int) -> None:

@@ -4,8 +4,8 @@ sweeps.
 A :class:`Job` is one run file to make: a name (the file is ``FOLDER/NAME.h5``), the jobs it
 depends on, and a ``build`` function that turns their finished runs into what to train (a
 config, initial weights, a teacher). :func:`execute` runs the jobs in dependency order on any
-``concurrent.futures`` executor: :func:`local_processes` (``reproduce``'s default), a Dask
-cluster's (sweeps: ``client.get_executor()``), or :class:`InlineExecutor` (the studies, in the
+``concurrent.futures`` executor: a Dask cluster's (``reproduce`` and sweeps, through
+:func:`closedloop.scale.cluster.run_jobs`), or :class:`InlineExecutor` (the studies, in the
 calling process). Ready jobs whose configs share a shape are trained together as one
 :class:`~closedloop.training.trainer.Trainer` (split evenly over the workers, at most
 ``group_size`` per task), costliest first.
@@ -14,8 +14,8 @@ Every task (:func:`train_group`) locks the run files it writes, skips finished r
 checking their config), resumes unfinished ones from their checkpoints, and trains the rest,
 so running the same jobs again does only what is missing, a task retried after its worker died
 continues where it stopped, and no run file is ever written by two processes. Workers report
-their epochs through :func:`progress_sender` (a queue for local processes, Dask events on a
-cluster); :func:`execute` turns everything into events for a display.
+their epochs through :func:`progress_sender` (Dask events); :func:`execute` turns everything
+else into events for a display.
 
 Example
 -------
@@ -31,13 +31,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import math
-import multiprocessing
 import os
-import queue as queue_module
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +44,14 @@ import numpy as np
 
 from closedloop.config import RunConfig, config_from_json
 from closedloop.errors import ClosedLoopError, ConfigError, IncompleteRunError
-from closedloop.runs.store import Run, Teacher, is_finished, load_run, partial_dir
+from closedloop.runs.store import (
+    Run,
+    Teacher,
+    is_finished,
+    load_run,
+    partial_dir,
+    remove_leftovers,
+)
 from closedloop.training.trainer import shape_signature
 
 LOCKS_FOLDER = ".locks"
@@ -131,24 +136,19 @@ def run_lock(path: Path) -> Iterator[None]:
 # -- the task a worker runs -----------------------------------------------------------------
 
 
-def progress_sender(label: str, total: int, channel: Any = None
-                    ) -> Callable[[int, Any], None] | None:
+def progress_sender(label: str, total: int) -> Callable[[int, Any], None] | None:
     """A training progress callback that posts ``{"label", "epoch", "total"}`` about once a
-    second: to ``channel`` (a queue) if given, else as a Dask event when running on a Dask
-    worker, else nowhere (None)."""
-    post: Callable[[dict[str, Any]], None]
-    if channel is not None:
-        post = channel.put
-    else:
-        try:
-            from distributed import get_worker
+    second as a Dask event (topic :data:`PROGRESS_TOPIC`) when running on a Dask worker, else
+    None."""
+    try:
+        from distributed import get_worker
 
-            worker = get_worker()
-        except (ImportError, ValueError):
-            return None
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
 
-        def post(message: dict[str, Any]) -> None:
-            worker.log_event(PROGRESS_TOPIC, message)
+    def post(message: dict[str, Any]) -> None:
+        worker.log_event(PROGRESS_TOPIC, message)
     last = [0.0]
 
     def send(index: int, record: Any) -> None:
@@ -161,13 +161,16 @@ def progress_sender(label: str, total: int, channel: Any = None
 
 
 def finished_run(path: Path, config: RunConfig) -> Run:
-    """The finished run at ``path``, which must have been trained with ``config``.
+    """The finished run at ``path``, which must have been trained with ``config``; what a
+    writer killed while finishing it left next to it is removed (call it holding the run's
+    lock).
 
     Raises
     ------
     ConfigError
         When the file holds a run with other settings (it is never overwritten).
     """
+    remove_leftovers(path)
     run = load_run(path)
     if run.config != config:
         raise ConfigError(f"{path}: holds a run with other settings; move it away or use "
@@ -195,8 +198,7 @@ def ensure_run(config: RunConfig, path: str | os.PathLike[str], *,
 def train_group(configs: Sequence[RunConfig | str], paths: Sequence[str | os.PathLike[str]],
                 initials: Sequence[Mapping[str, Any] | None] | None = None,
                 teachers: Sequence[Teacher | None] | None = None, *, label: str | None = None,
-                channel: Any = None, progress: Callable[[int, Any], None] | None = None
-                ) -> dict[str, str]:
+                progress: Callable[[int, Any], None] | None = None) -> dict[str, str]:
     """Make the runs ``paths`` (one per config; configs may be JSON): what a task runs.
 
     Under the lock of every path: finished runs are checked (a finished file with other
@@ -214,7 +216,7 @@ def train_group(configs: Sequence[RunConfig | str], paths: Sequence[str | os.Pat
     teachers = list(teachers or [None] * len(paths))
     if progress is None:
         name = label or paths[0].stem
-        progress = progress_sender(name, configs[0].training.epochs + 1, channel)
+        progress = progress_sender(name, configs[0].training.epochs + 1)
     with contextlib.ExitStack() as stack:
         for path in paths:
             stack.enter_context(run_lock(path))
@@ -258,19 +260,6 @@ class InlineExecutor(Executor):
         return future
 
 
-def local_processes(workers: int) -> ProcessPoolExecutor:
-    """A pool of ``workers`` fresh worker processes (spawned: nothing is inherited from the
-    parent's JAX state).
-
-    Example
-    -------
-    >>> with local_processes(2) as pool:                               # doctest: +SKIP
-    ...     pass
-    """
-    return ProcessPoolExecutor(max_workers=workers,
-                               mp_context=multiprocessing.get_context("spawn"))
-
-
 # -- the driver -----------------------------------------------------------------------------
 
 
@@ -290,8 +279,8 @@ def _chunks(members: list[tuple[Job, JobInputs]], capacity: int, group_size: int
 
 
 def execute(jobs: Sequence[Job], folder: Path, executor: Executor, *, capacity: int = 1,
-            group_size: int | None = None, channel: Any = None,
-            on_event: EventCallback | None = None, poll: float = 0.3) -> ExecutionResult:
+            group_size: int | None = None, on_event: EventCallback | None = None,
+            poll: float = 0.3) -> ExecutionResult:
     """Make every job's run file in ``folder`` (only what is missing), on ``executor``.
 
     Parameters
@@ -301,19 +290,16 @@ def execute(jobs: Sequence[Job], folder: Path, executor: Executor, *, capacity: 
     folder
         Where the run files are (``NAME.h5``); created.
     executor
-        Runs the tasks (:func:`local_processes`, a Dask client's ``get_executor()``,
-        :class:`InlineExecutor`).
+        Runs the tasks (a Dask client's ``get_executor()``, :class:`InlineExecutor`).
     capacity
         How many tasks the executor runs at once (sizes the even split).
     group_size
         Most runs per task (1: every run alone). Default: the ready runs of one shape split
         evenly over ``capacity``, at most 32 per task.
-    channel
-        A queue the workers post their progress to (local processes); None on Dask (events).
     on_event
         Receives the events of :data:`EventCallback`.
     poll
-        Seconds between looks at the workers' progress.
+        Seconds between looks at the running tasks.
 
     Returns
     -------
@@ -349,7 +335,8 @@ def execute(jobs: Sequence[Job], folder: Path, executor: Executor, *, capacity: 
             try:
                 inputs = job.build({d: result.runs[d] for d in job.depends})
                 if is_finished(path):        # another config fails this job, not its task
-                    result.runs[job.name] = finished_run(path, inputs.config)
+                    with run_lock(path):
+                        result.runs[job.name] = finished_run(path, inputs.config)
                     result.reused.append(job.name)
                     notify("done", [job.name])
                     continue
@@ -363,8 +350,7 @@ def execute(jobs: Sequence[Job], folder: Path, executor: Executor, *, capacity: 
             future = executor.submit(
                 train_group, [i.config.to_json() for _, i in chunk],
                 [str(folder.resolve() / f"{n}.h5") for n in names],
-                [i.initial for _, i in chunk], [i.teacher for _, i in chunk], label=label,
-                channel=channel)
+                [i.initial for _, i in chunk], [i.teacher for _, i in chunk], label=label)
             running[future] = names
         if not running:
             if not pending:
@@ -373,7 +359,6 @@ def execute(jobs: Sequence[Job], folder: Path, executor: Executor, *, capacity: 
                 raise JobFailedError("jobs wait on each other: " + ", ".join(sorted(pending)))
             continue        # jobs were reused or failed: their dependents may be ready now
         finished, _ = wait(list(running), timeout=poll, return_when=FIRST_COMPLETED)
-        _drain(channel, notify)
         for future in finished:
             names = running.pop(future)
             try:
@@ -385,16 +370,4 @@ def execute(jobs: Sequence[Job], folder: Path, executor: Executor, *, capacity: 
                 fail(names, str(exc))
             except Exception as exc:     # a worker's crash is that task's failure
                 fail(names, f"{type(exc).__name__}: {exc}")
-    _drain(channel, notify)
     return result
-
-
-def _drain(channel: Any, notify: EventCallback) -> None:
-    if channel is None:
-        return
-    while True:
-        try:
-            message = channel.get_nowait()
-        except queue_module.Empty:
-            return
-        notify("epoch", message)

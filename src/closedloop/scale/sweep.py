@@ -1,4 +1,4 @@
-"""Sweeps over settings and seeds, run as Dask tasks (local cluster or any existing one).
+"""Sweeps over settings and seeds, run as Dask tasks (a local cluster, any existing one, or SLURM).
 
 A sweep is a preset, a grid (``key -> values``) and a list of seeds: one run per grid point
 and seed. Open-loop presets are trained as pairs: every point first gets its closed-loop
@@ -30,23 +30,20 @@ Example
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import re
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from closedloop.config import RunConfig, load_preset
 from closedloop.core.plants import plant_from_config
 from closedloop.errors import ClosedLoopError, ConfigError
 from closedloop.runs.store import Run, is_finished, load_run
-from closedloop.scale.jobs import PROGRESS_TOPIC, EventCallback, Job, JobInputs, execute
+from closedloop.scale.cluster import SlurmOptions, run_jobs
+from closedloop.scale.jobs import EventCallback, Job, JobInputs
 from closedloop.training.sources import load_teacher
 
 TEACHER_PRESETS = {"di-tanh-open": "di-tanh-closed", "di-tanh-open-plant": "di-tanh-closed",
@@ -319,39 +316,9 @@ def load_spec(folder: str | os.PathLike[str]) -> SweepSpec:
     return SweepSpec.from_json(target.read_text())
 
 
-@contextlib.contextmanager
-def dask_client(scheduler: str | None, workers: int | None, connect_timeout: float = 20.0
-                ) -> Iterator[Any]:
-    """A client of the cluster at ``scheduler`` (given up after ``connect_timeout`` seconds),
-    or of a new local cluster of ``workers`` single-threaded worker processes (default: one
-    per core).
-
-    Example
-    -------
-    >>> with dask_client(None, 2) as client:                             # doctest: +SKIP
-    ...     len(client.nthreads())
-    2
-    """
-    from distributed import Client, LocalCluster
-
-    if scheduler is not None:
-        try:
-            client = Client(scheduler, timeout=f"{connect_timeout}s")
-        except (OSError, TimeoutError) as exc:
-            raise SweepError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
-        with client:
-            yield client
-        return
-    count = workers or os.cpu_count() or 1
-    with (LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
-                       dashboard_address=":0", silence_logs=logging.ERROR) as cluster,
-          Client(cluster) as client):
-        yield client
-
-
 def run_sweep(spec: SweepSpec, folder: str | os.PathLike[str], *, scheduler: str | None = None,
-              workers: int | None = None, group_size: int | None = None,
-              on_event: EventCallback | None = None,
+              workers: int | None = None, slurm: SlurmOptions | None = None,
+              group_size: int | None = None, on_event: EventCallback | None = None,
               connect_timeout: float = 20.0) -> SweepResult:
     """Train every point of ``spec`` into ``folder`` on Dask.
 
@@ -363,7 +330,9 @@ def run_sweep(spec: SweepSpec, folder: str | os.PathLike[str], *, scheduler: str
         Its folder (created; a second call with the same spec does only what is missing).
     scheduler
         Address of an existing Dask scheduler (``tcp://host:8786``); None starts a local
-        cluster of ``workers`` processes.
+        cluster of ``workers`` processes (or a SLURM cluster, with ``slurm``).
+    slurm
+        Train on a ``dask_jobqueue.SLURMCluster`` of these batch jobs.
     group_size
         Most runs per task (1: every run alone). Default: the runs of one shape split
         evenly over the workers, at most 32 per task.
@@ -386,13 +355,7 @@ def run_sweep(spec: SweepSpec, folder: str | os.PathLike[str], *, scheduler: str
     folder = Path(folder)
     spec.validate()
     prepare_folder(spec, folder)
-    report = on_event or (lambda kind, value: None)
-    guard = threading.Lock()
-
-    def notify(kind: str, value: Any) -> None:
-        with guard:      # progress events arrive on the client's thread, the rest on this one
-            report(kind, value)
-
+    notify = on_event or (lambda kind, value: None)
     runs = folder / RUNS_FOLDER
     points = spec.points()
     if all(is_finished(runs / p.file_name)
@@ -402,11 +365,7 @@ def run_sweep(spec: SweepSpec, folder: str | os.PathLike[str], *, scheduler: str
         notify("done", names)
         return SweepResult(folder, names, {}, names, 0.0)
     started = time.perf_counter()
-    with dask_client(scheduler, workers, connect_timeout) as client:
-        capacity = max(1, sum(client.nthreads().values()))
-        client.subscribe_topic(PROGRESS_TOPIC, lambda event: notify("epoch", event[1]))
-        executor = client.get_executor(pure=False)
-        result = execute(sweep_jobs(spec), runs, executor, capacity=capacity,
-                         group_size=group_size, on_event=notify)
+    result = run_jobs(sweep_jobs(spec), runs, scheduler=scheduler, workers=workers, slurm=slurm,
+                      group_size=group_size, on_event=notify, connect_timeout=connect_timeout)
     return SweepResult(folder, sorted(result.runs), result.failed, sorted(result.reused),
                        time.perf_counter() - started)

@@ -1,5 +1,6 @@
 """The tidy table of a sweep: one row per run, with the claims of the reproduce report judged
-per run (C1 per closed/open pair, C2 per closed-loop run).
+per run by the same functions (:mod:`closedloop.analysis.claims`): C1 per closed/open pair, C2
+per rank-1 low-rank closed-loop run.
 
 ``closedloop sweep-summary DIR`` writes ``DIR/summary.csv``, ``DIR/summary.parquet``,
 ``DIR/support.json`` and ``DIR/summary.png``.
@@ -10,8 +11,9 @@ column per grid key (named by the key), ``status`` (complete, diverged, incomple
 ``stage1_end``, ``stage2_end``, ``initial_test_loss``, ``final_train_loss``,
 ``final_test_loss``, ``peak_test_loss`` (the largest test loss after epoch 0),
 ``peak_epoch``, ``peak_ratio`` (peak over epoch 0), ``gain_0`` ... (the final effective gain
-matrix, flattened row-major; regulation tasks only), ``c1_supported`` (students) and
-``c2_supported`` (closed-loop runs).
+matrix, flattened row-major; regulation tasks only), ``c1_supported`` (students), and for
+rank-1 low-rank closed-loop runs ``c2_supported``, ``c2_case`` (real pair at the start or
+complex from the start) and ``c2_failed`` (the parts of the criterion that do not hold).
 
 Example
 -------
@@ -63,7 +65,7 @@ def point_row(spec_json: str, point_name: str, folder: str) -> dict[str, Any]:
     True
     """
     from closedloop.analysis.claims import judge_c1, judge_c2
-    from closedloop.analysis.summary import analyze_run, run_stages
+    from closedloop.analysis.summary import analyze_run, has_order_parameters, run_stages
 
     spec = SweepSpec.from_json(spec_json)
     point = next(p for p in spec.points() if p.name == point_name)
@@ -83,8 +85,10 @@ def point_row(spec_json: str, point_name: str, folder: str) -> dict[str, Any]:
     judge_stages = run.config.training.mode == "closed" and run.status == "complete"
     report = analyze_run(run) if judge_stages else None
     row.update(_run_columns(run, report["stages"] if report else run_stages(run).to_json()))
-    if report is not None:
-        row["c2_supported"] = judge_c2(run, report).supported
+    if report is not None and run.config.agent.kind == "lowrank" and has_order_parameters(run):
+        c2 = judge_c2(run, report)      # the claim is about the rank-1 low-rank network
+        row.update(c2_supported=c2.supported, c2_case=c2.case,
+                   c2_failed="; ".join(c2.failed) or None)
     if point.teacher is not None and run.status == "complete":
         try:
             teacher = load_run(runs / f"{point.teacher}.h5")
@@ -125,7 +129,7 @@ class SweepSummary:
 
 
 def support_fractions(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per claim (``C1``; ``C2`` per closed-loop preset), how many runs support it.
+    """Per claim (``C1``; ``C2`` per low-rank preset, and per case), how many runs support it.
 
     Example
     -------
@@ -138,6 +142,8 @@ def support_fractions(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any
             groups["C1"].append(bool(row["c1_supported"]))
         if row.get("c2_supported") is not None:
             groups.setdefault(f"C2 ({row['preset']})", []).append(bool(row["c2_supported"]))
+            groups.setdefault(f"C2 ({row['preset']}, {row['c2_case']})", []).append(
+                bool(row["c2_supported"]))
     return {claim: {"supported": sum(v), "judged": len(v),
                     "fraction": sum(v) / len(v) if v else None}
             for claim, v in groups.items()}
