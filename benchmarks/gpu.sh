@@ -5,7 +5,11 @@
 #   2. the ensemble benchmark on the GPU (training.device=gpu): di-tanh-closed ensembles of
 #      1, 32 and 1024 members, 20 epochs each with all recording, a table with the GPU model,
 #      the per-network epoch time (with recording, and the compiled training alone), the
-#      throughput in network-epochs per second and the compile time.
+#      throughput in network-epochs per second and the compile time;
+#   3. closedloop reproduce --seeds 20 of the double-integrator figures (fig1-fig5) on one
+#      worker on the GPU (every job's 20 seeds train as one batched ensemble), with its wall
+#      time and the claims' support table (target: under 15 minutes). SEEDS=20 changes the
+#      seeds, SEEDS=0 skips it.
 # Usage (from anywhere): benchmarks/gpu.sh    PYTHON=... picks the interpreter (default: the
 # checkout's .venv if there is one, else python3); MEMBERS=1,32,1024 EPOCHS=20 change the sizes.
 set -uo pipefail
@@ -15,6 +19,7 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 MEMBERS="${MEMBERS:-1,32,1024}"
 EPOCHS="${EPOCHS:-20}"
+SEEDS="${SEEDS:-20}"
 cache="$(mktemp -d)"
 trap 'rm -rf "$cache"' EXIT
 
@@ -33,5 +38,14 @@ timeout 240 "$PYTHON" -m pytest -q -m gpu tests -p no:cacheprovider || status=1
 echo "== ensemble benchmark on the GPU (members $MEMBERS, $EPOCHS epochs)"
 timeout 240 "$PYTHON" benchmarks/ours.py --cache "$cache" ensemble --device gpu \
     --members "$MEMBERS" --epochs "$EPOCHS" || status=1
+
+if [[ "$SEEDS" != 0 ]]; then
+    echo "== closedloop reproduce --seeds $SEEDS --only fig1,fig2,fig3,fig4,fig5 on the GPU"
+    start=$(date +%s)
+    CLOSEDLOOP_JAX_CACHE="$cache" timeout 1200 "$PYTHON" -m closedloop.cli reproduce \
+        --seeds "$SEEDS" --only fig1,fig2,fig3,fig4,fig5 --device gpu --workers 1 \
+        --out "$cache/reproduction" || status=1
+    echo "wall time: $(( $(date +%s) - start )) s"
+fi
 
 exit "$status"

@@ -119,12 +119,17 @@ def test_train_resume_through_cli(tmp_path, capsys):
     (["train", "di-tanh-closed", "--device", "tpu"], ["training.device"]),
     (["train", "di-tanh-closed", "--device", "gpu:"], ["training.device"]),
     (["frobnicate"], ["frobnicate"]),
+    (["reproduce", "--device", "tpu"], ["--device 'tpu'"]),
+    (["reproduce", "--slurm-option", "queue=debug"], ["--slurm-option needs --slurm"]),
+    (["sweep", "di-tanh-closed", "--slurm", "2", "--slurm-option", "nokey"], ["key=value"]),
+    (["sweep", "di-tanh-closed", "--slurm", "2", "--slurm-option", "cores=0"], ["cores=0"]),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, tmp_path, args, words):
-    code, _, err = run_cli(capsys, *args, "--out", tmp_path / "x.h5") if args[0] == "train" \
+    out = {"train": tmp_path / "x.h5", "reproduce": tmp_path / "r", "sweep": tmp_path / "s"}
+    code, _, err = run_cli(capsys, *args, "--out", out[args[0]]) if args[0] in out \
         else run_cli(capsys, *args)
     assert_one_line_error(code, err, *words)
-    assert not (tmp_path / "x.h5").exists()
+    assert not (tmp_path / "x.h5").exists() and not (tmp_path / "s" / "runs").exists()
 
 
 def test_missing_teacher_run_file(capsys, tmp_path):

@@ -472,10 +472,13 @@ def inspect(run_path: Path, as_json: bool) -> None:
               help="Repeat every stochastic experiment over N seeds; claims report the "
                    "fraction of seeds that support them.")
 @cluster_options
+@click.option("--device", default="cpu", show_default=True, metavar="cpu|gpu|gpu:N|auto",
+              help="Where the workers train; with a GPU use --workers 1 (per GPU): the seeds "
+                   "of every run train as one batched ensemble.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def reproduce(out: Path, only: str | None, quick: bool, seeds: int, workers: int | None,
               scheduler: str | None, slurm_jobs: int | None, slurm_items: tuple[str, ...],
-              quiet: bool) -> None:
+              device: str, quiet: bool) -> None:
     """Regenerate every figure of the paper, judge each claim, and write a report
     (OUT/index.html, OUT/results.json, OUT/fig1.png ... fig6.png and .svg).
 
@@ -496,7 +499,7 @@ def reproduce(out: Path, only: str | None, quick: bool, seeds: int, workers: int
     with display:
         result = run_reproduction(out, only=figures, quick=quick, seeds=seeds, workers=workers,
                                   scheduler=scheduler, slurm=_slurm(slurm_jobs, slurm_items),
-                                  on_event=display.event)
+                                  device=device, on_event=display.event)
     console = Console()
     table = Table(title="claims")
     for column in ("claim", "figure", "verdict", "support"):

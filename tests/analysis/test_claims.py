@@ -15,6 +15,7 @@ from closedloop.analysis.claims import (
     Claim,
     initial_overlap,
     judge_c2,
+    pair_imaginary_part,
 )
 from closedloop.core.agents import order_parameters
 from closedloop.errors import ConfigError
@@ -73,3 +74,13 @@ def test_a_claim_is_supported_when_every_part_holds():
     empty = Claim("C0", "s", "c", {}, {})
     assert both.supported and not one.supported and not empty.supported
     assert one.failed == ["b"] and both.failed == []
+
+
+def test_c4_reads_the_complex_pair_even_when_a_real_eigenvalue_dominates():
+    """Science 4 reads the pair's imaginary part at stabilisation; a real lambda_3 that
+    crosses last (and so dominates there) must not turn it into 0."""
+    values = np.array([[0.9959, 0.7464 + 0.612j, 0.7464 - 0.612j, 0.0],
+                       [0.9, 0.5, 0.1, 0.0]])
+    run = SimpleNamespace(coupled_eigenvalues=values)
+    assert pair_imaginary_part(run, 0) == pytest.approx(0.612)
+    assert pair_imaginary_part(run, 1) is None

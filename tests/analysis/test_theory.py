@@ -379,6 +379,18 @@ def test_surrogate_crossing_imaginary_part_falls_with_alpha(sweep):
     assert alphas == grid[grid.index(alphas[0]):grid.index(alphas[-1]) + 1]
 
 
+def test_surrogate_crossing_point_is_on_the_unit_circle_between_the_steps(sweep):
+    crossed = [p for p in sweep.values() if p.crossing_step is not None]
+    assert crossed
+    for path in crossed:
+        point, step = path.crossing_point, path.crossing_step
+        before, after = path.eigenvalue[step - 1], path.eigenvalue[step]
+        assert abs(point) == pytest.approx(1.0, abs=1e-12)
+        # on the segment between the last step outside and the first inside
+        t = (point - before) / (after - before)
+        assert abs(t.imag) < 1e-9 and 0 <= t.real <= 1
+
+
 def test_surrogate_path_eigenvalue_is_the_dominant_root_of_p_eff(sweep):
     for path in sweep.values():
         expected = np.array([dominant(np.linalg.eigvals(p_eff(*row))) for row in path.overlaps])

@@ -209,6 +209,31 @@ class SurrogatePath:
         return None if self.crossing_step is None else complex(self.eigenvalue[
             self.crossing_step])
 
+    @property
+    def crossing_point(self) -> complex | None:
+        """Where the path meets the unit circle (None if it never crosses): the point of the
+        straight segment from the last step outside to the first step inside that has
+        modulus 1. The first step inside overshoots the circle by up to one step's movement,
+        which is more than the crossings of neighbouring alphas differ by.
+
+        Example
+        -------
+        >>> path = SurrogatePath(0.5, np.zeros((2, 4)), np.array([1.2 + 0.2j, 0.8 + 0.2j]),
+        ...                      2, 1)
+        >>> round(path.crossing_point.real, 6), path.crossing_point.imag
+        (0.979796, 0.2)
+        """
+        step = self.crossing_step
+        if step is None or step == 0:
+            return self.crossing_eigenvalue
+        outside, inside = complex(self.eigenvalue[step - 1]), complex(self.eigenvalue[step])
+        delta = inside - outside
+        # |outside + t delta| = 1: a quadratic in t with one root in [0, 1]
+        a, b = abs(delta) ** 2, 2 * (outside * delta.conjugate()).real
+        c = abs(outside) ** 2 - 1
+        t = (-b - np.sqrt(max(b * b - 4 * a * c, 0.0))) / (2 * a)
+        return outside + float(np.clip(t, 0.0, 1.0)) * delta
+
 
 def dominant_root(roots: np.ndarray) -> np.ndarray:
     """Per row of roots (..., k): the largest-modulus root, taking the member with

@@ -69,6 +69,9 @@ def plant_matrices(A: Any, B: Any, C: Any) -> tuple[np.ndarray, np.ndarray, np.n
     return A, B, C
 
 
+DEVICE_PATTERN = r"^(cpu|gpu(:\d+)?|cuda(:\d+)?|auto)$"
+"""What ``training.device`` accepts."""
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False,
@@ -241,7 +244,7 @@ class TrainingConfig(_Strict):
     zero_first_control: bool = True
     input_noise_std: float = Field(1.0, ge=0, le=1e6)
     dtype: Literal["float32", "float64"] = "float32"
-    device: str = Field("cpu", pattern=r"^(cpu|gpu(:\d+)?|cuda(:\d+)?|auto)$")
+    device: str = Field("cpu", pattern=DEVICE_PATTERN)
 
 
 class EvaluationConfig(_Strict):

@@ -18,9 +18,11 @@ Example
 from __future__ import annotations
 
 import importlib
+import re
 import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -28,10 +30,20 @@ from typing import Any
 import numpy as np
 
 from closedloop import __version__
+from closedloop.config.schema import DEVICE_PATTERN
 from closedloop.errors import ClosedLoopError, ConfigError
-from closedloop.paper.base import Claim, FigureAnalysis, Settings, finite, run_name
+from closedloop.paper.base import (
+    Claim,
+    FigureAnalysis,
+    Job,
+    JobInputs,
+    Settings,
+    finite,
+    run_name,
+)
+from closedloop.runs.store import Run
 from closedloop.scale.cluster import SlurmOptions, run_jobs
-from closedloop.scale.jobs import EventCallback
+from closedloop.scale.jobs import EventCallback, ExecutionResult
 
 FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6")
 MAIN_SPECTRA = (("di-tanh-closed", "fig1"), ("di-tanh-open", "fig1"),
@@ -126,10 +138,91 @@ def seed_spread(curves: list[np.ndarray], quantiles: tuple[float, float] = SPREA
     return low, high
 
 
+def _figure_over_seeds(name: str, module: ModuleType, executed: ExecutionResult,
+                       settings: Settings, out: Path, images: dict[str, Path]
+                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Judge one figure's claims for every seed, draw it (the first seed, with the seeds'
+    spread), and draw each claim's distribution over seeds; images go to ``images``.
+    Returns the figure's report entry and its claim records."""
+    import matplotlib.pyplot as plt
+
+    from closedloop.plotting.claims import draw_claim_seeds
+    from closedloop.plotting.figures import DRAW
+
+    runs, first = executed.runs, settings.seeds[0]
+    entry: dict[str, Any] = {"figure": name, "title": module.TITLE}
+    per_seed: dict[str, list[tuple[int, Claim | str]]] = {c: [] for c in module.CLAIMS}
+    analysis: FigureAnalysis | None = None
+    curves: dict[str, list[np.ndarray]] = {key: [] for key in module.CURVES}
+    for seed in settings.seeds:
+        try:
+            if seed == first:
+                analysis = module.analyze(runs, settings, seed)
+                judged = analysis.claims
+            else:
+                judged = module.judge(runs, settings, seed)
+        except ANALYSIS_ERRORS as exc:
+            reason = _failure(exc, executed.failed)
+            if seed == first:
+                entry["error"] = reason
+            for claim_id in module.CLAIMS:
+                per_seed[claim_id].append((seed, reason))
+            continue
+        for claim in judged:
+            per_seed[claim.id].append((seed, claim))
+        for key, (stem, metric) in module.CURVES.items():
+            curves[key].append(runs[run_name(stem, seed)].metrics[metric])
+    if analysis is not None:
+        spread = {key: band for key, values in curves.items()
+                  if (band := seed_spread(values)) is not None}
+        if spread:
+            analysis.data["spread"] = spread
+            analysis.data["spread_label"] = (f"seeds {SPREAD[0]:.0%}-{SPREAD[1]:.0%} "
+                                             f"(n = {len(settings.seeds)})")
+        try:
+            figure = DRAW[name](analysis.data)
+            for suffix in ("png", "svg"):
+                figure.savefig(out / f"{name}.{suffix}", dpi=110)
+            images[name] = out / f"{name}.png"
+            plt.close(figure)
+        except (ValueError, IndexError, ArithmeticError) as exc:
+            entry["error"] = f"figure could not be drawn: {type(exc).__name__}: {exc}"
+            plt.close("all")
+    records = [_claim_record(name, claim_id, seed_claims)
+               for claim_id, seed_claims in per_seed.items()]
+    if len(settings.seeds) > 1:
+        for record in records:
+            figure = draw_claim_seeds(record)
+            target = out / f"seeds-{record['id']}.png"
+            figure.savefig(target, dpi=100)
+            plt.close(figure)
+            images[f"seeds-{record['id']}"] = target
+    return entry, records
+
+
+def on_device(job: Job, device: str) -> Job:
+    """``job`` training on ``device`` (``training.device`` of the config it builds; the run
+    file records it, so runs trained on another device are not reused).
+
+    Example
+    -------
+    >>> from closedloop.config import load_preset
+    >>> job = Job("a", lambda runs: JobInputs(load_preset("di-tanh-closed")))
+    >>> on_device(job, "gpu").build({}).config.training.device
+    'gpu'
+    """
+    def build(runs: Mapping[str, Run]) -> JobInputs:
+        inputs = job.build(runs)
+        training = inputs.config.training.model_copy(update={"device": device})
+        return replace(inputs, config=inputs.config.model_copy(update={"training": training}))
+
+    return replace(job, build=build)
+
+
 def reproduce(out: Path, *, only: list[str] | None = None, quick: bool = False,
               seeds: int = 1, workers: int | None = None, scheduler: str | None = None,
-              slurm: SlurmOptions | None = None, on_event: EventCallback | None = None
-              ) -> ReproduceResult:
+              slurm: SlurmOptions | None = None, device: str = "cpu",
+              on_event: EventCallback | None = None) -> ReproduceResult:
     """Regenerate the selected figures into ``out`` and judge their claims over seeds.
 
     Parameters
@@ -151,6 +244,9 @@ def reproduce(out: Path, *, only: list[str] | None = None, quick: bool = False,
         ``out`` must be on a file system every worker sees.
     slurm
         Train on a SLURM cluster of these batch jobs instead.
+    device
+        Where the workers train (``cpu``, ``gpu``, ``gpu:N``, ``auto``); on a GPU give one
+        worker per GPU, so that each trains the seeds of a job as one batched ensemble.
     on_event
         Receives the training events of :func:`closedloop.scale.jobs.execute` (for a
         progress display).
@@ -165,20 +261,19 @@ def reproduce(out: Path, *, only: list[str] | None = None, quick: bool = False,
     >>> [(c["id"], c["support"]) for c in result.results["claims"]][:1]  # doctest: +SKIP
     [('C1', 1.0)]
     """
-    import matplotlib.pyplot as plt
-
-    from closedloop.plotting.claims import draw_claim_seeds
-    from closedloop.plotting.figures import DRAW
-
     started = time.perf_counter()
     names = list(only or FIGURES)
     modules = {name: figure_module(name) for name in names}
     if seeds < 1:
         raise ConfigError("--seeds must be >= 1")
+    if not re.fullmatch(DEVICE_PATTERN, device):
+        raise ConfigError(f"--device '{device}': use cpu, gpu, gpu:N or auto")
     settings = Settings(quick=quick, seeds=tuple(range(seeds)))
     out.mkdir(parents=True, exist_ok=True)
     jobs = [job for seed in settings.seeds for module in modules.values()
             for job in module.jobs(settings, seed)]
+    if device != "cpu":
+        jobs = [on_device(job, device) for job in jobs]
     executed = run_jobs(jobs, out / "runs", scheduler=scheduler, workers=workers, slurm=slurm,
                         on_event=on_event)
     runs, failures = executed.runs, executed.failed
@@ -187,61 +282,15 @@ def reproduce(out: Path, *, only: list[str] | None = None, quick: bool = False,
     claims: list[dict[str, Any]] = []
     figures: list[dict[str, Any]] = []
     images: dict[str, Path] = {}
-    first = settings.seeds[0]
     for name, module in modules.items():
-        entry: dict[str, Any] = {"figure": name, "title": module.TITLE}
-        per_seed: dict[str, list[tuple[int, Claim | str]]] = {c: [] for c in module.CLAIMS}
-        analysis: FigureAnalysis | None = None
-        curves: dict[str, list[np.ndarray]] = {key: [] for key in module.CURVES}
-        for seed in settings.seeds:
-            try:
-                if seed == first:
-                    analysis = module.analyze(runs, settings, seed)
-                    judged = analysis.claims
-                else:
-                    judged = module.judge(runs, settings, seed)
-            except ANALYSIS_ERRORS as exc:
-                reason = _failure(exc, failures)
-                if seed == first:
-                    entry["error"] = reason
-                for claim_id in module.CLAIMS:
-                    per_seed[claim_id].append((seed, reason))
-                continue
-            for claim in judged:
-                per_seed[claim.id].append((seed, claim))
-            for key, (stem, metric) in module.CURVES.items():
-                curves[key].append(runs[run_name(stem, seed)].metrics[metric])
-        if analysis is not None:
-            spread = {key: band for key, values in curves.items()
-                      if (band := seed_spread(values)) is not None}
-            if spread:
-                analysis.data["spread"] = spread
-                analysis.data["spread_label"] = (f"seeds {SPREAD[0]:.0%}-{SPREAD[1]:.0%} "
-                                                 f"(n = {len(settings.seeds)})")
-            try:
-                figure = DRAW[name](analysis.data)
-                for suffix in ("png", "svg"):
-                    figure.savefig(out / f"{name}.{suffix}", dpi=110)
-                images[name] = out / f"{name}.png"
-                plt.close(figure)
-            except (ValueError, IndexError, ArithmeticError) as exc:
-                entry["error"] = f"figure could not be drawn: {type(exc).__name__}: {exc}"
-                plt.close("all")
-        for claim_id, seed_claims in per_seed.items():
-            record = _claim_record(name, claim_id, seed_claims)
-            claims.append(record)
-            if len(settings.seeds) > 1:
-                figure = draw_claim_seeds(record)
-                target = out / f"seeds-{claim_id}.png"
-                figure.savefig(target, dpi=100)
-                plt.close(figure)
-                images[f"seeds-{claim_id}"] = target
+        entry, records = _figure_over_seeds(name, module, executed, settings, out, images)
         figures.append(entry)
+        claims.extend(records)
     finished = time.perf_counter()
     results = {
         "version": __version__,
         "settings": {"quick": quick, "seeds": list(settings.seeds), "figures": names,
-                     "workers": workers, "scheduler": scheduler,
+                     "workers": workers, "scheduler": scheduler, "device": device,
                      "slurm_jobs": slurm.jobs if slurm else None},
         "claims": claims, "figures": figures, "failures": failures,
         "timing": {"training_s": trained - started, "analysis_s": finished - trained,
@@ -253,7 +302,7 @@ def reproduce(out: Path, *, only: list[str] | None = None, quick: bool = False,
 
     spectra = []
     for stem, figure_name in MAIN_SPECTRA:
-        run_key = run_name(stem, first)
+        run_key = run_name(stem, settings.seeds[0])
         if figure_name in modules and run_key in runs:
             spectra.append(spectrum_view_data(stem, runs[run_key],
                                               run_stages(runs[run_key]).to_json()))

@@ -61,7 +61,7 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
     paths = surrogate_paths(run)
     retrained = _retrained(runs, settings, seed)
     claim = judge_c4(run, retrained, paths)
-    crossing = [(p.alpha, p.crossing_eigenvalue) for p in paths if p.crossing_step is not None]
+    crossing = [(p.alpha, p.crossing_point) for p in paths if p.crossing_step is not None]
     sweep = [(steps, dominant_path(r), r.stabilization_epoch) for steps, r in retrained.items()]
     imag = claim.measured["imag_at_stabilization_by_T"]
 
