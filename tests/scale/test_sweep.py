@@ -268,6 +268,7 @@ def test_local_sweep_equals_single_runs_skips_finished_and_summarises(tmp_path):
         assert [row[f"gain_{i}"] for i in range(gains.size)] == pytest.approx(gains.tolist())
         assert row["stabilization_epoch"] == run.stabilization_epoch
         assert (row["c1_supported"] is None) == (row["role"] != "student")
+        assert (row["c1b_supported"] is None) == (row["role"] != "student")
         assert row.get("c2_supported") is None    # C2 is about the low-rank network, not tanh
     assert summary.support["C1"]["judged"] == 4
     written = write_summary(summary, tmp_path / "sweep")

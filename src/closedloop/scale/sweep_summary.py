@@ -1,6 +1,6 @@
 """The tidy table of a sweep: one row per run, with the claims of the reproduce report judged
-per run by the same functions (:mod:`closedloop.analysis.claims`): C1 per closed/open pair, C2
-per rank-1 low-rank closed-loop run.
+per run by the same functions (:mod:`closedloop.analysis.claims`): C1 and C1b per closed/open
+pair, C2 per rank-1 low-rank closed-loop run.
 
 ``closedloop sweep-summary DIR`` writes ``DIR/summary.csv``, ``DIR/summary.parquet``,
 ``DIR/support.json`` and ``DIR/summary.png``.
@@ -11,7 +11,8 @@ column per grid key (named by the key), ``status`` (complete, diverged, incomple
 ``stage1_end``, ``stage2_end``, ``initial_test_loss``, ``final_train_loss``,
 ``final_test_loss``, ``peak_test_loss`` (the largest test loss after epoch 0),
 ``peak_epoch``, ``peak_ratio`` (peak over epoch 0), ``gain_0`` ... (the final effective gain
-matrix, flattened row-major; regulation tasks only), ``c1_supported`` (students), and for
+matrix, flattened row-major; regulation tasks only), ``c1_supported`` and ``c1b_supported``
+(students of a regulation task; C1b for the double integrator's two gains), and for
 rank-1 low-rank closed-loop runs ``c2_supported``, ``c2_case`` (real pair at the start or
 complex from the start) and ``c2_failed`` (the parts of the criterion that do not hold).
 
@@ -64,7 +65,7 @@ def point_row(spec_json: str, point_name: str, folder: str) -> dict[str, Any]:
     >>> row["c1_supported"]                                              # doctest: +SKIP
     True
     """
-    from closedloop.analysis.claims import judge_c1, judge_c2
+    from closedloop.analysis.claims import judge_c1, judge_c1b, judge_c2
     from closedloop.analysis.summary import analyze_run, has_order_parameters, run_stages
 
     spec = SweepSpec.from_json(spec_json)
@@ -94,8 +95,11 @@ def point_row(spec_json: str, point_name: str, folder: str) -> dict[str, Any]:
             teacher = load_run(runs / f"{point.teacher}.h5")
         except RunFileError:
             teacher = None
-        if teacher is not None and teacher.status == "complete":
+        if (teacher is not None and teacher.status == "complete" and "gains" in run.metrics
+                and "gains" in teacher.metrics):       # a regulation pair (not tracking)
             row["c1_supported"] = judge_c1(teacher, run).supported
+            if run.metrics["gains"].shape[-1] == 2:    # gain space of the double integrator
+                row["c1b_supported"] = judge_c1b(teacher, run).supported
     return row
 
 
@@ -129,7 +133,8 @@ class SweepSummary:
 
 
 def support_fractions(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per claim (``C1``; ``C2`` per low-rank preset, and per case), how many runs support it.
+    """Per claim (``C1``, ``C1b``; ``C2`` per low-rank preset, and per case), how many runs
+    support it.
 
     Example
     -------
@@ -140,6 +145,8 @@ def support_fractions(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any
     for row in rows:
         if row.get("c1_supported") is not None:
             groups["C1"].append(bool(row["c1_supported"]))
+        if row.get("c1b_supported") is not None:
+            groups.setdefault("C1b", []).append(bool(row["c1b_supported"]))
         if row.get("c2_supported") is not None:
             groups.setdefault(f"C2 ({row['preset']})", []).append(bool(row["c2_supported"]))
             groups.setdefault(f"C2 ({row['preset']}, {row['c2_case']})", []).append(
