@@ -260,7 +260,7 @@ def judge_c2(run: Run, report: dict[str, Any] | None = None) -> Claim:
         f"in stage 2 (the plateau) and >= {STAGE3_DROP:g}x from stabilisation to the end.",
         measured, checks,
         {"initial sigma_zm": overlap, "stage 1 end": s1, "stabilisation epoch": s2,
-         "stage-3 drop": drops[2]},
+         "stage-1 drop": drops[0], "stage-3 drop": drops[2]},
         REAL_PAIR_CASE if real_start else COMPLEX_PAIR_CASE)
 
 

@@ -42,6 +42,9 @@ def draw_claim_seeds(record: dict[str, Any]) -> Figure:
                              layout="constrained")
     rng = np.random.default_rng(0)          # the jitter only spreads dots, it carries nothing
     for ax, key in zip(axes[0], keys, strict=False):
+        values = [row["numbers"][key] for row in table if row["numbers"].get(key) is not None]
+        if values and min(values) > 0 and max(values) > 100 * min(values):
+            ax.set_yscale("log")             # e.g. loss drops spanning decades
         for row in table:
             value = row["numbers"].get(key)
             if value is None:
