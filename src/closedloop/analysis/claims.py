@@ -198,6 +198,12 @@ def initial_overlap(run: Run) -> float:
     return float(order_parameters(run.parameters(0))["s_zm"])
 
 
+def judges_c2(run: Run) -> bool:
+    """Whether C2 is about ``run``: a rank-1 low-rank network (not the reduced overlap model,
+    not a full-rank network)."""
+    return run.config.agent.kind == "lowrank" and has_order_parameters(run)
+
+
 def judge_c2(run: Run, report: dict[str, Any] | None = None) -> Claim:
     """Claim C2 (three stages in the spectrum) for one low-rank closed-loop run.
 
@@ -212,7 +218,7 @@ def judge_c2(run: Run, report: dict[str, Any] | None = None) -> Claim:
     ConfigError
         When the run is not a rank-1 low-rank network (the claim is about that model).
     """
-    if not has_order_parameters(run) or run.config.agent.kind != "lowrank":
+    if not judges_c2(run):
         raise ConfigError(f"{run.path.name}: C2 is judged on rank-1 low-rank runs, not on "
                           f"'{run.config.agent.kind}' agents")
     report = report or analyze_run(run)
@@ -264,8 +270,11 @@ def judge_c2(run: Run, report: dict[str, Any] | None = None) -> Claim:
         REAL_PAIR_CASE if real_start else COMPLEX_PAIR_CASE)
 
 
-def judge_c3(overlap_runs: Mapping[float, Run]) -> Claim:
-    """Claim C3 for the runs of one seed started from prescribed sigma_zm (``start -> run``).
+def judge_c3(overlap_runs: Mapping[float, Run],
+             histories: Mapping[float, dict[str, np.ndarray]] | None = None) -> Claim:
+    """Claim C3 for the runs of one seed started from prescribed sigma_zm (``start -> run``);
+    ``histories`` are their :func:`~closedloop.analysis.summary.order_parameter_history`
+    when already computed.
 
     The theory part (the stage-1 formula against simulated position feedback) does not
     depend on the seed; the descent part reads each run before stage 3 begins: at its
@@ -280,8 +289,8 @@ def judge_c3(overlap_runs: Mapping[float, Run]) -> Claim:
     gap = float(np.max(np.abs(np.log10(position_feedback_loss(grid)[regime])
                               - np.log10(stage1_loss(grid)[regime]))))
     settled, judged_at, finals = [], [], []
-    for run in overlap_runs.values():
-        history = order_parameter_history(run)
+    for start, run in overlap_runs.items():
+        history = order_parameter_history(run) if histories is None else histories[start]
         epoch = run.last_epoch if run.stabilization_epoch is None else run.stabilization_epoch
         settled.append(float(history["s_zm"][np.flatnonzero(history["epoch"] == epoch)[0]]))
         judged_at.append(epoch)
@@ -308,12 +317,6 @@ def judge_c3(overlap_runs: Mapping[float, Run]) -> Claim:
 
 
 # -- C4: stage 2's trade-off ----------------------------------------------------------------
-
-
-def dominant_path(run: Run) -> np.ndarray:
-    """Per epoch, the dominant eigenvalue of P with non-negative imaginary part."""
-    values = run.coupled_eigenvalues[:, 0]
-    return values.real + 1j * np.abs(values.imag)
 
 
 def pair_imaginary_part(run: Run, epoch: int, tolerance: float = 1e-9) -> float | None:
@@ -450,10 +453,12 @@ def judge_c6(closed: Run, opened: Run, probes: Any = None, open_probes: Any = No
     with np.errstate(invalid="ignore"):
         errors = np.abs(matched - targets) / targets
     open_staircase = _separated(open_acquired, opened.last_epoch)
+    staircase = _separated(acquired, total)
+    ordered = every and bool(np.all(np.diff(known) > 0))
     checks = {
         "every frequency acquired": every,
-        f"acquisitions >= {SEPARATION:.0%} of training apart": _separated(acquired, total),
-        "acquired from low to high": every and bool(np.all(np.diff(known) > 0)),
+        f"acquisitions >= {SEPARATION:.0%} of training apart": staircase,
+        "acquired from low to high": ordered,
         "an outlier eigenvalue at 2 pi f at each acquisition": bool(
             np.all(errors <= FREQUENCY_TOLERANCE)),
         "no open-loop staircase": not open_staircase,
@@ -481,8 +486,7 @@ def judge_c6(closed: Run, opened: Run, probes: Any = None, open_probes: Any = No
          "outlier_imag_at_acquisition_rad_per_s": matched.tolist(),
          "targets_rad_per_s": targets.tolist(),
          "outlier_relative_error": errors.tolist(),
-         "staircase_closed": checks[f"acquisitions >= {SEPARATION:.0%} of training apart"],
-         "ordered_low_to_high": checks["acquired from low to high"],
+         "staircase_closed": staircase, "ordered_low_to_high": ordered,
          "staircase_open": open_staircase},
         checks, numbers)
 

@@ -61,7 +61,7 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
 
     overlap_runs = _overlap_runs(runs, settings, seed)
     histories = {v: order_parameter_history(r) for v, r in overlap_runs.items()}
-    c3 = judge_c3(overlap_runs)
+    c3 = judge_c3(overlap_runs, histories)
     gap = c3.measured["max_log10_gap"]
     settled = c3.measured["sigma_zm_before_stage3"]
     grid = np.linspace(-0.2, 0.2, 401)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from closedloop.analysis.claims import START_EPOCH, dominant_path, judge_c4, surrogate_paths
+from closedloop.analysis.claims import START_EPOCH, judge_c4, surrogate_paths
 from closedloop.analysis.summary import run_stages
 from closedloop.paper.base import Claim, FigureAnalysis, Job, JobInputs, Settings, run_name
-from closedloop.paper.lowrank import long_rollout, lowrank_job, lowrank_name
+from closedloop.paper.lowrank import dominant_path, long_rollout, lowrank_job, lowrank_name
 from closedloop.runs.store import Run
 from closedloop.scale.studies import length_config
 

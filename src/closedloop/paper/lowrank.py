@@ -33,3 +33,8 @@ def long_rollout(run: Run, epoch: int, steps: int, x0: tuple[float, float] = (1.
     plant from ``x0`` for ``steps`` steps (beyond the training horizon if longer)."""
     return replay(run, epoch, x0=[x0], steps=steps).states[0]
 
+
+def dominant_path(run: Run) -> np.ndarray:
+    """Per epoch, the dominant eigenvalue of P with non-negative imaginary part."""
+    values = run.coupled_eigenvalues[:, 0]
+    return values.real + 1j * np.abs(values.imag)

@@ -65,8 +65,8 @@ def point_row(spec_json: str, point_name: str, folder: str) -> dict[str, Any]:
     >>> row["c1_supported"]                                              # doctest: +SKIP
     True
     """
-    from closedloop.analysis.claims import judge_c1, judge_c1b, judge_c2
-    from closedloop.analysis.summary import analyze_run, has_order_parameters, run_stages
+    from closedloop.analysis.claims import judge_c1, judge_c1b, judge_c2, judges_c2
+    from closedloop.analysis.summary import analyze_run, run_stages
 
     spec = SweepSpec.from_json(spec_json)
     point = next(p for p in spec.points() if p.name == point_name)
@@ -86,8 +86,8 @@ def point_row(spec_json: str, point_name: str, folder: str) -> dict[str, Any]:
     judge_stages = run.config.training.mode == "closed" and run.status == "complete"
     report = analyze_run(run) if judge_stages else None
     row.update(_run_columns(run, report["stages"] if report else run_stages(run).to_json()))
-    if report is not None and run.config.agent.kind == "lowrank" and has_order_parameters(run):
-        c2 = judge_c2(run, report)      # the claim is about the rank-1 low-rank network
+    if report is not None and judges_c2(run):
+        c2 = judge_c2(run, report)
         row.update(c2_supported=c2.supported, c2_case=c2.case,
                    c2_failed="; ".join(c2.failed) or None)
     if point.teacher is not None and run.status == "complete":
