@@ -37,7 +37,13 @@ from rich.table import Table
 
 from closedloop import __version__
 from closedloop.analysis.summary import summarize_run
-from closedloop.config import load_preset, preset_dict, preset_names
+from closedloop.config import (
+    is_config_file,
+    preset_dict,
+    preset_names,
+    preset_yaml,
+    resolve_config,
+)
 from closedloop.errors import ClosedLoopError, ConfigError
 from closedloop.runs.store import EpochRecord, Run, load_run
 from closedloop.training.sources import (
@@ -64,13 +70,20 @@ def cli() -> None:
 
 
 @cli.command()
-def presets() -> None:
-    """List the shipped presets, one line each.
+@click.option("--show", "shown", default=None, metavar="NAME",
+              help="Print preset NAME as a complete config file (every field) to start from.")
+def presets(shown: str | None) -> None:
+    """List the shipped presets, one line each; --show NAME prints one as a config file.
 
     \b
     Example:
       closedloop presets
+      closedloop presets --show di-tanh-closed > mine.yaml
+      closedloop train mine.yaml
     """
+    if shown is not None:
+        click.echo(preset_yaml(shown), nl=False)
+        return
     names = preset_names()
     width = max(len(n) for n in names)
     for name in names:
@@ -99,7 +112,11 @@ def parse_seeds(text: str) -> list[int]:
 
 
 @cli.command(name="train")
-@click.argument("preset")
+@click.argument("preset", required=False)
+@click.option("--config-from", "config_from", default=None, metavar="RUN.h5",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Repeat a run: its stored config (and teacher and initial weights), with "
+                   "--seed, --epochs and --set applied on top; instead of PRESET.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run file to write (default runs/PRESET-seedN.h5); with --seeds, a folder "
                    "(default runs/) that gets PRESET-seedN.h5 per seed.")
@@ -123,15 +140,19 @@ def parse_seeds(text: str) -> list[int]:
 @click.option("--device", default=None,
               help="cpu (default), gpu (gpu:N for the N-th) or auto (JAX's default device).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_command(preset: str, out: Path | None, seed: int, seed_list: str | None,
-                  epochs: int | None, overrides: tuple[str, ...], init_from: str | None,
-                  teacher: str | None, resume: bool, overwrite: bool, device: str | None,
-                  quiet: bool) -> None:
-    """Train PRESET and record every epoch to a run file.
+def train_command(preset: str | None, config_from: Path | None, out: Path | None, seed: int,
+                  seed_list: str | None, epochs: int | None, overrides: tuple[str, ...],
+                  init_from: str | None, teacher: str | None, resume: bool, overwrite: bool,
+                  device: str | None, quiet: bool) -> None:
+    """Train PRESET (a shipped preset or a config file FILE.yaml) and record every epoch to a
+    run file.
 
     \b
     Example:
       closedloop train di-tanh-closed --out runs/closed.h5 --seed 0
+      closedloop presets --show di-tanh-closed > mine.yaml   # edit, then
+      closedloop train mine.yaml --seed 1
+      closedloop train --config-from runs/closed.h5 --out runs/again.h5
       closedloop train di-tanh-open --init-from runs/closed.h5@0 \\
           --teacher runs/closed.h5 --out runs/open.h5 --seed 0
       closedloop train di-tanh-closed --seeds 0-31 --out runs/
@@ -142,8 +163,10 @@ def train_command(preset: str, out: Path | None, seed: int, seed_list: str | Non
     if device is not None:
         settings.append(f"training.device={device}")
     seeds = parse_seeds(seed_list) if seed_list is not None else [seed]
-    jobs = [_resolve_training(preset, s, settings, epochs, init_from, teacher, resume, quiet)
+    source = _TrainingSource.of(preset, config_from)
+    jobs = [source.resolve(s, settings, epochs, init_from, teacher, resume, quiet)
             for s in seeds]
+    preset = source.label
     started = time.perf_counter()
     if seed_list is None:
         config, initial, teacher_source = jobs[0]
@@ -184,31 +207,63 @@ def train_command(preset: str, out: Path | None, seed: int, seed_list: str | Non
     click.echo(f"{len(results)} run(s) in {elapsed:.1f} s")
 
 
-def _resolve_training(preset: str, seed: int, settings: list[str], epochs: int | None,
-                      init_from: str | None, teacher: str | None, resume: bool, quiet: bool
-                      ) -> tuple[Any, Any, Any]:
-    """(config, initial parameters, teacher) of one seed of ``closedloop train``."""
-    from closedloop.core.plants import plant_from_config
+class _TrainingSource:
+    """Where ``closedloop train`` takes its config from: a preset, a config file, or a run
+    file (``--config-from``, whose teacher and initial weights come along)."""
 
-    if teacher is not None:
-        teacher = teacher.replace("{seed}", str(seed))
-    if init_from is not None:
-        init_from = init_from.replace("{seed}", str(seed))
-    mode = load_preset(preset, settings, seed, epochs).training.mode
-    if mode != "closed" and teacher is None:
-        raise ConfigError(f"preset '{preset}' trains open loop and needs --teacher "
-                          "RUN[@EPOCH] (or gain:K / lqr for a teacher-driven plant)")
-    if mode == "closed" and teacher is not None:
-        raise ConfigError(f"preset '{preset}' trains closed loop; --teacher is for open-loop "
-                          "presets")
-    default_init = (init_from is None and teacher is not None
-                    and not teacher.startswith(("gain:", "lqr")))
-    if default_init:
-        init_from = f"{parse_run_reference(teacher)[0]}@0"
-    config = load_preset(preset, settings, seed, epochs).model_copy(
-        update={"teacher": teacher, "init_from": init_from})
-    initial = teacher_source = None
-    if not resume:
+    def __init__(self, data: dict[str, Any], label: str, file: str | None,
+                 run: Run | None = None) -> None:
+        self.data, self.label, self.file, self.run = data, label, file, run
+
+    @classmethod
+    def of(cls, preset: str | None, config_from: Path | None) -> _TrainingSource:
+        if (preset is None) == (config_from is None):
+            raise ConfigError("train takes a PRESET (or FILE.yaml), or --config-from RUN.h5: "
+                              "exactly one of them")
+        if config_from is not None:
+            run = load_run(config_from)
+            return cls(run.config.model_dump(mode="json"), run.config.preset, str(config_from),
+                       run)
+        assert preset is not None
+        if is_config_file(preset):
+            return cls(preset_dict(preset), Path(preset).stem, preset)
+        return cls(preset_dict(preset), preset, None)
+
+    def resolve(self, seed: int, settings: list[str], epochs: int | None, init_from: str | None,
+                teacher: str | None, resume: bool, quiet: bool) -> tuple[Any, Any, Any]:
+        """(config, initial parameters, teacher) of one seed."""
+        from closedloop.core.plants import plant_from_config
+
+        if teacher is not None:
+            teacher = teacher.replace("{seed}", str(seed))
+        if init_from is not None:
+            init_from = init_from.replace("{seed}", str(seed))
+        repeated = self.run is not None and teacher is None and init_from is None
+        if repeated:
+            teacher, init_from = self.data.get("teacher"), self.data.get("init_from")
+        data = {k: v for k, v in self.data.items() if k not in ("teacher", "init_from")}
+        config = resolve_config(data, settings, seed, epochs, source=self.file)
+        mode = config.training.mode
+        if mode != "closed" and teacher is None:
+            raise ConfigError(f"'{self.label}' trains open loop and needs --teacher "
+                              "RUN[@EPOCH] (or gain:K / lqr for a teacher-driven plant)")
+        if mode == "closed" and teacher is not None:
+            raise ConfigError(f"'{self.label}' trains closed loop; --teacher is for open-loop "
+                              "configs")
+        default_init = (not repeated and init_from is None and teacher is not None
+                        and not teacher.startswith(("gain:", "lqr")))
+        if default_init:
+            init_from = f"{parse_run_reference(teacher)[0]}@0"
+        config = config.model_copy(update={"teacher": teacher, "init_from": init_from})
+        initial = teacher_source = None
+        if resume:
+            return config, initial, teacher_source
+        if repeated:             # the run file holds what the run started from
+            assert self.run is not None
+            if init_from is not None:
+                initial = self.run.parameters(0)
+            teacher_source = self.run.teacher
+            return config, initial, teacher_source
         if init_from is not None:
             initial, _ = load_initial_parameters(init_from)
         if teacher is not None:
@@ -216,7 +271,7 @@ def _resolve_training(preset: str, seed: int, settings: list[str], epochs: int |
         if default_init and not quiet:
             click.echo(f"student starts from {init_from}, the teacher run's initial weights "
                        "(--init-from changes it)", err=True)
-    return config, initial, teacher_source
+        return config, initial, teacher_source
 
 
 class _progress:

@@ -12,10 +12,13 @@ from closedloop.config.overrides import (
     build_config,
     config_difference,
     config_from_json,
+    is_config_file,
     load_preset,
     parse_override,
     preset_dict,
     preset_names,
+    preset_yaml,
+    resolve_config,
 )
 from closedloop.config.schema import (
     PARAMETER_NAMES,
@@ -34,4 +37,5 @@ from closedloop.config.schema import (
 __all__ = ["PARAMETER_NAMES", "AgentConfig", "EvaluationConfig", "InitSpec", "LossConfig",
            "PlantConfig", "RecordingConfig", "RunConfig", "TaskConfig", "TrainingConfig",
            "apply_overrides", "build_config", "config_difference", "config_from_json",
-           "load_preset", "parse_override", "plant_matrices", "preset_dict", "preset_names"]
+           "is_config_file", "load_preset", "parse_override", "plant_matrices", "preset_dict",
+           "preset_names", "preset_yaml", "resolve_config"]

@@ -1,7 +1,9 @@
 """Presets and overrides: where a :class:`~closedloop.config.schema.RunConfig` comes from.
 
 Presets are YAML files in ``closedloop/config/presets``; every paper setting of the science
-(docs/science.md) is one of them. Overrides address fields by dotted path
+(docs/science.md) is one of them. Wherever a preset name is accepted, so is the path of a YAML
+file of the same schema (a complete config: :func:`preset_yaml` writes a preset as one), and
+errors in it are reported with the file's name. Overrides address fields by dotted path
 (``training.lr=1e-3``, ``agent.init.W.gain=0.2``); values are parsed as YAML scalars or lists.
 Anything invalid raises :class:`~closedloop.errors.ConfigError` with a message that names the
 key, the value and what is allowed.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -38,15 +41,100 @@ def preset_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def is_config_file(source: str) -> bool:
+    """Whether ``source`` names a config file (``.yaml``/``.yml``, or an existing file) rather
+    than a shipped preset.
+
+    Example
+    -------
+    >>> is_config_file("mine.yaml"), is_config_file("di-tanh-closed")
+    (True, False)
+    """
+    return source.endswith((".yaml", ".yml")) or Path(source).is_file()
+
+
 def preset_dict(name: str) -> dict[str, Any]:
-    """The raw YAML mapping of preset ``name``; raises ConfigError for an unknown name."""
+    """The raw YAML mapping of preset ``name``, or of the config file at path ``name`` (its
+    ``preset`` defaults to the file's stem); raises ConfigError for an unknown name or a file
+    that cannot be read.
+
+    Example
+    -------
+    >>> preset_dict("di-tanh-closed")["preset"]
+    'di-tanh-closed'
+    """
+    if is_config_file(name):
+        return _file_dict(Path(name))
     names = preset_names()
     if name not in names:
-        raise ConfigError(f"unknown preset '{name}' (available: {', '.join(names)})")
+        raise ConfigError(f"unknown preset '{name}' (available: {', '.join(names)}; or the "
+                          "path of a .yaml config file)")
     text = (resources.files("closedloop.config") / "presets" / f"{name}.yaml").read_text()
     data = yaml.safe_load(text)
     data.setdefault("preset", name)
     return data
+
+
+def _file_dict(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it as a text file ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise ConfigError(f"{path}: not valid YAML{where} ({problem})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file holds a mapping of sections (plant:, agent:, "
+                          "task:, ...), not a YAML list or scalar")
+    data.setdefault("preset", path.stem)
+    return data
+
+
+SHOWN_OMITTED = ("preset", "teacher", "init_from")
+"""Fields :func:`preset_yaml` leaves out: the name (a file's is its stem) and where a run's
+teacher and initial weights came from, which the command line gives (``--teacher``,
+``--init-from``)."""
+
+
+def preset_yaml(name: str) -> str:
+    """Preset (or config file) ``name`` resolved, every field written out, as a YAML config
+    file that ``closedloop train FILE.yaml`` reads back to the same config.
+
+    Example
+    -------
+    >>> data = yaml.safe_load(preset_yaml("di-tanh-closed"))
+    >>> build_config({**data, "preset": "di-tanh-closed"}) == load_preset("di-tanh-closed")
+    True
+    """
+    data = load_preset(name).model_dump(mode="json")
+    for key in SHOWN_OMITTED:
+        data.pop(key)
+    header = (f"# closedloop config: preset {name}, every field written out.\n"
+              "# Edit it and run: closedloop train THIS.yaml (docs/config.md lists the fields)\n")
+    return header + yaml.dump(data, Dumper=_ConfigDumper, sort_keys=False, width=96)
+
+
+class _ConfigDumper(yaml.SafeDumper):
+    """Sections as blocks; lists (matrices, frequencies) and small mappings of plain values
+    (an ``init`` entry) on one line each."""
+
+
+def _represent_mapping(dumper: yaml.SafeDumper, value: dict[str, Any]) -> yaml.Node:
+    small = len(value) <= 4 and all(not isinstance(v, (dict, list)) for v in value.values())
+    return dumper.represent_mapping("tag:yaml.org,2002:map", value, flow_style=small or None)
+
+
+_ConfigDumper.add_representer(dict, _represent_mapping)
+
+_ConfigDumper.add_representer(
+    list, lambda dumper, value: dumper.represent_sequence("tag:yaml.org,2002:seq", value,
+                                                          flow_style=True))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -110,12 +198,28 @@ def build_config(data: dict[str, Any]) -> RunConfig:
 
 def load_preset(name: str, overrides: list[str] | None = None, seed: int | None = None,
                 epochs: int | None = None) -> RunConfig:
-    """Resolve preset ``name`` with overrides (and the CLI's ``--seed``/``--epochs``).
+    """Resolve preset (or config file) ``name`` with overrides (and the CLI's
+    ``--seed``/``--epochs``). Errors in a file name the file.
 
     Example
     -------
     >>> load_preset("di-lowrank-closed").agent.kind
     'lowrank'
+    """
+    return resolve_config(preset_dict(name), overrides, seed, epochs,
+                          source=name if is_config_file(name) else None)
+
+
+def resolve_config(data: dict[str, Any], overrides: list[str] | None = None,
+                   seed: int | None = None, epochs: int | None = None,
+                   source: str | None = None) -> RunConfig:
+    """A config mapping (a preset's, a file's, a run file's) with overrides, ``--seed`` and
+    ``--epochs`` applied, validated; errors are prefixed with ``source`` when given.
+
+    Example
+    -------
+    >>> resolve_config(preset_dict("di-tanh-closed"), ["agent.size=8"], seed=2).agent.size
+    8
     """
     for text in overrides or []:
         key = text.split("=", 1)[0].strip()
@@ -123,12 +227,17 @@ def load_preset(name: str, overrides: list[str] | None = None, seed: int | None 
                                                     and epochs is not None):
             option = "--seed/--seeds" if key == "seed" else "--epochs"
             raise ConfigError(f"'{key}' is set by {option}; do not also --set it")
-    data = apply_overrides(preset_dict(name), overrides or [])
+    data = apply_overrides(data, overrides or [])
     if seed is not None:
         data["seed"] = seed
     if epochs is not None:
         data.setdefault("training", {})["epochs"] = epochs
-    return build_config(data)
+    try:
+        return build_config(data)
+    except ConfigError as exc:
+        if source is None:
+            raise
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def config_from_json(text: str) -> RunConfig:

@@ -37,8 +37,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from closedloop.config import RunConfig, load_preset
+from closedloop.config import (
+    RunConfig,
+    is_config_file,
+    load_preset,
+    preset_dict,
+    resolve_config,
+)
 from closedloop.core.plants import plant_from_config
 from closedloop.errors import ClosedLoopError, ConfigError
 from closedloop.runs.store import Run, is_finished, load_run
@@ -111,6 +118,11 @@ class SweepPoint:
         return f"{self.name}.h5"
 
 
+def _stem(source: str) -> str:
+    """A preset's name, or a config file's stem (run files are named after it)."""
+    return Path(source).stem if is_config_file(source) else source
+
+
 def _label(settings: Sequence[tuple[str, str]]) -> str:
     text = "".join(f"_{key}={value}" for key, value in settings)
     return re.sub(r"[^A-Za-z0-9._=+,-]", "_", text)
@@ -123,7 +135,8 @@ class SweepSpec:
     Parameters
     ----------
     preset
-        A preset name; an open-loop preset trains each point's closed-loop teacher first.
+        A preset name or a config file's path; an open-loop preset trains each point's
+        closed-loop teacher first.
     grid
         Setting (dotted config key) -> values, as ``--set`` would take them.
     seeds
@@ -133,7 +146,12 @@ class SweepSpec:
     overrides
         ``key=value`` settings applied to every run (``--set``).
     teacher_preset
-        The teachers' preset for an open-loop preset (default :data:`TEACHER_PRESETS`).
+        The teachers' preset (or config file) for an open-loop preset (default
+        :data:`TEACHER_PRESETS`).
+    files
+        The contents of the config files named by ``preset`` and ``teacher_preset``, read
+        once when the sweep is defined and kept in ``sweep.json``: workers (and a rerun) never
+        read the files again.
     """
 
     preset: str
@@ -142,11 +160,24 @@ class SweepSpec:
     epochs: int | None = None
     overrides: Sequence[str] = ()
     teacher_preset: str | None = None
+    files: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "grid", {k: [str(v) for v in vs] for k, vs in self.grid.items()})
         object.__setattr__(self, "seeds", sorted({int(s) for s in self.seeds}))
         object.__setattr__(self, "overrides", [str(o) for o in self.overrides])
+        files = dict(self.files)
+        for source in (self.preset, self.teacher_preset):
+            if source is not None and source not in files and is_config_file(source):
+                files[source] = preset_dict(source)
+        object.__setattr__(self, "files", files)
+
+    def _resolve(self, source: str, overrides: list[str], seed: int | None = None
+                 ) -> RunConfig:
+        if source in self.files:
+            return resolve_config(self.files[source], overrides, seed, self.epochs,
+                                  source=source)
+        return load_preset(source, overrides, seed, self.epochs)
 
     # -- definition ---------------------------------------------------------------------
 
@@ -154,7 +185,8 @@ class SweepSpec:
         """The definition as JSON (what ``DIR/sweep.json`` holds)."""
         return json.dumps({"preset": self.preset, "grid": self.grid, "seeds": self.seeds,
                            "epochs": self.epochs, "overrides": self.overrides,
-                           "teacher_preset": self.teacher_preset}, indent=1)
+                           "teacher_preset": self.teacher_preset, "files": self.files},
+                          indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> SweepSpec:
@@ -162,14 +194,14 @@ class SweepSpec:
         try:
             data = json.loads(text)
             return cls(data["preset"], data["grid"], data["seeds"], data["epochs"],
-                       data["overrides"], data["teacher_preset"])
+                       data["overrides"], data["teacher_preset"], data.get("files", {}))
         except (ValueError, KeyError, TypeError) as exc:
             raise SweepError(f"not a sweep definition ({exc})") from None
 
     @property
     def student_mode(self) -> bool:
         """Whether the preset trains open loop (so every point has a teacher)."""
-        return load_preset(self.preset, list(self.overrides)).training.mode != "closed"
+        return self._resolve(self.preset, list(self.overrides)).training.mode != "closed"
 
     def _teacher_preset(self) -> str:
         name = self.teacher_preset or TEACHER_PRESETS.get(self.preset)
@@ -192,16 +224,15 @@ class SweepSpec:
         runs: list[SweepPoint] = []
         for settings in self.settings():
             for seed in self.seeds:
-                label = _label(settings)
+                label = f"{_label(settings)}-seed{seed}"
                 if not student:
-                    runs.append(SweepPoint(f"{self.preset}{label}-seed{seed}", self.preset,
-                                           seed, settings, "run"))
+                    runs.append(SweepPoint(_stem(self.preset) + label, self.preset, seed,
+                                           settings, "run"))
                     continue
                 preset = self._teacher_preset()
-                teacher = SweepPoint(f"{preset}{label}-seed{seed}", preset, seed, settings,
-                                     "teacher")
+                teacher = SweepPoint(_stem(preset) + label, preset, seed, settings, "teacher")
                 teachers.append(teacher)
-                runs.append(SweepPoint(f"{self.preset}{label}-seed{seed}", self.preset, seed,
+                runs.append(SweepPoint(_stem(self.preset) + label, self.preset, seed,
                                        settings, "student", teacher.name))
         points = teachers + runs
         names = [p.name for p in points]
@@ -213,7 +244,7 @@ class SweepSpec:
     def config(self, point: SweepPoint) -> RunConfig:
         """The resolved config of one point (errors name the offending key)."""
         overrides = [*self.overrides, *(f"{k}={v}" for k, v in point.settings)]
-        config = load_preset(point.preset, overrides, point.seed, self.epochs)
+        config = self._resolve(point.preset, overrides, point.seed)
         if point.role == "student":
             teacher_file = f"{point.teacher}.h5"
             config = config.model_copy(update={"teacher": f"{teacher_file}@last",
