@@ -97,7 +97,7 @@ def profile(preset: str) -> dict[str, Any]:
     import jax
     import numpy as np
 
-    from closedloop.analysis.coupling import origin_spectra
+    from closedloop.analysis.coupling import operating_point_spectra
     from closedloop.config import load_preset
     from closedloop.training import Trainer
 
@@ -106,9 +106,9 @@ def profile(preset: str) -> dict[str, Any]:
     _, records = trainer.run_chunk(3 * trainer.program.chunk)
     params = trainer.merged_params(jax.device_get(records["params"]))
     selected = {name: np.asarray(value[0]) for name, value in params.items()}
-    origin_spectra(trainer.plant, trainer.agent, selected)  # compiles the matrices of P
+    operating_point_spectra(trainer.plant, trainer.agent, selected)  # compiles the matrices of P
     started = time.perf_counter()
-    origin_spectra(trainer.plant, trainer.agent, selected)
+    operating_point_spectra(trainer.plant, trainer.agent, selected)
     result["spectra_epoch_s"] = (time.perf_counter() - started) / trainer.program.chunk
     return result
 

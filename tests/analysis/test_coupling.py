@@ -3,7 +3,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from closedloop.analysis.coupling import coupled_matrix, origin_matrices, sorted_eigenvalues
+from closedloop.analysis.coupling import (
+    coupled_matrix,
+    operating_point_matrices,
+    sorted_eigenvalues,
+)
 from closedloop.core.agents import LowRankRNN, RNNAgent, StaticGain
 from closedloop.core.plants import LinearPlant, double_integrator, integrator
 from closedloop.core.rollout import rollout
@@ -210,9 +214,24 @@ def test_tanh_coupled_matrix_is_jacobian_at_origin(plant_kind, dt, bias):
         jacobian[:, j] = (tanh_step(e, *args) - tanh_step(-e, *args)) / (2 * eps)
     P = coupled_matrix(plant, agent.linearisation(params))
     np.testing.assert_allclose(P, jacobian, rtol=0, atol=1e-8)
-    # what every epoch records: the Jacobian of the rollout's one-step map at the origin
-    recorded = origin_matrices(plant, agent, {k: np.asarray(v)[None] for k, v in params.items()})
-    np.testing.assert_allclose(recorded[0], jacobian, rtol=0, atol=1e-8)
+    # what every epoch records: the Jacobian of the rollout's one-step map at the operating
+    # point, the target x* = 0 with the network at its fixed point reading y = C x* = 0
+    # (the origin without biases; found here by plain iteration of the update)
+    h_star = np.zeros(size)
+    for _ in range(2000):
+        h_star = (1 - dt) * h_star + dt * np.tanh(w @ h_star + b)
+    start = np.concatenate([np.zeros(plant.n_states), h_star])
+    at_fixed_point = np.empty((n, n))
+    for j in range(n):
+        e = np.zeros(n)
+        e[j] = eps
+        at_fixed_point[:, j] = (tanh_step(start + e, *args) - tanh_step(start - e, *args)) / (
+            2 * eps)
+    recorded = operating_point_matrices(plant, agent,
+                                        {k: np.asarray(v)[None] for k, v in params.items()})
+    np.testing.assert_allclose(recorded[0], at_fixed_point, rtol=0, atol=1e-8)
+    if bias == "none":
+        np.testing.assert_allclose(recorded[0], jacobian, rtol=0, atol=1e-8)
 
 
 @pytest.mark.parametrize("dt", [1.0, 0.25])
@@ -229,5 +248,5 @@ def test_relu_coupled_matrix_at_origin_takes_the_right_derivative(dt):
                           (1 - dt) * np.eye(5) + dt * (w + w_in @ C @ B @ w_out)]])
     np.testing.assert_allclose(coupled_matrix(plant, agent.linearisation(params)), expected,
                                rtol=0, atol=1e-14)
-    recorded = origin_matrices(plant, agent, {k: v[None] for k, v in params.items()})
+    recorded = operating_point_matrices(plant, agent, {k: v[None] for k, v in params.items()})
     np.testing.assert_allclose(recorded[0], expected, rtol=0, atol=1e-14)

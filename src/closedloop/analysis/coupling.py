@@ -15,8 +15,10 @@ gain u = K x, P = A + B K.
 Two independent computations: :func:`coupled_matrix` writes the formula above (NumPy,
 float64, leading batch axes allowed); :func:`coupled_jacobian` differentiates the rollout's own
 one-step map (:func:`closedloop.core.rollout.one_step_map`) with ``jax.jacfwd`` at any state,
-so it also covers operating points away from the origin. What runs record every epoch
-(:func:`origin_spectra`) is the Jacobian at the origin; the tests check it equals the formula.
+so it also covers nonlinear plants and operating points away from the origin. What runs record
+every epoch (:func:`operating_point_spectra`) is the Jacobian at the operating point: the
+plant's target state with the agent at its fixed point there (:func:`operating_point`; the
+origin for the paper's presets, where the tests check it equals the formula).
 
 Example
 -------
@@ -38,11 +40,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from threadpoolctl import ThreadpoolController
 
 from closedloop.core.agents import Agent, Linearisation, Params
 from closedloop.core.plants import LinearPlant, Plant
-from closedloop.core.rollout import one_step_map
+from closedloop.core.rollout import agent_observation, one_step_map
 from closedloop.runtime import available_cores
 
 
@@ -212,37 +215,102 @@ def reference_size(plant: Plant, agent: Agent) -> int:
     return 0 if agent.reads_state else agent.n_inputs - plant.n_outputs
 
 
+FIXED_POINT_TOLERANCE = 1e-12
+"""|F(h) - h| below which Newton's method stops (float64)."""
+FIXED_POINT_ITERATIONS = 25
+
+
+def agent_fixed_point(agent: Agent, params: Params, observation: jax.Array) -> jax.Array:
+    """The agent's fixed point h* = F(h*, y) with its input held at ``observation``, by
+    Newton's method from h = 0 (no iteration when h = 0 already is one, as for a bias-free
+    network reading y = 0).
+
+    Example
+    -------
+    >>> from closedloop.core.agents import RNNAgent
+    >>> agent = RNNAgent(1, 1, 1, activation="linear", dt=0.5, tau=1.0)
+    >>> params = agent.to_params({"W_in": [[1.0]], "W": [[0.5]], "W_out": [[1.0]]},
+    ...                          jnp.float64)
+    >>> float(agent_fixed_point(agent, params, jnp.array([1.0]))[0])   # h = 0.5 h + 1
+    2.0
+    """
+    prepared = agent.prepare(params)
+
+    def residual(h: jax.Array) -> jax.Array:
+        return agent.step(prepared, h[None], observation[None])[0][0] - h
+
+    def unfinished(carry: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
+        _, error, count = carry
+        return (error > FIXED_POINT_TOLERANCE) & (count < FIXED_POINT_ITERATIONS)
+
+    def newton(carry: tuple[jax.Array, jax.Array, jax.Array]
+               ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        h, _, count = carry
+        h = h - jnp.linalg.solve(jax.jacfwd(residual)(h), residual(h))
+        return h, jnp.linalg.norm(residual(h)), count + 1
+
+    start = jnp.zeros(agent.size, dtype=observation.dtype)
+    if agent.size == 0:
+        return start
+    h, _, _ = lax.while_loop(unfinished, newton,
+                             (start, jnp.linalg.norm(residual(start)), jnp.asarray(0)))
+    return h
+
+
+def operating_point(plant: Plant, agent: Agent, params: Params, dtype: Any = jnp.float64
+                    ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """(x*, h*, r*): the plant's target state, the agent's fixed point reading it there, and
+    the reference there (0: in the task's coordinates the target sits at the operating
+    point). For the paper's plants and bias-free networks this is the origin.
+
+    Example
+    -------
+    >>> from closedloop.core.agents import StaticGain
+    >>> from closedloop.core.mechanics import Pendulum
+    >>> x, h, r = operating_point(Pendulum(), StaticGain(2, 1), {"K": jnp.zeros((1, 2))})
+    >>> [round(v, 6) for v in x.tolist()], h.shape, r
+    ([3.141593, 0.0], (0,), None)
+    """
+    x = jnp.asarray(plant.target_state, dtype=dtype)
+    n_ref = reference_size(plant, agent)
+    reference = jnp.zeros(n_ref, dtype=dtype) if n_ref else None
+    if agent.reads_state:
+        return x, jnp.zeros(agent.size, dtype=dtype), reference
+    observation = agent_observation(agent, plant, x, reference)
+    return x, agent_fixed_point(agent, params, observation), reference
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _origin_matrices(plant: Plant, agent: Agent, params: Params) -> jax.Array:
+def _operating_point_matrices(plant: Plant, agent: Agent, params: Params) -> jax.Array:
     def one(member: Params) -> jax.Array:
-        n_ref = reference_size(plant, agent)
-        reference = jnp.zeros(n_ref, dtype=jnp.float64) if n_ref else None
-        return coupled_jacobian(plant, agent, member, jnp.zeros(plant.n_states, jnp.float64),
-                                jnp.zeros(agent.size, jnp.float64), reference)
+        return coupled_jacobian(plant, agent, member, *operating_point(plant, agent, member))
 
     return jax.vmap(one)(params)
 
 
-def origin_matrices(plant: Plant, agent: Agent, params: Mapping[str, Any]) -> np.ndarray:
-    """P (float64) at the origin for a stack of parameter sets (leading axis S): the coupled
-    Jacobian of the loop at s = 0, (S, n_x + N, n_x + N).
+def operating_point_matrices(plant: Plant, agent: Agent, params: Mapping[str, Any]
+                             ) -> np.ndarray:
+    """The coupled Jacobian (float64) at the operating point (:func:`operating_point`) for a
+    stack of parameter sets (leading axis S), (S, n_x + N, n_x + N): P at the origin for the
+    paper's linear plants.
 
     Example
     -------
     >>> from closedloop.core.agents import StaticGain
     >>> from closedloop.core.plants import double_integrator
-    >>> origin_matrices(double_integrator(), StaticGain(2, 1), {"K": np.zeros((3, 1, 2))}).shape
+    >>> operating_point_matrices(double_integrator(), StaticGain(2, 1),
+    ...                          {"K": np.zeros((3, 1, 2))}).shape
     (3, 2, 2)
     """
     stacked = {k: jnp.asarray(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
-    return np.asarray(_origin_matrices(plant, agent, stacked))
+    return np.asarray(_operating_point_matrices(plant, agent, stacked))
 
 
-def origin_spectra(plant: Plant, agent: Agent, params: Mapping[str, Any], *,
-                   threads: int | None = 1) -> dict[str, np.ndarray]:
-    """eig(P) at the origin (descending modulus), its spectral radius, and eig(W) (the maths'
-    recurrent matrix) for a stack of parameter sets (leading axis S). A set with non-finite
-    entries gets NaN. What every training epoch records.
+def operating_point_spectra(plant: Plant, agent: Agent, params: Mapping[str, Any], *,
+                            threads: int | None = 1) -> dict[str, np.ndarray]:
+    """eig of the coupled Jacobian at the operating point (descending modulus), its spectral
+    radius, and eig(W) (the maths' recurrent matrix) for a stack of parameter sets (leading
+    axis S). A set with non-finite entries gets NaN. What every training epoch records.
 
     Returns
     -------
@@ -257,10 +325,44 @@ def origin_spectra(plant: Plant, agent: Agent, params: Mapping[str, Any], *,
         finite &= np.isfinite(value.reshape(count, -1)).all(axis=1)
     safe = {k: np.where(finite.reshape(-1, *([1] * (v.ndim - 1))), v, 0.0)
             for k, v in arrays.items()}
-    coupled = sorted_eigenvalues(origin_matrices(plant, agent, safe), threads=threads)
+    matrices = operating_point_matrices(plant, agent, safe)
+    finite &= np.isfinite(matrices.reshape(count, -1)).all(axis=1)
+    matrices = np.where(finite[:, None, None], matrices, 0.0)
+    coupled = sorted_eigenvalues(matrices, threads=threads)
     recurrent = sorted_eigenvalues(agent.recurrent_matrix(safe), threads=threads)
     coupled[~finite] = np.nan
     recurrent[~finite] = np.nan
     radius = np.abs(coupled[:, 0]) if coupled.shape[1] else np.full(count, np.nan)
     return {"coupled_eigenvalues": coupled, "recurrent_eigenvalues": recurrent,
             "spectral_radius": radius}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _trajectory_matrices(plant: Plant, agent: Agent, params: Params, states: jax.Array,
+                         hidden: jax.Array, reference: jax.Array | None) -> jax.Array:
+    return coupled_jacobian(plant, agent, params, states, hidden, reference)
+
+
+def trajectory_jacobians(plant: Plant, agent: Agent, params: Mapping[str, Any], states: Any,
+                         hidden: Any, reference: Any = None) -> np.ndarray:
+    """The coupled Jacobian at every visited state of a closed-loop trajectory (float64):
+    ``states`` (..., n_x) and ``hidden`` (..., N) as a rollout with ``record_hidden``
+    returns them (x_t with the h_t that has read it; pass x_0..x_{T-1}), ``reference``
+    (..., n_ref) the reference at the next step. The local P along the way, where a
+    nonlinear loop's behaviour is read away from its operating point.
+
+    Example
+    -------
+    >>> from closedloop.core.agents import StaticGain
+    >>> from closedloop.core.mechanics import Pendulum
+    >>> gain = StaticGain(2, 1)
+    >>> J = trajectory_jacobians(Pendulum(), gain, {"K": np.zeros((1, 2))},
+    ...                          np.array([[0.0, 0.0], [np.pi, 0.0]]), np.zeros((2, 0)))
+    >>> bool(J[0, 1, 0] < 0 < J[1, 1, 0])       # gravity restores at 0, topples at pi
+    True
+    """
+    as64 = {k: jnp.asarray(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
+    return np.asarray(_trajectory_matrices(
+        plant, agent, as64, jnp.asarray(np.asarray(states, dtype=np.float64)),
+        jnp.asarray(np.asarray(hidden, dtype=np.float64)),
+        None if reference is None else jnp.asarray(np.asarray(reference, dtype=np.float64))))

@@ -17,20 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from closedloop.core.agents import Agent, Params, build_agent
-from closedloop.core.plants import LinearPlant, plant_from_config
-from closedloop.core.rollout import Trajectory, rollout
+from closedloop.core.agents import Agent, Params
+from closedloop.core.plants import Plant
+from closedloop.core.rollout import Trajectory, build_loop, rollout
 from closedloop.runs.store import Run
 
 
-def run_model(run: Run) -> tuple[LinearPlant, Agent]:
+def run_model(run: Run) -> tuple[Plant, Agent]:
     """The plant and the agent a run was trained with."""
-    plant = plant_from_config(run.config.plant)
-    task = run.config.task
-    references = len(task.frequencies) if task.kind == "tracking" else 0
-    agent = build_agent(run.config.agent, plant.n_outputs + references, plant.n_inputs,
-                        plant.n_states)
-    return plant, agent
+    return build_loop(run.config)
 
 
 def replay(run: Run, epoch: int | str, *, x0: Any, steps: int, reference: Any = None
@@ -54,7 +49,7 @@ def replay(run: Run, epoch: int | str, *, x0: Any, steps: int, reference: Any = 
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _replay(plant: LinearPlant, agent: Agent, steps: int, zero_first_control: bool,
+def _replay(plant: Plant, agent: Agent, steps: int, zero_first_control: bool,
             params: Params, x0: jax.Array, reference: jax.Array | None) -> Trajectory:
     return rollout(plant, agent, params, steps=steps, x0=x0, reference=reference,
                    zero_first_control=zero_first_control)

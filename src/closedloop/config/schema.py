@@ -99,24 +99,43 @@ class InitSpec(_Strict):
         return float(self.scale)
 
 
-class PlantConfig(_Strict):
-    """A linear time-invariant plant (science 1.1).
+PlantParameter = float | int | bool | str | list[float] | list[list[float]]
+"""What ``plant.params`` values may be (numbers, flags, names, vectors, matrices)."""
 
-    ``integrator``: k-th order integrator (``order``, ``n_inputs``, ``n_observed``, ``dt``);
-    ``point_mass_2d``: two double integrators, positions observed; ``linear``: the user's
-    ``A``, ``B``, ``C`` (nested lists, column-vector maths).
+LINEAR_KINDS = ("integrator", "point_mass_2d", "linear")
+"""Plant kinds given by matrices; every other kind is a nonlinear plant with ``params``."""
+
+
+class PlantConfig(_Strict):
+    """The plant (science 1.1, 9) and the sensors the agent reads it through.
+
+    Linear kinds: ``integrator`` (``order``, ``n_inputs``, ``n_observed``), ``point_mass_2d``
+    (two double integrators, positions observed), ``linear`` (the user's ``A``, ``B``, ``C``,
+    nested lists, column-vector maths). Nonlinear kinds: ``pendulum``, ``two_link_arm``,
+    ``point_mass`` (with drag and a curl field), or a kind registered with
+    ``closedloop.register_plant``; their constants go in ``params`` (docs/plants.md lists
+    them). ``dt``: None means the kind's default (1.0 for the linear kinds).
+
+    Sensor options (any kind): ``observed`` (indices of the plant's outputs the agent reads),
+    ``delay`` (feedback delay in steps), ``observation_noise_std`` and ``motor_noise_std``
+    (additive Gaussian noise on the observation and on the command).
     """
 
-    kind: Literal["integrator", "point_mass_2d", "linear"] = "integrator"
+    kind: str = Field("integrator", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
     order: int = Field(2, ge=1, le=64)
     n_inputs: int = Field(1, ge=1, le=64)
     n_observed: int = Field(1, ge=1, le=64)
-    dt: float = Field(1.0, gt=0, le=1e3)
+    dt: float | None = Field(None, gt=0, le=1e3)
     A: list[list[float]] | None = None
     B: list[list[float]] | None = None
     C: list[list[float]] | None = None
+    params: dict[str, PlantParameter] = Field(default_factory=dict)
     process_noise_std: float = Field(0.0, ge=0, le=1e6)
     clamp: float | None = Field(None, gt=0)
+    observed: list[int] | None = Field(None, min_length=1)
+    delay: int = Field(0, ge=0, le=10_000)
+    observation_noise_std: float = Field(0.0, ge=0, le=1e6)
+    motor_noise_std: float = Field(0.0, ge=0, le=1e6)
 
     @model_validator(mode="after")
     def _check_kind(self) -> PlantConfig:
@@ -132,6 +151,9 @@ class PlantConfig(_Strict):
         elif self.kind == "integrator":
             if self.n_inputs > self.order or self.n_observed > self.order:
                 raise ValueError("plant.n_inputs and plant.n_observed must be <= plant.order")
+        if self.params and self.kind in LINEAR_KINDS:
+            raise ValueError(f"plant.params are for nonlinear kinds; plant.kind "
+                             f"'{self.kind}' is set by its own fields")
         return self
 
 
@@ -189,15 +211,21 @@ class AgentConfig(_Strict):
 
 
 class TaskConfig(_Strict):
-    """What the closed loop must do: regulate to 0, or track a reference (science 1.4, 6)."""
+    """What the closed loop must do: regulate to the plant's target (0 for linear plants),
+    track a reference (science 1.4, 6), or reach (science 9): from the plant's operating point
+    (plus offsets within ``initial_state_range``) to one of ``n_targets`` targets on a circle
+    of ``target_radius`` around it (the agent reads the target after its observation; the
+    test set visits each target in turn)."""
 
-    kind: Literal["regulation", "tracking"] = "regulation"
+    kind: Literal["regulation", "tracking", "reaching"] = "regulation"
     steps: int = Field(50, ge=1, le=1_000_000)
     batch_size: int = Field(100, ge=1, le=1_000_000)
     initial_state_range: float = Field(1.0, ge=0, le=1e6)
     frequencies: list[list[float]] = Field(default_factory=lambda: [[0.1, 0.3], [0.2, 0.4]])
     amplitude: float = Field(2.31, ge=0, le=1e6)
     ramp_time: float = Field(1.0, ge=0, le=1e6)
+    n_targets: int = Field(8, ge=1, le=10_000)
+    target_radius: float = Field(1.0, gt=0, le=1e6)
 
     @model_validator(mode="after")
     def _check_frequencies(self) -> TaskConfig:
@@ -217,10 +245,11 @@ class LossConfig(_Strict):
     authors' double-integrator loss); ``mean_state``: mean_{t,dims,batch} x_t^2 +
     control_cost * mean_batch sum_t u_t^2 (the low-rank loss); ``per_sample``:
     mean_batch sum_t [state_weight |x_t|^2 + control_cost |u_t|^2] (a clean LQR-style
-    parametrisation); ``tracking``: science 6.
+    parametrisation); ``tracking``: science 6; ``reaching``: mean_{batch,t} |p_t - target|^2 +
+    control_cost * mean_{batch,t} |u_t|^2 with p the plant's effector position.
     """
 
-    kind: Literal["paper_di", "mean_state", "per_sample", "tracking"] = "paper_di"
+    kind: Literal["paper_di", "mean_state", "per_sample", "tracking", "reaching"] = "paper_di"
     control_cost: float = Field(0.0, ge=0, le=1e12)
     state_weight: float = Field(1.0, ge=0, le=1e12)
 
@@ -297,6 +326,8 @@ class RunConfig(_Strict):
             raise ValueError("loss.kind 'tracking' needs task.kind 'tracking'")
         if self.task.kind == "tracking" and self.loss.kind != "tracking":
             raise ValueError("task.kind 'tracking' needs loss.kind 'tracking'")
+        if (self.loss.kind == "reaching") != (self.task.kind == "reaching"):
+            raise ValueError("task.kind 'reaching' and loss.kind 'reaching' go together")
         if self.loss.kind == "tracking" and self.loss.control_cost != 0:
             raise ValueError("loss.control_cost must be 0 for the tracking loss (the paper's has "
                              "none)")

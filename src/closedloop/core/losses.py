@@ -59,13 +59,36 @@ def per_sample_cost(traj: Trajectory, state_weight: Weight = 1.0, control_cost: 
 
 
 def tracking_cost(traj: Trajectory, plant: Plant, reference: jax.Array) -> jax.Array:
-    """(1/T) sum_i dt * sum_axes mean_batch (C x_{i+1} - r_i)^2 (science 6)."""
+    """(1/T) sum_i dt * sum_axes mean_batch (C x_{i+1} - r_i)^2 (science 6); for any plant,
+    its effector position in place of C x."""
+    return plant.dt * _effector_error(traj, plant, reference).mean(axis=-3).sum(
+        axis=-1).mean(axis=-1)
+
+
+def _effector_error(traj: Trajectory, plant: Plant, reference: jax.Array) -> jax.Array:
+    """(p(x_{t+1}) - r_t)^2 per batch, step and axis."""
     if traj.states is None:
-        raise ShapeError("the tracking cost needs a plant-driven trajectory")
+        raise ShapeError("this cost needs a plant-driven trajectory")
     steps = traj.controls.shape[-2]
-    positions = plant.observe(traj.states[..., 1:, :])
-    error = (positions - reference[..., :steps, :]) ** 2
-    return plant.dt * error.mean(axis=-3).sum(axis=-1).mean(axis=-1)
+    positions = plant.effector(traj.states[..., 1:, :])
+    return (positions - reference[..., :steps, :]) ** 2
+
+
+def reaching_cost(traj: Trajectory, plant: Plant, reference: jax.Array,
+                  control_cost: Weight = 0.0) -> jax.Array:
+    """mean_{batch, t} |p(x_{t+1}) - r|^2 + control_cost * mean_{batch, t} |u_t|^2: the
+    effector's squared distance to the target plus an effort term (science 9).
+
+    Example
+    -------
+    >>> import jax.numpy as jnp
+    >>> from closedloop.core.mechanics import PointMass
+    >>> traj = Trajectory(states=jnp.ones((1, 3, 4)), controls=jnp.ones((1, 2, 2)))
+    >>> float(reaching_cost(traj, PointMass(), jnp.zeros((1, 2, 2)), control_cost=0.5))
+    3.0
+    """
+    distance = _effector_error(traj, plant, reference).sum(axis=-1).mean(axis=(-2, -1))
+    return distance + control_cost * (traj.controls ** 2).sum(axis=-1).mean(axis=(-2, -1))
 
 
 def imitation_cost(traj: Trajectory) -> jax.Array:
@@ -83,21 +106,38 @@ def control_objective(traj: Trajectory, config: LossConfig, plant: Plant,
     ``control_cost`` replaces the config's (an ensemble passes one weight per network).
     """
     beta = config.control_cost if control_cost is None else control_cost
+    if config.kind == "reaching":
+        if reference is None:
+            raise ShapeError("the reaching loss needs targets")
+        return reaching_cost(traj, plant, reference, beta)
+    if config.kind == "tracking":
+        if reference is None:
+            raise ShapeError("the tracking loss needs a reference")
+        return tracking_cost(traj, plant, reference)
+    traj = regulation_errors(traj, plant)
     if config.kind == "paper_di":
         return paper_di_cost(traj, beta)
     if config.kind == "mean_state":
         return mean_state_cost(traj, beta)
-    if config.kind == "per_sample":
-        return per_sample_cost(traj, config.state_weight, beta)
-    if reference is None:
-        raise ShapeError("the tracking loss needs a reference")
-    return tracking_cost(traj, plant, reference)
+    return per_sample_cost(traj, config.state_weight, beta)
 
 
-def evaluation_cost(traj: Trajectory, plant: Plant, reference: jax.Array | None = None
-                    ) -> jax.Array:
-    """The closed-loop state cost the figures plot (science 1.4): mean over steps t = 0..T-1,
-    batch and state dimensions of x_t^2; for tracking, the tracking cost."""
+def regulation_errors(traj: Trajectory, plant: Plant) -> Trajectory:
+    """The trajectory with its states replaced by the errors x_t - x* that regulation
+    charges (the physical state only: a delay buffer is not charged)."""
+    if traj.states is None:
+        raise ShapeError("this cost needs a plant-driven trajectory")
+    return Trajectory(plant.state_error(traj.states), traj.controls, traj.teacher_controls,
+                      traj.hidden)
+
+
+def evaluation_cost(traj: Trajectory, plant: Plant, reference: jax.Array | None = None,
+                    kind: str = "regulation") -> jax.Array:
+    """The closed-loop cost the figures plot (science 1.4): mean over steps t = 0..T-1, batch
+    and state dimensions of (x_t - x*)^2; for tracking, the tracking cost; for reaching, the
+    effector's mean squared distance to the target (no effort term)."""
+    if kind == "reaching" and reference is not None:
+        return reaching_cost(traj, plant, reference)
     if reference is not None:
         return tracking_cost(traj, plant, reference)
-    return (_visited(traj) ** 2).mean(axis=(-3, -2, -1))
+    return (_visited(regulation_errors(traj, plant)) ** 2).mean(axis=(-3, -2, -1))

@@ -1,4 +1,7 @@
-"""Plants: linear time-invariant systems (docs/science.md, section 1.1).
+"""Plants: the protocol every plant follows, the linear time-invariant systems (docs/science.md,
+section 1.1) and :func:`plant_from_config`, which builds any kind (linear, the nonlinear ones
+of :mod:`closedloop.core.mechanics`, a user's registered kind), wrapped in sensors
+(:mod:`closedloop.core.sensors`) when the config asks for observation choices, noise or delay.
 
     x_{t+1} = A x_t + B u_t + w_t,    y_t = C x_t,    w_t ~ N(0, sigma_w^2 dt I)
 
@@ -20,7 +23,7 @@ Example
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,23 +32,42 @@ import jax.numpy as jnp
 import numpy as np
 
 from closedloop.config import PlantConfig, plant_matrices
+from closedloop.core.mechanics import process_noise
+from closedloop.core.registry import LINEAR_PLANT_KINDS, PLANTS
 from closedloop.errors import ConfigError, ShapeError
 
 
 class Plant(Protocol):
-    """What the rollout needs of a plant: dimensions, a pure step and an observation."""
+    """What the rollout, the losses and the spectra need of a plant.
+
+    All functions take batch-first arrays (..., n) and are pure JAX, so the loop is
+    differentiated, batched and linearised by JAX. ``noise`` is the per-step noise vector
+    (``noise_size`` wide) drawn by ``draw_noise``; the plant reads its parts.
+    """
+
+    dt: float
 
     @property
     def n_states(self) -> int: ...
     @property
+    def n_core_states(self) -> int: ...
+    @property
     def n_inputs(self) -> int: ...
     @property
     def n_outputs(self) -> int: ...
+    @property
+    def n_effector(self) -> int: ...
+    @property
+    def noise_size(self) -> int: ...
+    @property
+    def target_state(self) -> np.ndarray: ...
 
-    dt: float
-
-    def observe(self, x: jax.Array) -> jax.Array: ...
-    def step(self, x: jax.Array, u: jax.Array, noise: jax.Array | None = None) -> jax.Array: ...
+    def step(self, x: jax.Array, u: jax.Array, noise: jax.Array | None = None
+             ) -> jax.Array: ...
+    def observe(self, x: jax.Array, noise: jax.Array | None = None) -> jax.Array: ...
+    def effector(self, x: jax.Array) -> jax.Array: ...
+    def state_error(self, x: jax.Array) -> jax.Array: ...
+    def initial_states(self, offsets: jax.Array) -> jax.Array: ...
     def draw_noise(self, key: jax.Array, batch: int, steps: int, dtype: Any
                    ) -> jax.Array | None: ...
 
@@ -104,9 +126,42 @@ class LinearPlant:
         """Dimension of y = C x."""
         return self.C.shape[0]
 
-    def observe(self, x: jax.Array) -> jax.Array:
-        """y = C x for a batch of states ``x`` (..., n_x), in the dtype of ``x``."""
+    @property
+    def n_core_states(self) -> int:
+        """Dimension of the physical state (all of x)."""
+        return self.n_states
+
+    @property
+    def n_effector(self) -> int:
+        """The effector position is the observation C x."""
+        return self.n_outputs
+
+    @property
+    def noise_size(self) -> int:
+        """Width of the per-step process noise (0 without noise)."""
+        return self.n_states if self.process_noise_std > 0 else 0
+
+    @property
+    def target_state(self) -> np.ndarray:
+        """x* = 0."""
+        return np.zeros(self.n_states)
+
+    def observe(self, x: jax.Array, noise: jax.Array | None = None) -> jax.Array:
+        """y = C x for a batch of states ``x`` (..., n_x), in the dtype of ``x`` (``noise``
+        is not read: observation noise is a sensor option)."""
         return x @ jnp.asarray(self.C.T, dtype=x.dtype)
+
+    def effector(self, x: jax.Array) -> jax.Array:
+        """C x: what the tracking cost compares with the reference."""
+        return self.observe(x)
+
+    def state_error(self, x: jax.Array) -> jax.Array:
+        """x - x* = x."""
+        return x
+
+    def initial_states(self, offsets: jax.Array) -> jax.Array:
+        """x_0 = offsets (the target is 0)."""
+        return offsets
 
     def step(self, x: jax.Array, u: jax.Array, noise: jax.Array | None = None) -> jax.Array:
         """One step x_{t+1} = A x + B u (+ noise), clamped if the plant clamps.
@@ -125,11 +180,8 @@ class LinearPlant:
                    ) -> jax.Array | None:
         """Process noise for a whole episode, (batch, steps, n_x) (drawn in float64, then
         cast), or None for a noiseless plant."""
-        if self.process_noise_std == 0.0:
-            return None
-        std = self.process_noise_std * math.sqrt(self.dt)
-        noise = jax.random.normal(key, (batch, steps, self.n_states), dtype=jnp.float64)
-        return (noise * std).astype(dtype)
+        return process_noise(key, batch, steps, self.n_states, self.process_noise_std, self.dt,
+                             dtype)
 
 
 def integrator(order: int = 2, n_inputs: int = 1, n_observed: int = 1, dt: float = 1.0,
@@ -202,22 +254,105 @@ def from_control(system: Any, **options: Any) -> LinearPlant:
                        dt=float(dt), **options)
 
 
-def plant_from_config(config: PlantConfig) -> LinearPlant:
-    """Build the plant a :class:`~closedloop.config.PlantConfig` describes.
+SENSOR_OPTIONS = ("observed", "delay", "observation_noise_std", "motor_noise_std")
+"""PlantConfig fields that put a plant behind :class:`~closedloop.core.sensors.SensedPlant`."""
+
+
+def plant_from_config(config: PlantConfig) -> Plant:
+    """Build the plant a :class:`~closedloop.config.PlantConfig` describes: a linear kind, a
+    nonlinear built-in or a registered kind (with ``plant.params``), behind sensors when
+    any of :data:`SENSOR_OPTIONS` is set.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown kind or parameter, and for a plant whose step or observation has the
+        wrong shape or is not finite at its operating point.
 
     Example
     -------
     >>> from closedloop.config import PlantConfig
     >>> plant_from_config(PlantConfig(kind="point_mass_2d", dt=0.1)).n_states
     4
+    >>> plant_from_config(PlantConfig(kind="pendulum", delay=2)).n_states
+    6
     """
     options = {"process_noise_std": config.process_noise_std, "clamp": config.clamp}
+    if config.kind in LINEAR_PLANT_KINDS:
+        base: Plant = _linear_plant(config, options)
+    else:
+        base = _nonlinear_plant(config, options)
+    if config.observed is None and not config.delay and not config.observation_noise_std \
+            and not config.motor_noise_std:
+        return base
+    from closedloop.core.sensors import SensedPlant
+
+    observed = None if config.observed is None else tuple(config.observed)
+    return SensedPlant(base, observed, config.delay, config.observation_noise_std,
+                       config.motor_noise_std)
+
+
+def _linear_plant(config: PlantConfig, options: dict[str, Any]) -> LinearPlant:
+    dt = 1.0 if config.dt is None else config.dt
     if config.kind == "integrator":
-        return integrator(config.order, config.n_inputs, config.n_observed, config.dt, **options)
+        return integrator(config.order, config.n_inputs, config.n_observed, dt, **options)
     if config.kind == "point_mass_2d":
-        return point_mass_2d(config.dt, **options)
+        return point_mass_2d(dt, **options)
     try:
         return LinearPlant(np.array(config.A), np.array(config.B), np.array(config.C),
-                           dt=config.dt, **options)
+                           dt=dt, **options)
     except (ShapeError, ValueError) as exc:
         raise ConfigError(f"invalid value for 'plant.A/B/C': {exc}") from None
+
+
+def _nonlinear_plant(config: PlantConfig, options: dict[str, Any]) -> Plant:
+    cls = PLANTS.get(config.kind)
+    fields = {f.name for f in dataclasses.fields(cls)} - {"dt", *options}
+    unknown = sorted(set(config.params) - fields)
+    if unknown:
+        raise ConfigError(f"unknown key 'plant.params.{unknown[0]}' for plant.kind "
+                          f"'{config.kind}' (allowed: {', '.join(sorted(fields)) or 'none'})")
+    params = {k: _hashable(v) for k, v in config.params.items()}
+    if config.dt is not None:
+        params["dt"] = config.dt
+    try:
+        plant = cls(**params, **options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"plant.kind '{config.kind}' refuses plant.params: {exc}") from None
+    check_plant(plant, config.kind)
+    return plant
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
+
+
+def check_plant(plant: Plant, kind: str) -> None:
+    """Step and observe ``plant`` once at its operating point (float64, zero command) and
+    refuse it, with one line naming ``kind``, when a shape is wrong or a value not finite.
+
+    Example
+    -------
+    >>> from closedloop.core.mechanics import Pendulum
+    >>> check_plant(Pendulum(), "pendulum")                 # fine: returns quietly
+    """
+    target = np.asarray(plant.target_state, dtype=np.float64)
+    if target.shape != (plant.n_states,):
+        raise ConfigError(f"plant '{kind}': its target has shape {target.shape}, expected "
+                          f"({plant.n_states},) (one value per state name)")
+    x = jnp.asarray(target[None])
+    u = jnp.zeros((1, plant.n_inputs), dtype=jnp.float64)
+    try:
+        x_next = plant.step(x, u)
+        y = plant.observe(x)
+    except Exception as exc:          # a user's plant: any failure is one clear line
+        raise ConfigError(f"plant '{kind}': stepping it fails ({type(exc).__name__}: {exc})"
+                          ) from None
+    for name, value, width in (("step", x_next, plant.n_states),
+                               ("observation", y, plant.n_outputs)):
+        if tuple(value.shape) != (1, width):
+            raise ConfigError(f"plant '{kind}': its {name} of one state has shape "
+                              f"{tuple(value.shape[1:])}, expected ({width},)")
+        if not bool(jnp.all(jnp.isfinite(value))):
+            raise ConfigError(f"plant '{kind}': its {name} at the operating point is not "
+                              "finite")

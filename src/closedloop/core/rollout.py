@@ -5,7 +5,8 @@ Time indexing (science 1.3), for a plant-driven rollout of T steps from x_0:
 * at t = 0 the control is u_0 = 0 and the agents' hidden states are not updated (h = 0),
   when ``zero_first_control`` is on (the paper presets);
 * for t >= 1 each agent reads its observation at x_t, updates h_t and outputs u_t;
-* the plant steps x_{t+1} = A x_t + B u_t (+ w_t), clamped if the plant clamps.
+* the plant steps x_{t+1} = A x_t + B u_t (+ w_t), clamped if the plant clamps (any plant
+  of :class:`~closedloop.core.plants.Plant`: x_{t+1} = f(x_t, u_t, w_t)).
 
 The returned :class:`Trajectory` holds x_0..x_T and u_0..u_{T-1}; the losses pick what they
 charge. Switches select the variant:
@@ -16,9 +17,10 @@ charge. Switches select the variant:
 * white-noise inputs (open loop): ``inputs`` (batch, T, n_in) replace the observations, there is
   no plant, and every agent is stepped at every t from h = 0 (no t = 0 special case).
 
-An RNN's observation is y_t = C x_t, followed by the reference r_t when there is one; a static
-gain reads the full state x_t. The time loop is one ``jax.lax.scan``; the rollout is a pure
-function, differentiated by ``jax.grad`` (gradients never reach a teacher).
+An RNN's observation is the plant's y_t (C x_t for a linear plant, possibly delayed or noisy),
+followed by the reference r_t when there is one; a static gain reads the full state x_t. The
+time loop is one ``jax.lax.scan``; the rollout is a pure function, differentiated by
+``jax.grad`` (gradients never reach a teacher).
 
 Example
 -------
@@ -41,9 +43,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from closedloop.core.agents import Agent, Params
-from closedloop.core.plants import Plant
-from closedloop.errors import ShapeError
+from closedloop.config import RunConfig
+from closedloop.core.agents import Agent, Params, build_agent
+from closedloop.core.plants import Plant, plant_from_config
+from closedloop.errors import ConfigError, ShapeError
 
 
 @jax.tree_util.register_dataclass
@@ -70,13 +73,59 @@ class Trajectory:
 
 
 def agent_observation(agent: Agent, plant: Plant, x: jax.Array,
-                      reference_t: jax.Array | None) -> jax.Array:
-    """What ``agent`` reads at state x: C x (then the reference, if any), or x for a static
-    gain."""
+                      reference_t: jax.Array | None, noise_t: jax.Array | None = None
+                      ) -> jax.Array:
+    """What ``agent`` reads at state x: the plant's observation (C x for a linear plant; with
+    ``noise_t``, the step's noise, for plants with observation noise), then the reference if
+    any; or x for a static gain."""
     if agent.reads_state:
         return x
-    y = plant.observe(x)
+    y = plant.observe(x, noise_t)
     return y if reference_t is None else jnp.concatenate((y, reference_t), axis=-1)
+
+
+def reference_inputs(config: RunConfig, plant: Plant) -> int:
+    """How many reference inputs the agent reads after the plant's observation: the tracked
+    axes (tracking), the target's two coordinates (reaching), none (regulation).
+
+    Raises
+    ------
+    ConfigError
+        When the plant's effector position does not match the reference.
+
+    Example
+    -------
+    >>> from closedloop.config import load_preset
+    >>> config = load_preset("tracking-closed")
+    >>> reference_inputs(config, plant_from_config(config.plant))
+    2
+    """
+    task = config.task
+    if task.kind == "regulation":
+        return 0
+    size = len(task.frequencies) if task.kind == "tracking" else 2
+    if size != plant.n_effector:
+        what = "task.frequencies has" if task.kind == "tracking" else "reaching targets have"
+        raise ConfigError(f"{what} {size} axes but the plant's effector position has "
+                          f"{plant.n_effector} (plant.kind '{config.plant.kind}')")
+    return size
+
+
+def build_loop(config: RunConfig) -> tuple[Plant, Agent]:
+    """The plant and the agent a run's config describes (the agent reads the plant's
+    observation, then the reference inputs).
+
+    Example
+    -------
+    >>> from closedloop.config import load_preset
+    >>> plant, agent = build_loop(load_preset("tracking-closed"))
+    >>> agent.n_inputs, agent.n_outputs
+    (4, 2)
+    """
+    plant = plant_from_config(config.plant)
+    agent = build_agent(config.agent, plant.n_outputs + reference_inputs(config, plant),
+                        plant.n_inputs, plant.n_states)
+    return plant, agent
 
 
 def _time_major(array: jax.Array | None, steps: int) -> jax.Array | None:
@@ -116,7 +165,8 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
     zero_first_control
         The paper's t = 0 convention (u_0 = 0, no hidden update).
     noise
-        Process noise (batch, >= T, n_x), already scaled.
+        The plant's per-step noise (batch, >= T, plant.noise_size), from its
+        ``draw_noise``.
     record_hidden
         Keep the agent's hidden states.
 
@@ -166,8 +216,8 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
         x, hidden, teacher_hidden = carry
         r_t, w_t = external
         hidden, teacher_hidden, u, u_teacher = step_agents(
-            hidden, teacher_hidden, agent_observation(agent, plant, x, r_t),
-            None if teacher is None else agent_observation(teacher, plant, x, r_t))
+            hidden, teacher_hidden, agent_observation(agent, plant, x, r_t, w_t),
+            None if teacher is None else agent_observation(teacher, plant, x, r_t, w_t))
         x_next = plant.step(x, u_teacher if teacher_drives else u, w_t)
         return (x_next, hidden, teacher_hidden), (x_next, u, u_teacher,
                                                   hidden if record_hidden else None)

@@ -127,12 +127,33 @@ def draw_phases(task: TaskConfig, batch_size: int, key: jax.Array) -> jax.Array:
     return jax.random.uniform(key, shape, dtype=jnp.float64, minval=-math.pi, maxval=math.pi)
 
 
+def reaching_targets(task: TaskConfig, batch_size: int, key: jax.Array | None) -> jax.Array:
+    """Targets on the circle of ``task.target_radius``, (batch, 2), float64: target i is at
+    angle 2 pi i / n_targets; drawn uniformly from ``key``, or each in turn without a key.
+
+    Example
+    -------
+    >>> reaching_targets(TaskConfig(kind="reaching", n_targets=4), 2, None).round(6).tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
+    """
+    if key is None:
+        index = jnp.arange(batch_size) % task.n_targets
+    else:
+        index = jax.random.randint(key, (batch_size,), 0, task.n_targets)
+    angle = 2 * math.pi * index.astype(jnp.float64) / task.n_targets
+    return task.target_radius * jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=-1)
+
+
 def sample_batch(task: TaskConfig, n_states: int, key: jax.Array, *,
                  batch_size: int | None = None, steps: int | None = None, dt: float = 0.1,
-                 initial_state_range: float | None = None, dtype: Any = jnp.float64) -> Batch:
+                 initial_state_range: float | None = None, dtype: Any = jnp.float64,
+                 every_target: bool = False) -> Batch:
     """Draw one batch of episodes from ``key``.
 
-    Regulation: x0 ~ U(-a, a)^n_x. Tracking: x0 = 0 and a reference from fresh phases.
+    Regulation: offsets x0 ~ U(-a, a)^n_x (from the plant's target: the trainer adds it).
+    Tracking: x0 = 0 and a reference from fresh phases. Reaching: offsets as regulation and a
+    target held for the whole episode as the reference (``every_target``: each in turn, the
+    test set).
 
     Example
     -------
@@ -149,8 +170,14 @@ def sample_batch(task: TaskConfig, n_states: int, key: jax.Array, *,
                                                 task.ramp_time, steps, dt).astype(dtype),
                      phases=phases.astype(dtype))
     bound = task.initial_state_range if initial_state_range is None else initial_state_range
+    if task.kind == "reaching":
+        key, target_key = jax.random.split(key)
+        targets = reaching_targets(task, batch_size, None if every_target else target_key)
+        reference = jnp.broadcast_to(targets[:, None], (batch_size, steps, 2))
     x0 = jax.random.uniform(key, (batch_size, n_states), dtype=jnp.float64, minval=-1.0,
                             maxval=1.0) * bound
+    if task.kind == "reaching":
+        return Batch(x0=x0.astype(dtype), reference=reference.astype(dtype))
     return Batch(x0=x0.astype(dtype))
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from closedloop.analysis.coupling import origin_spectra
+from closedloop.analysis.coupling import operating_point_spectra
 from closedloop.analysis.gains import effective_gains
 from closedloop.config import RunConfig, config_difference
 from closedloop.errors import ClosedLoopError, ConfigError, IncompleteRunError
@@ -237,7 +237,7 @@ class _Recorder:
         selected = {k: v[rows[:, 0], rows[:, 1]] for k, v in params.items()}
         future: Future[dict[str, np.ndarray]] | None = None
         if len(rows):
-            future = spectra.submit(origin_spectra, trainer.plant, trainer.agent, selected,
+            future = spectra.submit(operating_point_spectra, trainer.plant, trainer.agent, selected,
                                     threads=self.spectra_threads)
         gains = None
         if "test_states" in records and len(rows):

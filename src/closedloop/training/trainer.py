@@ -49,13 +49,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from closedloop.analysis.coupling import origin_spectra
+from closedloop.analysis.coupling import operating_point_spectra
 from closedloop.analysis.gains import effective_gains
 from closedloop.config import AgentConfig, RunConfig, config_difference
 from closedloop.core.agents import Agent, Params, build_agent, trainable_names
 from closedloop.core.losses import control_objective, evaluation_cost, imitation_cost
-from closedloop.core.plants import LinearPlant, plant_from_config
-from closedloop.core.rollout import Trajectory, rollout
+from closedloop.core.plants import Plant
+from closedloop.core.rollout import Trajectory, build_loop, rollout
 from closedloop.core.tasks import Batch, sample_batch, white_noise_batch
 from closedloop.errors import ConfigError, ShapeError
 from closedloop.runs.store import Teacher
@@ -185,7 +185,7 @@ class Program:
     device: str
     teacher: Agent | None
     config: RunConfig = field(compare=False)
-    plant: LinearPlant = field(compare=False)
+    plant: Plant = field(compare=False)
     agent: Agent = field(compare=False)
     optimizer: Optimizer = field(compare=False)
 
@@ -209,8 +209,9 @@ class Program:
             return white_noise_batch(task.batch_size, task.steps, self.agent.n_inputs,
                                      config.training.input_noise_std, key, self.dtype)
         batch_key, noise_key = jax.random.split(key)
-        batch = sample_batch(task, self.plant.n_states, batch_key, dt=self.plant.dt,
+        batch = sample_batch(task, self.plant.n_core_states, batch_key, dt=self.plant.dt,
                              dtype=self.dtype)
+        batch.x0 = self.plant.initial_states(batch.x0)
         batch.noise = self.plant.draw_noise(noise_key, task.batch_size, task.steps,
                                             self.dtype)
         return batch
@@ -245,9 +246,11 @@ class Program:
         traj = rollout(self.plant, self.agent, params, steps=self.config.test_steps, x0=test.x0,
                        reference=test.reference,
                        zero_first_control=self.config.training.zero_first_control)
-        result = {"test_loss": evaluation_cost(traj, self.plant, test.reference)}
-        if self.config.task.kind == "regulation":
-            result.update(test_states=traj.states, test_controls=traj.controls)
+        kind = self.config.task.kind
+        result = {"test_loss": evaluation_cost(traj, self.plant, test.reference, kind)}
+        if kind == "regulation":
+            result.update(test_states=self.plant.state_error(traj.states),
+                          test_controls=traj.controls)
         return result
 
     # -- per member: one update, one epoch ------------------------------------------------
@@ -363,12 +366,14 @@ def _draw_params(agent: Agent, dtype: str, key: jax.Array) -> Params:
 @functools.partial(jax.jit, static_argnums=0)
 def _test_batch(program: Program) -> Batch:
     config = program.config
-    return sample_batch(config.task, program.plant.n_states,
-                        key_from_seed(config.evaluation.test_seed),
-                        batch_size=config.evaluation.test_size, steps=config.test_steps,
-                        dt=program.plant.dt,
-                        initial_state_range=config.evaluation.initial_state_range,
-                        dtype=program.dtype)
+    batch = sample_batch(config.task, program.plant.n_core_states,
+                         key_from_seed(config.evaluation.test_seed),
+                         batch_size=config.evaluation.test_size, steps=config.test_steps,
+                         dt=program.plant.dt,
+                         initial_state_range=config.evaluation.initial_state_range,
+                         dtype=program.dtype, every_target=True)
+    batch.x0 = program.plant.initial_states(batch.x0)
+    return batch
 
 
 def _stack(trees: Sequence[PyTree]) -> PyTree:
@@ -410,14 +415,8 @@ class Trainer:
         _check_shapes(self.configs)
         config = self.configs[0]
         self.device = resolve_device(config.training.device)
-        self.plant = plant_from_config(config.plant)
-        task = config.task
-        self.reference_size = len(task.frequencies) if task.kind == "tracking" else 0
-        if self.reference_size and self.reference_size != self.plant.n_outputs:
-            raise ConfigError(f"task.frequencies has {self.reference_size} axes but the plant "
-                              f"observes {self.plant.n_outputs} outputs")
-        self.agent: Agent = build_agent(config.agent, self.plant.n_outputs + self.reference_size,
-                                        self.plant.n_inputs, self.plant.n_states)
+        self.plant, self.agent = build_loop(config)
+        self.reference_size = self.agent.n_inputs - self.plant.n_outputs
         self.teacher_sources = teachers
         self.teacher_agent = self._teacher_agent(teachers)
         self.dtype = DTYPES[config.training.dtype]
@@ -547,7 +546,7 @@ class Trainer:
         eig(P), rho(P) and eig(W) of the current parameters."""
         host = jax.device_get(_evaluate(self.program, self.params, self.constants))
         out: list[dict[str, Any]] = []
-        spectra = origin_spectra(self.plant, self.agent, self.parameters_numpy()) \
+        spectra = operating_point_spectra(self.plant, self.agent, self.parameters_numpy()) \
             if with_spectrum else None
         for index in range(self.members):
             result: dict[str, Any] = {"test_loss": float(host["test_loss"][index]), "gains": None}
