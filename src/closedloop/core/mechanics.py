@@ -148,7 +148,7 @@ class NonlinearPlant:
 
     def step(self, x: jax.Array, u: jax.Array, noise: jax.Array | None = None) -> jax.Array:
         """One step for states (..., n_x) and commands (..., n_u) (+ process noise)."""
-        x_next = jnp.vectorize(self.dynamics, signature="(n),(m)->(n)")(x, u.astype(x.dtype))
+        x_next = jnp.vectorize(self.dynamics, signature="(n),(m)->(k)")(x, u.astype(x.dtype))
         if noise is not None and self.noise_size:
             x_next = x_next + noise[..., : self.n_states]
         if self.clamp is not None:

@@ -127,7 +127,8 @@ class SensedPlant:
     def target_state(self) -> np.ndarray:
         """The operating point: the base plant's, with its observation in the buffer."""
         core = np.asarray(self.base.target_state, dtype=np.float64)
-        seen = np.asarray(self._sense(jnp.asarray(core), None))
+        with jax.ensure_compile_time_eval():          # a constant, also inside a trace
+            seen = np.asarray(self._sense(jnp.asarray(core), None))
         return np.concatenate([core, np.tile(seen, self.delay)])
 
     # -- the parts of the state and of the noise ------------------------------------------------
