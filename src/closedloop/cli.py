@@ -628,6 +628,72 @@ def analyze(run_path: Path, as_json: bool, window: int, growth_threshold: float)
     _print_analysis(report)
 
 
+@cli.command(name="fixed-points")
+@click.argument("run_path", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--epoch", default="last", show_default=True, metavar="EPOCH|last",
+              help="Snapshot epoch whose network is analysed.")
+@click.option("--starts", type=click.IntRange(1, 100_000), default=64, show_default=True,
+              help="Starts of the search (states the loop visits, pushed a little).")
+@click.option("--slow", is_flag=True, help="Also list slow points (minima with F(s) != s).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def fixed_points(run_path: Path, epoch: str, starts: int, slow: bool, as_json: bool) -> None:
+    """Fixed points of a run's closed loop (network and plant together), each with the
+    spectrum of the coupled Jacobian there and whether it is stable: q(s) = |F(s) - s|^2 is
+    minimised from many starts, as in RNN fixed-point analysis.
+
+    \b
+    Example:
+      closedloop fixed-points runs/pendulum.h5
+      closedloop fixed-points runs/pendulum.h5 --epoch 0 --json > fixed.json
+    """
+    from closedloop.analysis.fixed_points import find_fixed_points, visited_starts
+    from closedloop.analysis.replay import run_model
+
+    run = load_run(run_path)
+    at: int | str = epoch if epoch == "last" else _epoch_number(epoch)
+    plant, agent = run_model(run)
+    params = run.parameters(at)
+    config = run.config
+    spread = config.evaluation.initial_state_range or 1.0
+    try:
+        begin = visited_starts(plant, agent, params, starts, spread=spread,
+                               steps=config.test_steps,
+                               zero_first_control=config.training.zero_first_control)
+    except ValueError as exc:
+        raise ConfigError(f"{run_path}: {exc}") from None
+    points = find_fixed_points(plant, agent, params, begin, include_slow=slow)
+    names = tuple(getattr(plant, "state_names", ()))
+    if as_json:
+        click.echo(json.dumps({"path": str(run_path), "epoch": at, "starts": starts,
+                               "points": [p.to_json(names) for p in points]},
+                              allow_nan=False))
+        return
+    table = Table(title=f"fixed points of {run_path} (epoch {at}, {starts} starts)")
+    for column in ("#", "plant state", "|h|", "residual", "rho", "stable", "leading eig",
+                   "starts"):
+        table.add_column(column, no_wrap=True)
+    n_x = plant.n_states
+    for index, point in enumerate(points):
+        state = ", ".join(f"{v:+.4f}" for v in point.state[:n_x])
+        kind = ("[green]yes[/green]" if point.stable else "[red]no[/red]") + (
+            "" if point.fixed else " (slow)")
+        lead = _complex([point.eigenvalues[0].real, point.eigenvalues[0].imag]) \
+            if point.eigenvalues.size else "-"
+        table.add_row(str(index), state, f"{np.linalg.norm(point.state[n_x:]):.3g}",
+                      f"{point.residual:.1e}", f"{point.spectral_radius:.4f}", kind, lead,
+                      str(point.starts))
+    Console(width=max(120, Console().width)).print(table)
+    if names:
+        click.echo("plant state: " + ", ".join(names[:n_x]))
+
+
+def _epoch_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--epoch '{text}' is not an epoch number or 'last'") from None
+
+
 def _print_analysis(report: dict[str, Any]) -> None:
     console = Console()
     table = Table(show_header=False, box=None, pad_edge=False)

@@ -27,9 +27,17 @@ PARAMETER_NAMES: dict[str, tuple[str, ...]] = {
     "lowrank": ("m", "z", "u", "v", "W_rand"),
     "static_gain": ("K",),
     "overlaps": ("s_zm", "s_zu", "s_vm", "s_vu"),
+    "vanilla": ("W_in", "W", "W_out", "b", "b_out"),
+    "gru": ("W_yr", "W_yz", "W_yn", "W_hr", "W_hz", "W_hn", "b_yr", "b_yz", "b_yn", "b_hr",
+            "b_hz", "b_hn", "W_out", "b_out"),
+    "mlp": (*(f"W{i}" for i in range(8)), *(f"b{i}" for i in range(8)), "W_out", "b_out"),
 }
-"""Parameter names of each agent kind (``b`` and ``b_out`` exist only when biases are on,
-``W_rand`` only when ``random_gain`` > 0; it is never trained)."""
+"""Parameter names of each built-in agent kind (its keys are the built-in kinds; a registered
+kind's names are its own and are not checked here). ``b`` and ``b_out`` (``rnn``,
+``vanilla``), the six gate biases ``b_y*``, ``b_h*`` (``gru``) and ``b0``..``b7`` (``mlp``)
+exist only when biases are on, ``b_out`` only with ``output_bias``; ``W_rand`` only when
+``random_gain`` > 0 (it is never trained); an ``mlp`` has ``W0``..``W{L-1}`` for its L
+hidden layers (at most 8)."""
 
 
 def plant_matrices(A: Any, B: Any, C: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,16 +168,28 @@ class PlantConfig(_Strict):
 class AgentConfig(_Strict):
     """The controller (science 1.2).
 
-    ``rnn``: continuous-time rate RNN, Euler-discretised; ``lowrank``: linear RNN with
-    W = U V^T + random_gain * W_rand; ``static_gain``: u = K x on the full state (initial
-    ``gain``); ``overlaps``: the reduced rank-1 model of science 3.1 trained directly on its four
-    order parameters (initial ``overlaps`` = [s_zm, s_zu, s_vm, s_vu], or ``--init-from`` a
-    low-rank run).
-    ``init`` and ``trainable`` are keyed by parameter name (``W_in``, ``W``, ``W_out`` for
-    ``rnn``; ``m``, ``z``, ``u``, ``v`` for ``lowrank``; ``K`` for ``static_gain``).
+    ``rnn``: continuous-time rate RNN, Euler-discretised; ``vanilla``: the discrete (Elman)
+    RNN h' = phi(W h + W_in y + b), i.e. ``rnn`` with dt = tau (alpha = 1; dt != tau is
+    refused); ``lowrank``: linear RNN with W = U V^T + random_gain * W_rand; ``gru``: a gated
+    recurrent unit (PyTorch's cell; ``activation`` is its candidate's, tanh in the standard
+    cell; with ``bias`` false, the default, it is the bias-free cell; dt = tau);
+    ``mlp``: a feedforward policy u_t = MLP(y_t) without memory, hidden layers of widths
+    ``hidden_sizes`` (at most 8) with ``activation``, a linear output layer, hidden-layer
+    biases when ``bias``, an output bias when ``output_bias``; its hidden state is the command
+    it holds, so its size is the plant's input count and ``size`` is not used (dt = tau);
+    ``static_gain``: u = K x on the full state (initial ``gain``); ``overlaps``: the reduced
+    rank-1 model of science 3.1 trained directly on its four order parameters (initial
+    ``overlaps`` = [s_zm, s_zu, s_vm, s_vu], or ``--init-from`` a low-rank run).
+    Any other ``kind`` names a kind registered with ``closedloop.register_agent`` (or an entry
+    point), built as ``cls(n_inputs=..., n_outputs=..., size=size, **params)``; ``params``
+    is for such kinds only.
+    ``init`` and ``trainable`` are keyed by parameter name (:data:`PARAMETER_NAMES`: ``W_in``,
+    ``W``, ``W_out`` for ``rnn``; ``m``, ``z``, ``u``, ``v`` for ``lowrank``; ``K`` for
+    ``static_gain``; ``W_yr`` ... ``W_out`` for ``gru``; ``W0``, ``b0``, ... ``W_out`` for
+    ``mlp``).
     """
 
-    kind: Literal["rnn", "lowrank", "static_gain", "overlaps"] = "rnn"
+    kind: str = Field("rnn", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
     size: int = Field(100, ge=1, le=100_000)
     activation: Literal["tanh", "relu", "linear"] = "tanh"
     dt: float = Field(1.0, gt=0, le=1e3)
@@ -181,18 +201,26 @@ class AgentConfig(_Strict):
     prescribed_overlap: float | None = Field(None, ge=-1e3, le=1e3)
     gain: list[list[float]] | None = None
     overlaps: list[float] | None = Field(None, min_length=4, max_length=4)
+    hidden_sizes: list[int] = Field(default_factory=lambda: [64, 64], max_length=8)
+    params: dict[str, float | int | bool | str | list[float] | list[int]] = Field(
+        default_factory=dict)
     init: dict[str, InitSpec] = Field(default_factory=dict)
     trainable: dict[str, bool] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_names(self) -> AgentConfig:
-        allowed = PARAMETER_NAMES[self.kind]
+        allowed = PARAMETER_NAMES.get(self.kind)   # None: a registered kind names its own
+        if self.kind == "mlp":
+            layers = range(len(self.hidden_sizes))
+            allowed = (*(f"W{i}" for i in layers), *(f"b{i}" for i in layers), "W_out",
+                       "b_out")
         for section in ("init", "trainable"):
             for name in getattr(self, section):
-                if name not in allowed:
+                if allowed is not None and name not in allowed:
                     raise ValueError(
                         f"agent.{section}.{name}: unknown parameter for agent.kind "
-                        f"'{self.kind}' (allowed: {', '.join(allowed)})"
+                        f"'{self.kind}' (allowed: {', '.join(allowed)}; "
+                        f"agent.{section}={{}} clears a preset's)"
                     )
         if self.kind == "lowrank" and self.rank > self.size:
             raise ValueError("agent.rank must be <= agent.size")
@@ -205,6 +233,13 @@ class AgentConfig(_Strict):
                     and self.kind not in kinds:
                 raise ValueError(f"agent.{name} is for agent.kind '{kinds[0]}', not "
                                  f"'{self.kind}'")
+        if self.kind != "mlp" and self.hidden_sizes != [64, 64]:   # the default round-trips
+            raise ValueError(f"agent.hidden_sizes is for agent.kind 'mlp', not '{self.kind}'")
+        if not all(1 <= width <= 100_000 for width in self.hidden_sizes):
+            raise ValueError("agent.hidden_sizes must be widths between 1 and 100000")
+        if self.params and self.kind in PARAMETER_NAMES:
+            raise ValueError(f"agent.params are for registered agent kinds; agent.kind "
+                             f"'{self.kind}' is set by its own fields")
         if self.gain is not None and (not self.gain or len({len(r) for r in self.gain}) != 1):
             raise ValueError("agent.gain must be a non-empty rectangular matrix")
         return self
