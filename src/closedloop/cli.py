@@ -39,6 +39,7 @@ from closedloop import __version__
 from closedloop.analysis.summary import summarize_run
 from closedloop.config import (
     is_config_file,
+    load_preset,
     preset_dict,
     preset_names,
     preset_yaml,
@@ -82,7 +83,9 @@ def presets(shown: str | None) -> None:
       closedloop train mine.yaml
     """
     if shown is not None:
-        click.echo(preset_yaml(shown), nl=False)
+        from closedloop.core.plants import plant_section
+
+        click.echo(preset_yaml(shown, plant_section(load_preset(shown).plant)), nl=False)
         return
     names = preset_names()
     width = max(len(n) for n in names)
@@ -569,6 +572,63 @@ def reproduce(out: Path, only: str | None, quick: bool, seeds: int, workers: int
             console.print(f"[red]{figure['figure']}: {figure['error']}[/red]")
     minutes = (time.perf_counter() - started) / 60
     click.echo(f"report: {result.page} ({minutes:.1f} min)")
+
+
+@cli.command()
+@click.argument("name", metavar="NAME")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Study folder (default studies/NAME); run files in OUT/runs are reused.")
+@click.option("--seeds", "seed_list", default="0-4", show_default=True, metavar="LIST",
+              help="Seeds, e.g. 0-4 or 0,3,5 (each preset's seeds train as one ensemble).")
+@click.option("--epochs", type=click.IntRange(1, 10_000_000), default=None,
+              help="Training epochs of every run (default: the presets').")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def study(name: str, out: Path | None, seed_list: str, epochs: int | None, quiet: bool) -> None:
+    """Run a study of a loop beyond the paper, shipped as presets: pendulum-pair (closed
+    versus open loop on a pendulum held upright) or curl-field (reaching with a point mass,
+    then a curl force field switched on). Writes OUT/NAME.png, .svg and .json.
+
+    \b
+    Example:
+      closedloop study pendulum-pair --seeds 0-4
+      closedloop study curl-field --seeds 0-4 --out studies/curl
+    """
+    from closedloop.scale.loops import STUDIES, run_study
+
+    if name not in STUDIES:
+        raise ConfigError(f"unknown study '{name}' (available: {', '.join(STUDIES)})")
+    seeds = parse_seeds(seed_list)
+    out = out or Path("studies") / name
+    started = time.perf_counter()
+    display = _StudyProgress(quiet)
+    with display:
+        summary = run_study(name, out, seeds, epochs=epochs, progress=display.start)
+    for key, count in summary["support"].items():
+        click.echo(f"{key}: {count}/{len(seeds)} seeds")
+    click.echo(f"wrote {out / name}.png, .svg, .json ({(time.perf_counter() - started) / 60:.1f}"
+               " min)")
+
+
+class _StudyProgress:
+    """A progress bar per group of runs a study trains (its first member's epochs)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: _progress | None = None
+
+    def __enter__(self) -> _StudyProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def start(self, label: str, epochs: int) -> Callable[[int, EpochRecord], None]:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+        self.bar = _progress(epochs, label, self.quiet)
+        update = self.bar.__enter__()
+        return lambda index, record: update(record) if index == 0 else None
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from closedloop.config import load_preset, preset_names, preset_yaml
+from closedloop.core.plants import plant_from_config
 from closedloop.errors import ConfigError
 from closedloop.runs.store import load_run
 from closedloop.scale.sweep import SweepSpec
@@ -19,12 +20,19 @@ from tests.test_cli import SMALL_ARGS, assert_one_line_error, run_cli
 
 
 @pytest.mark.parametrize("name", preset_names())
-def test_shown_preset_reads_back_to_the_same_config(name, tmp_path):
+def test_shown_preset_reads_back_to_the_same_config(name, tmp_path, capsys):
     path = tmp_path / "mine.yaml"
     path.write_text(preset_yaml(name))
     from_file = load_preset(str(path))
     assert from_file.preset == "mine"             # a file is named after itself
     assert from_file.model_copy(update={"preset": name}) == load_preset(name)
+    # what the command line shows writes the plant's own constants out: the same plant
+    code, out, _ = run_cli(capsys, "presets", "--show", name)
+    assert code == 0
+    path.write_text(out)
+    shown, preset = load_preset(str(path)), load_preset(name)
+    assert plant_from_config(shown.plant) == plant_from_config(preset.plant)
+    assert shown.model_copy(update={"preset": name, "plant": preset.plant}) == preset
 
 
 def test_file_errors_name_the_file_and_the_key(tmp_path):

@@ -102,9 +102,11 @@ teacher and initial weights came from, which the command line gives (``--teacher
 ``--init-from``)."""
 
 
-def preset_yaml(name: str) -> str:
+def preset_yaml(name: str, plant: dict[str, Any] | None = None) -> str:
     """Preset (or config file) ``name`` resolved, every field written out, as a YAML config
-    file that ``closedloop train FILE.yaml`` reads back to the same config.
+    file that ``closedloop train FILE.yaml`` reads back to the same config. ``plant``
+    replaces the ``plant:`` section (the command line writes the plant's own constants
+    there).
 
     Example
     -------
@@ -113,6 +115,8 @@ def preset_yaml(name: str) -> str:
     True
     """
     data = load_preset(name).model_dump(mode="json")
+    if plant is not None:
+        data["plant"] = plant
     for key in SHOWN_OMITTED:
         data.pop(key)
     header = (f"# closedloop config: preset {name}, every field written out.\n"

@@ -249,8 +249,10 @@ class TaskConfig(_Strict):
     """What the closed loop must do: regulate to the plant's target (0 for linear plants),
     track a reference (science 1.4, 6), or reach (science 9): from the plant's operating point
     (plus offsets within ``initial_state_range``) to one of ``n_targets`` targets on a circle
-    of ``target_radius`` around it (the agent reads the target after its observation; the
-    test set visits each target in turn)."""
+    of ``target_radius`` around it, and with ``centre_target`` also the operating point itself
+    (a trial to hold still there, which trains the loop at the point its spectrum is read at);
+    the agent reads the target after its observation; the test set visits each target in
+    turn."""
 
     kind: Literal["regulation", "tracking", "reaching"] = "regulation"
     steps: int = Field(50, ge=1, le=1_000_000)
@@ -261,6 +263,7 @@ class TaskConfig(_Strict):
     ramp_time: float = Field(1.0, ge=0, le=1e6)
     n_targets: int = Field(8, ge=1, le=10_000)
     target_radius: float = Field(1.0, gt=0, le=1e6)
+    centre_target: bool = True
 
     @model_validator(mode="after")
     def _check_frequencies(self) -> TaskConfig:

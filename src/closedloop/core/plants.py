@@ -356,3 +356,36 @@ def check_plant(plant: Plant, kind: str) -> None:
         if not bool(jnp.all(jnp.isfinite(value))):
             raise ConfigError(f"plant '{kind}': its {name} at the operating point is not "
                               "finite")
+
+
+KIND_FIELDS = {"integrator": ("order", "n_inputs", "n_observed", "dt"), "point_mass_2d": ("dt",),
+               "linear": ("A", "B", "C", "dt")}
+"""The PlantConfig fields each linear kind reads (besides noise, clamp and sensors)."""
+COMMON_FIELDS = ("process_noise_std", "clamp", *SENSOR_OPTIONS)
+
+
+def plant_section(config: PlantConfig) -> dict[str, Any]:
+    """The ``plant:`` section of a config file written out for its kind: the fields that kind
+    reads, and for a nonlinear kind every constant of the plant (``params``, its defaults
+    filled in) and its ``dt``; what ``closedloop presets --show`` prints.
+
+    Example
+    -------
+    >>> section = plant_section(PlantConfig(kind="pendulum", params={"mass": 2.0}))
+    >>> section["dt"], section["params"]["mass"], section["params"]["gravity"]
+    (0.05, 2.0, 9.81)
+    """
+    data = config.model_dump(mode="json")
+    if config.kind in KIND_FIELDS:
+        keys = ("kind", *KIND_FIELDS[config.kind], *COMMON_FIELDS)
+        return {k: (1.0 if k == "dt" and data[k] is None else data[k]) for k in keys}
+    plant = _nonlinear_plant(config, {"process_noise_std": config.process_noise_std,
+                                      "clamp": config.clamp})
+    constants = {k: _listed(v) for k, v in plant.parameters.items()
+                 if k not in ("dt", "process_noise_std", "clamp")}
+    return {"kind": config.kind, "dt": plant.dt, "params": constants,
+            **{k: data[k] for k in COMMON_FIELDS}}
+
+
+def _listed(value: Any) -> Any:
+    return [_listed(v) for v in value] if isinstance(value, tuple) else value

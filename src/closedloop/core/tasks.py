@@ -128,20 +128,25 @@ def draw_phases(task: TaskConfig, batch_size: int, key: jax.Array) -> jax.Array:
 
 
 def reaching_targets(task: TaskConfig, batch_size: int, key: jax.Array | None) -> jax.Array:
-    """Targets on the circle of ``task.target_radius``, (batch, 2), float64: target i is at
-    angle 2 pi i / n_targets; drawn uniformly from ``key``, or each in turn without a key.
+    """Targets relative to the start, (batch, 2), float64: target i < n_targets at angle
+    2 pi i / n_targets on the circle of ``task.target_radius``, and with ``centre_target``
+    target n_targets at the start itself; drawn uniformly from ``key``, or each in turn
+    without a key.
 
     Example
     -------
-    >>> reaching_targets(TaskConfig(kind="reaching", n_targets=4), 2, None).round(6).tolist()
-    [[1.0, 0.0], [0.0, 1.0]]
+    >>> task = TaskConfig(kind="reaching", n_targets=4)
+    >>> [[round(v, 6) + 0.0 for v in t] for t in reaching_targets(task, 6, None).tolist()]
+    [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0], [0.0, 0.0], [1.0, 0.0]]
     """
+    count = task.n_targets + int(task.centre_target)
     if key is None:
-        index = jnp.arange(batch_size) % task.n_targets
+        index = jnp.arange(batch_size) % count
     else:
-        index = jax.random.randint(key, (batch_size,), 0, task.n_targets)
+        index = jax.random.randint(key, (batch_size,), 0, count)
     angle = 2 * math.pi * index.astype(jnp.float64) / task.n_targets
-    return task.target_radius * jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=-1)
+    radius = jnp.where(index < task.n_targets, task.target_radius, 0.0)
+    return radius[:, None] * jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=-1)
 
 
 def sample_batch(task: TaskConfig, n_states: int, key: jax.Array, *,

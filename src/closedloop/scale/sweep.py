@@ -54,7 +54,8 @@ from closedloop.scale.jobs import EventCallback, Job, JobInputs
 from closedloop.training.sources import load_teacher
 
 TEACHER_PRESETS = {"di-tanh-open": "di-tanh-closed", "di-tanh-open-plant": "di-tanh-closed",
-                   "tracking-open": "tracking-closed"}
+                   "tracking-open": "tracking-closed",
+                   "pendulum-upright-open": "pendulum-upright-closed"}
 """The closed-loop preset that trains the teacher of each open-loop preset."""
 
 SPEC_FILE = "sweep.json"

@@ -1,0 +1,98 @@
+"""Figures of the studies of users' own loops (:mod:`closedloop.scale.loops`).
+
+Example
+-------
+>>> from closedloop.plotting.loops import draw_pendulum_pair        # doctest: +SKIP
+>>> draw_pendulum_pair(closed_runs, open_runs, per_seed).savefig("pair.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from closedloop.plotting.figures import CLOSED, OPEN, _epoch_axis, _figure, _unit_circle
+from closedloop.runs.store import Run
+
+SHOWN_EIGENVALUES = 4
+"""Leading eigenvalues drawn in the complex-plane panels."""
+
+
+def _curves(ax: Any, runs: Sequence[Run], metric: str, color: str, label: str,
+            offset: int = 0) -> None:
+    for index, run in enumerate(runs):
+        ax.plot(run.epochs + offset, run.metrics[metric], color=color, lw=1.2 if index == 0
+                else 0.6, alpha=1.0 if index == 0 else 0.45,
+                label=label if index == 0 else "_nolegend_")
+
+
+def _eigenvalue_paths(ax: Any, run: Run, title: str) -> None:
+    values = run.coupled_eigenvalues[:, :SHOWN_EIGENVALUES]
+    epochs = np.broadcast_to(run.epochs[:, None], values.shape)
+    points = ax.scatter(values.real.ravel(), values.imag.ravel(), c=epochs.ravel(), s=2,
+                        cmap="viridis", zorder=2)
+    _unit_circle(ax, zoom=(-0.2, 1.3, -0.6, 0.6))
+    ax.set_title(title, fontsize=9)
+    ax.figure.colorbar(points, ax=ax, label="epoch", shrink=0.8)
+
+
+def draw_pendulum_pair(closed: Sequence[Run], opened: Sequence[Run],
+                       per_seed: Sequence[dict[str, Any]]) -> Figure:
+    """Test loss and spectral radius of every seed's closed and open run, and the leading
+    coupled eigenvalues of the first seed's two runs over training."""
+    fig, axes = _figure(2, 2, width=5.0, height=3.6)
+    _curves(axes[0], closed, "test_loss", CLOSED, "closed loop")
+    _curves(axes[0], opened, "test_loss", OPEN, "open loop (imitation)")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("closed-loop test loss")
+    _epoch_axis(axes[0])
+    supported = sum(r["c1_supported"] for r in per_seed)
+    axes[0].set_title(f"test loss; open-loop peak (C1 criterion) in {supported}/"
+                      f"{len(per_seed)} seeds", fontsize=9)
+    axes[0].legend(fontsize=7, frameon=False)
+    _curves(axes[1], closed, "spectral_radius", CLOSED, "closed loop")
+    _curves(axes[1], opened, "spectral_radius", OPEN, "open loop")
+    axes[1].axhline(1.0, color="#888888", lw=0.8)
+    axes[1].set_ylabel("spectral radius at upright")
+    _epoch_axis(axes[1])
+    axes[1].set_title("coupled spectral radius at the upright operating point", fontsize=9)
+    _eigenvalue_paths(axes[2], closed[0], f"closed loop, seed {per_seed[0]['seed']}: "
+                                          "leading eig over training")
+    _eigenvalue_paths(axes[3], opened[0], f"open loop, seed {per_seed[0]['seed']}")
+    fig.suptitle("Pendulum held upright: closed versus open loop", fontsize=11)
+    return fig
+
+
+def draw_curl_field(null: Sequence[Run], curl: Sequence[Run],
+                    paths: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
+    """Test loss and spectral radius before and after the field is switched on (every
+    seed), and the first seed's hand paths at four moments."""
+    fig, axes = _figure(2, 3, width=4.2, height=3.5)
+    switch = int(null[0].epochs[-1])
+    for ax, metric, label in ((axes[0], "test_loss", "test loss"),
+                              (axes[1], "spectral_radius", "spectral radius at the start")):
+        _curves(ax, null, metric, CLOSED, "no field")
+        _curves(ax, curl, metric, OPEN, "curl field on", offset=switch)
+        ax.axvline(switch, color="black", lw=0.8, ls="--")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=7, frameon=False)
+    axes[1].axhline(1.0, color="#888888", lw=0.8)
+    axes[0].set_title("field switched on at the dashed line", fontsize=9)
+    axes[1].set_title("coupled spectral radius (hold at the start)", fontsize=9)
+    for ax, (name, (hand, targets)) in zip(axes[2:], paths.items(), strict=True):
+        for path, target in zip(hand, targets, strict=True):
+            if np.linalg.norm(target) == 0:
+                continue
+            ax.plot(path[:, 0], path[:, 1], color="#333333", lw=1)
+            ax.plot(*target, "o", color=OPEN, ms=4)
+        ax.set_aspect("equal")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+    fig.suptitle("Reaching with a point mass: a curl force field switched on", fontsize=11)
+    return fig

@@ -1,0 +1,272 @@
+"""Studies of loops beyond the paper, each shipped as presets and run by one command
+(``closedloop study NAME``; docs/loops.md has their results):
+
+* ``pendulum-pair``: the closed-versus-open pair of the paper on a damped pendulum held upright
+  (``pendulum-upright-closed``, then ``pendulum-upright-open`` imitating it from the same
+  initial weights): is there an open-loop test-loss peak (claim C1's own criterion), where do
+  the spectra cross the unit circle, does the closed loop show the stages?
+* ``curl-field``: centre-out reaching with a point mass (``reach-pointmass``), then a curl
+  force field switched on and training continued from the trained weights
+  (``reach-pointmass-curl``): the classic motor-adaptation experiment, read in the hand paths
+  (lateral deviation, after-effect) and in the coupled spectrum.
+
+Every run is a run file in ``OUT/runs`` (a second call reuses finished files and resumes
+unfinished ones); the seeds of one preset train together as one ensemble.
+
+Example
+-------
+>>> result = run_study("pendulum-pair", "studies/pendulum", seeds=[0, 1])   # doctest: +SKIP
+>>> result["support"]["open-loop peak (C1)"]                                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from closedloop.analysis.claims import judge_c1
+from closedloop.analysis.summary import run_stages
+from closedloop.config import RunConfig, load_preset
+from closedloop.errors import ConfigError
+from closedloop.runs.store import Run, load_run
+from closedloop.scale.jobs import train_group
+from closedloop.training.sources import load_initial_parameters, load_teacher
+
+Progress = Callable[[str, int], Callable[[int, Any], None]]
+"""Called with a group's label and epochs when it starts; returns its per-epoch callback."""
+
+
+def _train(configs: Sequence[RunConfig], paths: Sequence[Path], initials: Sequence[Any] | None,
+           teachers: Sequence[Any] | None, label: str, progress: Progress | None) -> list[Run]:
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    train_group(list(configs), list(paths), initials, teachers, label=label,
+                progress=None if progress is None else progress(label,
+                                                                configs[0].training.epochs))
+    return [load_run(p) for p in paths]
+
+
+def _quantiles(values: Sequence[float | None]) -> dict[str, Any]:
+    finite = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if not finite.size:
+        return {"median": None, "min": None, "max": None, "count": 0}
+    return {"median": float(np.median(finite)), "min": float(finite.min()),
+            "max": float(finite.max()), "count": int(finite.size)}
+
+
+def first_crossing(run: Run) -> int | None:
+    """The first epoch whose coupled spectral radius is below 1 (None: never)."""
+    below = np.flatnonzero(run.metrics["spectral_radius"] < 1.0)
+    return int(run.epochs[below[0]]) if below.size else None
+
+
+# -- the pendulum pair -----------------------------------------------------------------------
+
+
+def pendulum_pair(out: Path, seeds: Sequence[int], epochs: int | None = None,
+                  progress: Progress | None = None) -> dict[str, Any]:
+    """Train and read the pendulum pair over ``seeds`` (see the module docstring)."""
+    runs = out / "runs"
+    closed_paths = [runs / f"pendulum-closed-seed{s}.h5" for s in seeds]
+    closed = _train([load_preset("pendulum-upright-closed", seed=s, epochs=epochs)
+                     for s in seeds], closed_paths, None, None, "pendulum closed", progress)
+    plant_config = closed[0].config.plant
+    from closedloop.core.plants import plant_from_config
+
+    plant = plant_from_config(plant_config)
+    teachers = [load_teacher(str(p), plant) for p in closed_paths]
+    initials = [load_initial_parameters(f"{p}@0")[0] for p in closed_paths]
+    open_configs = [load_preset("pendulum-upright-open", seed=s, epochs=epochs).model_copy(
+        update={"teacher": f"{p.name}@last", "init_from": f"{p.name}@0"})
+        for s, p in zip(seeds, closed_paths, strict=True)]
+    opened = _train(open_configs, [runs / f"pendulum-open-seed{s}.h5" for s in seeds],
+                    initials, teachers, "pendulum open", progress)
+    per_seed = []
+    for seed, c, o in zip(seeds, closed, opened, strict=True):
+        claim = judge_c1(c, o)
+        stages = run_stages(c).to_json()
+        per_seed.append({
+            "seed": seed, "c1_supported": claim.supported, "c1_failed": claim.failed,
+            "open_peak_over_lowest_before": claim.measured["open_peak_over_lowest_before"],
+            "open_peak_epoch": claim.measured["open_peak_epoch"],
+            "open_peak_test_loss": claim.measured["open_peak_test_loss"],
+            "final_test_loss_closed": claim.measured["final_test_loss_closed"],
+            "final_test_loss_open": claim.measured["final_test_loss_open"],
+            "final_gain_distance": claim.measured["final_gain_distance"],
+            "closed_stabilisation_epoch": c.stabilization_epoch,
+            "open_stabilisation_epoch": o.stabilization_epoch,
+            "closed_first_below_one": first_crossing(c),
+            "open_first_below_one": first_crossing(o),
+            "closed_stage1_end": stages["stage1_end"], "closed_stage2_end": stages["stage2_end"],
+            "final_spectral_radius_closed": float(c.metrics["spectral_radius"][-1]),
+            "final_spectral_radius_open": float(o.metrics["spectral_radius"][-1]),
+        })
+    support = {
+        "open-loop peak (C1)": sum(r["c1_supported"] for r in per_seed),
+        "peak above 2x": sum(r["open_peak_over_lowest_before"] >= 2 for r in per_seed),
+        "closed stabilised": sum(r["closed_stabilisation_epoch"] is not None for r in per_seed),
+        "open stabilised": sum(r["open_stabilisation_epoch"] is not None for r in per_seed),
+        "three stages (closed)": sum(r["closed_stage2_end"] is not None for r in per_seed),
+    }
+    summary = {
+        "study": "pendulum-pair", "seeds": list(seeds), "per_seed": per_seed,
+        "support": support,
+        "spread": {key: _quantiles([r[key] for r in per_seed]) for key in (
+            "open_peak_over_lowest_before", "open_peak_epoch", "closed_stabilisation_epoch",
+            "open_stabilisation_epoch", "final_test_loss_closed", "final_test_loss_open",
+            "final_gain_distance")},
+    }
+    from closedloop.plotting.loops import draw_pendulum_pair
+
+    figure = draw_pendulum_pair(closed, opened, per_seed)
+    _save(figure, out / "pendulum-pair")
+    return summary
+
+
+# -- the curl field ---------------------------------------------------------------------------
+
+
+def _hand_paths(run: Run, epoch: int | str, plant_config: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Effector paths of ``run``'s network after ``epoch`` to every test target on the plant
+    ``plant_config`` (another field than the run's own: before/after the switch)."""
+    import jax
+    import jax.numpy as jnp
+
+    from closedloop.core.agents import build_agent
+    from closedloop.core.plants import plant_from_config
+    from closedloop.core.rollout import rollout
+    from closedloop.core.tasks import reaching_targets
+
+    config = run.config
+    plant = plant_from_config(plant_config)
+    agent = build_agent(config.agent, plant.n_outputs + 2, plant.n_inputs, plant.n_states)
+    params = agent.to_params(run.parameters(epoch), jnp.float64)
+    task = config.task
+    targets = reaching_targets(task, task.n_targets, None)
+    steps = config.test_steps
+    reference = jnp.broadcast_to(targets[:, None], (task.n_targets, steps, 2))
+    x0 = plant.initial_states(jnp.zeros((task.n_targets, plant.n_core_states)))
+    traj = jax.jit(lambda p: rollout(plant, agent, p, steps=steps, x0=x0, reference=reference,
+                                     zero_first_control=config.training.zero_first_control)
+                   )(params)
+    return np.asarray(plant.effector(traj.states)), np.asarray(targets)
+
+
+def lateral_deviation(paths: np.ndarray, targets: np.ndarray) -> float:
+    """The largest perpendicular distance of the paths from the straight start-target lines,
+    signed (positive: to the left of the direction of motion), averaged over targets: the
+    classic measure of a curl field's deflection.
+
+    Example
+    -------
+    >>> paths = np.array([[[0.0, 0.0], [0.5, 0.2], [1.0, 0.0]]])
+    >>> round(lateral_deviation(paths, np.array([[1.0, 0.0]])), 6)
+    0.2
+    """
+    deviations = []
+    for path, target in zip(paths, targets, strict=True):
+        direction = target / np.linalg.norm(target)
+        normal = np.array([-direction[1], direction[0]])
+        side = path @ normal
+        deviations.append(float(side[np.argmax(np.abs(side))]))
+    return float(np.mean(deviations))
+
+
+def curl_field(out: Path, seeds: Sequence[int], epochs: int | None = None,
+               progress: Progress | None = None) -> dict[str, Any]:
+    """Train and read the curl-field study over ``seeds`` (see the module docstring)."""
+    runs = out / "runs"
+    null_paths = [runs / f"reach-null-seed{s}.h5" for s in seeds]
+    null = _train([load_preset("reach-pointmass", seed=s, epochs=epochs) for s in seeds],
+                  null_paths, None, None, "reach, no field", progress)
+    initials = [p.parameters("last") for p in null]
+    curl_configs = [load_preset("reach-pointmass-curl", seed=s, epochs=epochs).model_copy(
+        update={"init_from": f"{p.name}@last"}) for s, p in zip(seeds, null_paths, strict=True)]
+    curl = _train(curl_configs, [runs / f"reach-curl-seed{s}.h5" for s in seeds], initials,
+                  None, "reach, curl field", progress)
+    null_plant, curl_plant = null[0].config.plant, curl[0].config.plant
+    per_seed, shown = [], {}
+    for seed, n, c in zip(seeds, null, curl, strict=True):
+        moments = {"null field, trained": (n, "last", null_plant),
+                   "field on, before re-learning": (n, "last", curl_plant),
+                   "field on, re-learned": (c, "last", curl_plant),
+                   "field off again (after-effect)": (c, "last", null_plant)}
+        paths = {name: _hand_paths(run, epoch, plant) for name, (run, epoch, plant)
+                 in moments.items()}
+        before = float(n.metrics["test_loss"][-1])
+        test = c.metrics["test_loss"]
+        recovered = np.flatnonzero(test <= 1.1 * before)
+        per_seed.append({
+            "seed": seed,
+            "test_loss_null_trained": before,
+            "test_loss_field_on": float(test[0]),
+            "test_loss_relearned": float(test[-1]),
+            "relearning_epochs_to_within_10pct": int(c.epochs[recovered[0]])
+            if recovered.size else None,
+            "spectral_radius_null_trained": float(n.metrics["spectral_radius"][-1]),
+            "spectral_radius_field_on": float(c.metrics["spectral_radius"][0]),
+            "spectral_radius_relearned": float(c.metrics["spectral_radius"][-1]),
+            **{f"lateral_deviation: {name}": lateral_deviation(*p) for name, p in paths.items()},
+        })
+        if not shown:
+            shown = paths
+    keys = [k for k in per_seed[0] if k != "seed"]
+    summary = {"study": "curl-field", "seeds": list(seeds), "per_seed": per_seed,
+               "curl": curl_plant.params.get("curl"),
+               "spread": {k: _quantiles([r[k] for r in per_seed]) for k in keys},
+               "support": {
+                   "deflected by the field": sum(
+                       abs(r["lateral_deviation: field on, before re-learning"])
+                       > 2 * abs(r["lateral_deviation: null field, trained"]) for r in per_seed),
+                   "straighter after re-learning": sum(
+                       abs(r["lateral_deviation: field on, re-learned"])
+                       < abs(r["lateral_deviation: field on, before re-learning"])
+                       for r in per_seed),
+                   "after-effect opposite": sum(
+                       np.sign(r["lateral_deviation: field off again (after-effect)"])
+                       == -np.sign(r["lateral_deviation: field on, before re-learning"])
+                       for r in per_seed)}}
+    from closedloop.plotting.loops import draw_curl_field
+
+    _save(draw_curl_field(null, curl, shown), out / "curl-field")
+    return summary
+
+
+STUDIES: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
+    "pendulum-pair": ("closed versus open loop on a pendulum held upright", pendulum_pair),
+    "curl-field": ("reaching with a point mass, then a curl field switched on", curl_field),
+}
+
+
+def run_study(name: str, out: str | Path, seeds: Sequence[int], *, epochs: int | None = None,
+              progress: Progress | None = None) -> dict[str, Any]:
+    """Run study ``name`` into folder ``out``: run files, ``NAME.png``/``.svg`` and
+    ``NAME.json`` (the numbers per seed and their spread); returns the summary."""
+    if name not in STUDIES:
+        raise ConfigError(f"unknown study '{name}' (available: {', '.join(STUDIES)})")
+    if not seeds:
+        raise ConfigError("a study needs at least one seed")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = STUDIES[name][1](out, list(seeds), epochs, progress)
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=1, allow_nan=False,
+                                                 default=_plain))
+    return summary
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _save(figure: Any, stem: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    for suffix in (".png", ".svg"):
+        figure.savefig(stem.with_suffix(suffix), dpi=130)
+    plt.close(figure)
