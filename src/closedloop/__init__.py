@@ -23,17 +23,26 @@ from closedloop.config import RunConfig, load_preset, preset_names
 from closedloop.runs import Run, load_run
 
 if TYPE_CHECKING:
+    from closedloop.core.mechanics import NonlinearPlant
+    from closedloop.core.registry import register_agent, register_plant
     from closedloop.training import Trainer, train, train_ensemble
 
-__all__ = ["Run", "RunConfig", "Trainer", "__version__", "load_preset", "load_run",
-           "preset_names", "train", "train_ensemble"]
+__all__ = ["NonlinearPlant", "Run", "RunConfig", "Trainer", "__version__", "load_preset",
+           "load_run", "preset_names", "register_agent", "register_plant", "train",
+           "train_ensemble"]
+
+_LAZY = {"Trainer": "closedloop.training", "train": "closedloop.training",
+         "train_ensemble": "closedloop.training",
+         "NonlinearPlant": "closedloop.core.mechanics",
+         "register_plant": "closedloop.core.registry",
+         "register_agent": "closedloop.core.registry"}
 
 
 def __getattr__(name: str) -> Any:
-    # training needs JAX; importing it lazily keeps `closedloop inspect` and
+    # training and the core need JAX; importing them lazily keeps `closedloop inspect` and
     # `closedloop presets` quick
-    if name in ("Trainer", "train", "train_ensemble"):
-        from closedloop import training
+    if name in _LAZY:
+        import importlib
 
-        return getattr(training, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'closedloop' has no attribute {name!r}")

@@ -100,3 +100,18 @@ def test_a_sweep_keeps_the_file_it_was_defined_by(tmp_path):
     config = stored.config(stored.points()[1])
     assert config.training.lr == 0.02 and config.preset == "mine"
     assert json.loads(spec.to_json())["files"][str(path)]["preset"] == "mine"
+
+
+def test_the_field_reference_lists_every_field():
+    from pathlib import Path
+
+    from closedloop.config import schema
+
+    text = (Path(__file__).parents[2] / "docs" / "config.md").read_text()
+    models = [schema.RunConfig, schema.PlantConfig, schema.AgentConfig, schema.InitSpec,
+              schema.TaskConfig, schema.LossConfig, schema.TrainingConfig,
+              schema.EvaluationConfig, schema.RecordingConfig]
+    missing = [f"{m.__name__}.{f}" for m in models for f in m.model_fields
+               if f"| `{f}` |" not in text and f not in ("plant", "agent", "task", "loss",
+                                                         "training", "evaluation", "recording")]
+    assert not missing, f"docs/config.md lacks {missing} (regenerate its tables)"
