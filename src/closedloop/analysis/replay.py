@@ -41,15 +41,17 @@ def replay(run: Run, epoch: int | str, *, x0: Any, steps: int, reference: Any = 
     """
     plant, agent = run_model(run)
     params = agent.to_params(run.parameters(epoch), jnp.float64)
-    traj = _replay(plant, agent, steps, run.config.training.zero_first_control, params,
-                   jnp.asarray(np.asarray(x0, dtype=np.float64)),
-                   None if reference is None else jnp.asarray(np.asarray(reference,
-                                                                         dtype=np.float64)))
+    traj = closed_loop(plant, agent, steps, run.config.training.zero_first_control, params,
+                       jnp.asarray(np.asarray(x0, dtype=np.float64)),
+                       None if reference is None else jnp.asarray(np.asarray(reference,
+                                                                             dtype=np.float64)))
     return jax.tree.map(np.asarray, traj)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _replay(plant: Plant, agent: Agent, steps: int, zero_first_control: bool,
-            params: Params, x0: jax.Array, reference: jax.Array | None) -> Trajectory:
+def closed_loop(plant: Plant, agent: Agent, steps: int, zero_first_control: bool,
+                params: Params, x0: jax.Array, reference: jax.Array | None) -> Trajectory:
+    """The compiled closed-loop rollout of ``plant`` and ``agent`` (no noise; compiled once
+    per plant, agent, length and convention)."""
     return rollout(plant, agent, params, steps=steps, x0=x0, reference=reference,
                    zero_first_control=zero_first_control)

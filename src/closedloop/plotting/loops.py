@@ -29,12 +29,14 @@ def _curves(ax: Any, runs: Sequence[Run], metric: str, color: str, label: str,
                 label=label if index == 0 else "_nolegend_")
 
 
-def _eigenvalue_paths(ax: Any, run: Run, title: str) -> None:
+def _eigenvalue_paths(ax: Any, run: Run, title: str,
+                      zoom: tuple[float, float, float, float] | None = (-0.2, 1.3, -0.6, 0.6)
+                      ) -> None:
     values = run.coupled_eigenvalues[:, :SHOWN_EIGENVALUES]
     epochs = np.broadcast_to(run.epochs[:, None], values.shape)
     points = ax.scatter(values.real.ravel(), values.imag.ravel(), c=epochs.ravel(), s=2,
                         cmap="viridis", zorder=2)
-    _unit_circle(ax, zoom=(-0.2, 1.3, -0.6, 0.6))
+    _unit_circle(ax, zoom=zoom)
     ax.set_title(title, fontsize=9)
     ax.figure.colorbar(points, ax=ax, label="epoch", shrink=0.8)
 
@@ -67,11 +69,24 @@ def draw_pendulum_pair(closed: Sequence[Run], opened: Sequence[Run],
 
 
 def draw_curl_field(null: Sequence[Run], curl: Sequence[Run],
-                    paths: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
-    """Test loss and spectral radius before and after the field is switched on (every
-    seed), and the first seed's hand paths at four moments."""
-    fig, axes = _figure(2, 3, width=4.2, height=3.5)
+                    paths: dict[str, tuple[np.ndarray, np.ndarray]],
+                    deviation: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> Figure:
+    """Test loss, spectral radius and the paths' lateral deviation before and after the field
+    is switched on (every seed), the first seed's leading eigenvalues while it re-learns, and
+    its hand paths at four moments."""
+    fig, axes = _figure(2, 4, width=3.9, height=3.4)
     switch = int(null[0].epochs[-1])
+    for phase, color, offset in (("null", CLOSED, 0), ("curl", OPEN, switch)):
+        for index, (epochs, values) in enumerate(deviation[phase]):
+            axes[2].plot(epochs + offset, values, color=color, lw=1.2 if index == 0 else 0.6,
+                         alpha=1.0 if index == 0 else 0.45)
+    axes[2].axvline(switch, color="black", lw=0.8, ls="--")
+    axes[2].axhline(0.0, color="#888888", lw=0.8)
+    axes[2].set_xlabel("epoch")
+    axes[2].set_ylabel("lateral deviation of the paths")
+    axes[2].set_title("deflection: learned away, then re-learned", fontsize=9)
+    _eigenvalue_paths(axes[3], curl[0], "leading eig at the start while re-learning",
+                      zoom=None)
     for ax, metric, label in ((axes[0], "test_loss", "test loss"),
                               (axes[1], "spectral_radius", "spectral radius at the start")):
         _curves(ax, null, metric, CLOSED, "no field")
@@ -84,7 +99,7 @@ def draw_curl_field(null: Sequence[Run], curl: Sequence[Run],
     axes[1].axhline(1.0, color="#888888", lw=0.8)
     axes[0].set_title("field switched on at the dashed line", fontsize=9)
     axes[1].set_title("coupled spectral radius (hold at the start)", fontsize=9)
-    for ax, (name, (hand, targets)) in zip(axes[2:], paths.items(), strict=True):
+    for ax, (name, (hand, targets)) in zip(axes[4:], paths.items(), strict=True):
         for path, target in zip(hand, targets, strict=True):
             if np.linalg.norm(target) == 0:
                 continue

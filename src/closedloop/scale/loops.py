@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from closedloop.analysis.claims import judge_c1
+from closedloop.analysis.claims import CLOSED_RISE, PEAK_FACTOR, judge_c1
 from closedloop.analysis.summary import run_stages
 from closedloop.config import RunConfig, load_preset
 from closedloop.errors import ConfigError
@@ -64,6 +64,22 @@ def first_crossing(run: Run) -> int | None:
     return int(run.epochs[below[0]]) if below.size else None
 
 
+def largest_rise(values: np.ndarray) -> tuple[float, int]:
+    """The largest ratio of a value to the lowest value before it, and its index: C1's "peak
+    far above its earlier values" without requiring the peak to be the global maximum (on a
+    plant that falls, the epoch-0 loss is the largest and hides a later rebound).
+
+    Example
+    -------
+    >>> largest_rise(np.array([9.0, 1.0, 3.0, 0.5]))
+    (3.0, 2)
+    """
+    lowest = np.minimum.accumulate(values)
+    ratios = values[1:] / lowest[:-1]
+    index = int(np.nanargmax(ratios))
+    return float(ratios[index]), index + 1
+
+
 # -- the pendulum pair -----------------------------------------------------------------------
 
 
@@ -89,11 +105,15 @@ def pendulum_pair(out: Path, seeds: Sequence[int], epochs: int | None = None,
     for seed, c, o in zip(seeds, closed, opened, strict=True):
         claim = judge_c1(c, o)
         stages = run_stages(c).to_json()
+        open_rise, open_rise_epoch = largest_rise(o.metrics["test_loss"])
+        closed_rise, _ = largest_rise(c.metrics["test_loss"])
         per_seed.append({
             "seed": seed, "c1_supported": claim.supported, "c1_failed": claim.failed,
             "open_peak_over_lowest_before": claim.measured["open_peak_over_lowest_before"],
             "open_peak_epoch": claim.measured["open_peak_epoch"],
             "open_peak_test_loss": claim.measured["open_peak_test_loss"],
+            "open_largest_rise": open_rise, "open_largest_rise_epoch": open_rise_epoch,
+            "closed_largest_rise": closed_rise,
             "final_test_loss_closed": claim.measured["final_test_loss_closed"],
             "final_test_loss_open": claim.measured["final_test_loss_open"],
             "final_gain_distance": claim.measured["final_gain_distance"],
@@ -107,7 +127,11 @@ def pendulum_pair(out: Path, seeds: Sequence[int], epochs: int | None = None,
         })
     support = {
         "open-loop peak (C1)": sum(r["c1_supported"] for r in per_seed),
-        "peak above 2x": sum(r["open_peak_over_lowest_before"] >= 2 for r in per_seed),
+        "open-loop rebound >= 10x its earlier low (C1's factor)": sum(
+            r["open_largest_rise"] >= PEAK_FACTOR for r in per_seed),
+        "open-loop rebound >= 1.5x, closed < 1.1x": sum(
+            r["open_largest_rise"] >= 1.5 and r["closed_largest_rise"] < CLOSED_RISE
+            for r in per_seed),
         "closed stabilised": sum(r["closed_stabilisation_epoch"] is not None for r in per_seed),
         "open stabilised": sum(r["open_stabilisation_epoch"] is not None for r in per_seed),
         "three stages (closed)": sum(r["closed_stage2_end"] is not None for r in per_seed),
@@ -116,7 +140,9 @@ def pendulum_pair(out: Path, seeds: Sequence[int], epochs: int | None = None,
         "study": "pendulum-pair", "seeds": list(seeds), "per_seed": per_seed,
         "support": support,
         "spread": {key: _quantiles([r[key] for r in per_seed]) for key in (
-            "open_peak_over_lowest_before", "open_peak_epoch", "closed_stabilisation_epoch",
+            "open_peak_over_lowest_before", "open_largest_rise", "open_largest_rise_epoch",
+            "closed_largest_rise", "open_first_below_one", "closed_first_below_one",
+            "closed_stage1_end", "closed_stage2_end", "closed_stabilisation_epoch",
             "open_stabilisation_epoch", "final_test_loss_closed", "final_test_loss_open",
             "final_gain_distance")},
     }
@@ -133,26 +159,22 @@ def pendulum_pair(out: Path, seeds: Sequence[int], epochs: int | None = None,
 def _hand_paths(run: Run, epoch: int | str, plant_config: Any) -> tuple[np.ndarray, np.ndarray]:
     """Effector paths of ``run``'s network after ``epoch`` to every test target on the plant
     ``plant_config`` (another field than the run's own: before/after the switch)."""
-    import jax
     import jax.numpy as jnp
 
-    from closedloop.core.agents import build_agent
-    from closedloop.core.plants import plant_from_config
-    from closedloop.core.rollout import rollout
+    from closedloop.analysis.replay import closed_loop
+    from closedloop.core.rollout import build_loop
     from closedloop.core.tasks import reaching_targets
 
-    config = run.config
-    plant = plant_from_config(plant_config)
-    agent = build_agent(config.agent, plant.n_outputs + 2, plant.n_inputs, plant.n_states)
+    config = run.config.model_copy(update={"plant": plant_config})
+    plant, agent = build_loop(config)
     params = agent.to_params(run.parameters(epoch), jnp.float64)
     task = config.task
     targets = reaching_targets(task, task.n_targets, None)
     steps = config.test_steps
     reference = jnp.broadcast_to(targets[:, None], (task.n_targets, steps, 2))
     x0 = plant.initial_states(jnp.zeros((task.n_targets, plant.n_core_states)))
-    traj = jax.jit(lambda p: rollout(plant, agent, p, steps=steps, x0=x0, reference=reference,
-                                     zero_first_control=config.training.zero_first_control)
-                   )(params)
+    traj = closed_loop(plant, agent, steps, config.training.zero_first_control, params, x0,
+                       reference)
     return np.asarray(plant.effector(traj.states)), np.asarray(targets)
 
 
@@ -176,6 +198,18 @@ def lateral_deviation(paths: np.ndarray, targets: np.ndarray) -> float:
     return float(np.mean(deviations))
 
 
+CURVE_POINTS = 100
+"""Epochs per run at which the study measures the paths' lateral deviation."""
+
+
+def _deviation_curve(run: Run, plant_config: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, lateral deviation) of ``run``'s paths on ``plant_config`` over training."""
+    snapshots = run.snapshot_epochs
+    chosen = snapshots[np.unique(np.linspace(0, len(snapshots) - 1, CURVE_POINTS).astype(int))]
+    return chosen, np.array([lateral_deviation(*_hand_paths(run, int(e), plant_config))
+                             for e in chosen])
+
+
 def curl_field(out: Path, seeds: Sequence[int], epochs: int | None = None,
                progress: Progress | None = None) -> dict[str, Any]:
     """Train and read the curl-field study over ``seeds`` (see the module docstring)."""
@@ -189,6 +223,8 @@ def curl_field(out: Path, seeds: Sequence[int], epochs: int | None = None,
     curl = _train(curl_configs, [runs / f"reach-curl-seed{s}.h5" for s in seeds], initials,
                   None, "reach, curl field", progress)
     null_plant, curl_plant = null[0].config.plant, curl[0].config.plant
+    deviation = {"null": [_deviation_curve(run, null_plant) for run in null],
+                 "curl": [_deviation_curve(run, curl_plant) for run in curl]}
     per_seed, shown = [], {}
     for seed, n, c in zip(seeds, null, curl, strict=True):
         moments = {"null field, trained": (n, "last", null_plant),
@@ -232,7 +268,7 @@ def curl_field(out: Path, seeds: Sequence[int], epochs: int | None = None,
                        for r in per_seed)}}
     from closedloop.plotting.loops import draw_curl_field
 
-    _save(draw_curl_field(null, curl, shown), out / "curl-field")
+    _save(draw_curl_field(null, curl, shown, deviation), out / "curl-field")
     return summary
 
 
