@@ -261,3 +261,42 @@ def test_pendulum_operating_point_is_upright():
                                         {k: np.asarray(v)[None] for k, v in params.items()})
     np.testing.assert_allclose(recorded[0], J, atol=1e-14)
     assert J[1, 0] == pytest.approx(0.05 * 9.81, rel=1e-9)     # gravity topples it upright
+
+
+def test_an_entry_point_names_a_plant(monkeypatch):
+    """A package's ``closedloop.plants`` entry point is loaded when a config names it."""
+    from importlib.metadata import EntryPoint
+
+    from closedloop.core import registry
+
+    point = EntryPoint("test-cart-entry", "tests.core.test_mechanics:Cart", "closedloop.plants")
+    broken = EntryPoint("test-broken-entry", "tests.core.no_such_module:Cart",
+                        "closedloop.plants")
+
+    def entry_points(group, name=None):
+        found = [p for p in (point, broken) if p.group == group]
+        return [p for p in found if name is None or p.name == name]
+
+    monkeypatch.setattr(registry, "entry_points", entry_points)
+    assert "test-cart-entry" in registry.PLANTS.names()
+    plant = plant_from_config(PlantConfig(kind="test-cart-entry", params={"stiffness": 3.0}))
+    assert plant == Cart(stiffness=3.0)
+    with pytest.raises(ConfigError, match="failed to load"):
+        plant_from_config(PlantConfig(kind="test-broken-entry"))
+
+
+def test_jacobians_along_a_trajectory_are_the_local_linearisations():
+    """With no torque the pendulum's step Jacobian at angle q is the semi-implicit
+    discretisation of [[0, 1], [-g/l cos q, -b/(m l^2)]], state by state."""
+    from closedloop.analysis.coupling import trajectory_jacobians
+    from closedloop.core.agents import StaticGain
+
+    plant = Pendulum(damping=0.2)
+    angles = np.array([0.0, 0.7, 2.0, math.pi])
+    states = np.stack([angles, np.linspace(-1, 1, 4)], axis=1)
+    J = trajectory_jacobians(plant, StaticGain(2, 1), {"K": np.zeros((1, 2))}, states,
+                             np.zeros((4, 0)))
+    for q, jacobian in zip(angles, J, strict=True):
+        A_c = np.array([[0.0, 1.0], [-9.81 * math.cos(q), -0.2]])
+        A, _ = semi_implicit_euler(A_c, np.array([[0.0], [1.0]]), plant.dt)
+        np.testing.assert_allclose(jacobian, A, atol=1e-12)

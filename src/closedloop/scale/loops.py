@@ -27,11 +27,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from closedloop.analysis.claims import CLOSED_RISE, PEAK_FACTOR, judge_c1
+from closedloop.analysis.replay import closed_loop
 from closedloop.analysis.summary import run_stages
 from closedloop.config import RunConfig, load_preset
+from closedloop.core.plants import plant_from_config
+from closedloop.core.rollout import build_loop
+from closedloop.core.tasks import reaching_targets
 from closedloop.errors import ConfigError
 from closedloop.runs.store import Run, load_run
 from closedloop.scale.jobs import train_group
@@ -90,10 +95,7 @@ def pendulum_pair(out: Path, seeds: Sequence[int], epochs: int | None = None,
     closed_paths = [runs / f"pendulum-closed-seed{s}.h5" for s in seeds]
     closed = _train([load_preset("pendulum-upright-closed", seed=s, epochs=epochs)
                      for s in seeds], closed_paths, None, None, "pendulum closed", progress)
-    plant_config = closed[0].config.plant
-    from closedloop.core.plants import plant_from_config
-
-    plant = plant_from_config(plant_config)
+    plant = plant_from_config(closed[0].config.plant)
     teachers = [load_teacher(str(p), plant) for p in closed_paths]
     initials = [load_initial_parameters(f"{p}@0")[0] for p in closed_paths]
     open_configs = [load_preset("pendulum-upright-open", seed=s, epochs=epochs).model_copy(
@@ -159,12 +161,6 @@ def pendulum_pair(out: Path, seeds: Sequence[int], epochs: int | None = None,
 def _hand_paths(run: Run, epoch: int | str, plant_config: Any) -> tuple[np.ndarray, np.ndarray]:
     """Effector paths of ``run``'s network after ``epoch`` to every test target on the plant
     ``plant_config`` (another field than the run's own: before/after the switch)."""
-    import jax.numpy as jnp
-
-    from closedloop.analysis.replay import closed_loop
-    from closedloop.core.rollout import build_loop
-    from closedloop.core.tasks import reaching_targets
-
     config = run.config.model_copy(update={"plant": plant_config})
     plant, agent = build_loop(config)
     params = agent.to_params(run.parameters(epoch), jnp.float64)

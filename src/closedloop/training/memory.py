@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from closedloop.config import RunConfig
+from closedloop.core.plants import plant_from_config
 from closedloop.errors import ConfigError
 
 
@@ -28,9 +29,7 @@ def estimated_memory(config: RunConfig) -> int:
     True
     """
     element = 8 if config.training.dtype == "float64" else 4
-    plant = config.plant
-    n_x = plant.order if plant.kind == "integrator" else (
-        4 if plant.kind == "point_mass_2d" else len(plant.A or [[0.0]]))
+    n_x = plant_from_config(config.plant).n_states      # also refuses a bad plant early
     size = config.agent.size
     width = size + 2 * n_x + 8
     chunk = config.recording.segment_epochs
