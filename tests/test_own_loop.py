@@ -76,3 +76,28 @@ def test_studies_run_end_to_end(tmp_path, capsys):
         summary = json.loads((tmp_path / name / f"{name}.json").read_text())
         assert summary["seeds"] == [0] and len(summary["per_seed"]) == 1
         assert (tmp_path / name / f"{name}.png").stat().st_size > 10_000
+
+
+def test_noisy_delayed_pendulum_is_deterministic_and_ensembles(tmp_path):
+    from closedloop.config import load_preset
+    from closedloop.training import train, train_ensemble
+    from tests.conftest import SMALL, TOLERANCE, max_relative_difference
+
+    noisy = [*SMALL, "plant.delay=2", "plant.motor_noise_std=0.3",
+             "plant.observation_noise_std=0.05", "plant.process_noise_std=0.1"]
+    configs = [load_preset("pendulum-upright-closed", noisy, seed=s, epochs=5) for s in (0, 1)]
+    first, second = tmp_path / "a.h5", tmp_path / "b.h5"
+    train(configs[1], first)
+    train(configs[1], second)
+    a, b = load_run(first), load_run(second)
+    for name in ("train_loss", "test_loss", "grad_norm", "spectral_radius"):
+        assert np.array_equal(a.metrics[name], b.metrics[name], equal_nan=True), name
+    assert np.array_equal(a.coupled_eigenvalues, b.coupled_eigenvalues)
+    together = [tmp_path / "e0.h5", tmp_path / "e1.h5"]
+    train_ensemble(configs, together)
+    assert max_relative_difference(load_run(together[1]), a) <= TOLERANCE
+    # the noise is part of training: another noise level gives another run
+    quiet = load_preset("pendulum-upright-closed", [*SMALL, "plant.delay=2"], seed=1, epochs=5)
+    train(quiet, tmp_path / "q.h5")
+    assert not np.array_equal(load_run(tmp_path / "q.h5").metrics["train_loss"][1:],
+                              a.metrics["train_loss"][1:])
