@@ -123,8 +123,9 @@ def parse_seeds(text: str) -> list[int]:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run file to write (default runs/PRESET-seedN.h5); with --seeds, a folder "
                    "(default runs/) that gets PRESET-seedN.h5 per seed.")
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
-              help="Seed of initialisation and batches.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None,
+              help="Seed of initialisation and batches (default: the config's own, 0 for "
+                   "the presets; with --config-from, the run's).")
 @click.option("--seeds", "seed_list", default=None, metavar="LIST",
               help="Train one network per seed (e.g. 0-31) as one vectorised ensemble, each "
                    "recorded to its own run file.")
@@ -143,7 +144,8 @@ def parse_seeds(text: str) -> list[int]:
 @click.option("--device", default=None,
               help="cpu (default), gpu (gpu:N for the N-th) or auto (JAX's default device).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_command(preset: str | None, config_from: Path | None, out: Path | None, seed: int,
+def train_command(preset: str | None, config_from: Path | None, out: Path | None,
+                  seed: int | None,
                   seed_list: str | None, epochs: int | None, overrides: tuple[str, ...],
                   init_from: str | None, teacher: str | None, resume: bool, overwrite: bool,
                   device: str | None, quiet: bool) -> None:
@@ -173,7 +175,7 @@ def train_command(preset: str | None, config_from: Path | None, out: Path | None
     started = time.perf_counter()
     if seed_list is None:
         config, initial, teacher_source = jobs[0]
-        out = out or Path("runs") / f"{preset}-seed{seed}.h5"
+        out = out or Path("runs") / f"{preset}-seed{config.seed}.h5"
         from closedloop.training import train
 
         with _progress(config.training.epochs, preset, quiet) as update:
@@ -232,15 +234,17 @@ class _TrainingSource:
             return cls(preset_dict(preset), Path(preset).stem, preset)
         return cls(preset_dict(preset), preset, None)
 
-    def resolve(self, seed: int, settings: list[str], epochs: int | None, init_from: str | None,
-                teacher: str | None, resume: bool, quiet: bool) -> tuple[Any, Any, Any]:
-        """(config, initial parameters, teacher) of one seed."""
+    def resolve(self, seed: int | None, settings: list[str], epochs: int | None,
+                init_from: str | None, teacher: str | None, resume: bool, quiet: bool
+                ) -> tuple[Any, Any, Any]:
+        """(config, initial parameters, teacher) of one seed (None: the config's own)."""
         from closedloop.core.plants import plant_from_config
 
+        shown = str(self.data.get("seed", 0) if seed is None else seed)
         if teacher is not None:
-            teacher = teacher.replace("{seed}", str(seed))
+            teacher = teacher.replace("{seed}", shown)
         if init_from is not None:
-            init_from = init_from.replace("{seed}", str(seed))
+            init_from = init_from.replace("{seed}", shown)
         repeated = self.run is not None and teacher is None and init_from is None
         if repeated:
             teacher, init_from = self.data.get("teacher"), self.data.get("init_from")

@@ -60,10 +60,11 @@ def test_train_a_file_and_repeat_it_from_the_run_file(tmp_path, capsys):
     data["agent"]["init"]["W"]["gain"] = 0.3      # a user's edit
     shown.write_text(yaml.safe_dump(data))
     first = tmp_path / "first.h5"
-    assert run_cli(capsys, "train", shown, "--out", first, "--epochs", "4", "--quiet",
-                   *SMALL_ARGS)[0] == 0
+    assert run_cli(capsys, "train", shown, "--out", first, "--epochs", "4", "--seed", "3",
+                   "--quiet", *SMALL_ARGS)[0] == 0
     run = load_run(first)
     assert run.config.preset == "mine" and run.config.agent.init["W"].gain == 0.3
+    assert run.config.seed == 3
     again = tmp_path / "again.h5"
     assert run_cli(capsys, "train", "--config-from", first, "--out", again, "--quiet")[0] == 0
     repeated = load_run(again)

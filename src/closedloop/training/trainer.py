@@ -416,7 +416,6 @@ class Trainer:
         config = self.configs[0]
         self.device = resolve_device(config.training.device)
         self.plant, self.agent = build_loop(config)
-        self.reference_size = self.agent.n_inputs - self.plant.n_outputs
         self.teacher_sources = teachers
         self.teacher_agent = self._teacher_agent(teachers)
         self.dtype = DTYPES[config.training.dtype]
