@@ -715,8 +715,8 @@ def fixed_points(run_path: Path, epoch: str, starts: int, slow: bool, as_json: b
 
     run = load_run(run_path)
     at: int | str = epoch if epoch == "last" else _epoch_number(epoch)
-    plant, agent = run_model(run)
     params = run.parameters(at)
+    plant, agent = run_model(run, int(run.snapshot_epochs[-1]) if at == "last" else int(at))
     config = run.config
     spread = config.evaluation.initial_state_range or 1.0
     try:

@@ -5,6 +5,7 @@ the key; ``--config-from RUN.h5`` repeats a run."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -116,3 +117,15 @@ def test_the_field_reference_lists_every_field():
                if f"| `{f}` |" not in text and f not in ("plant", "agent", "task", "loss",
                                                          "training", "evaluation", "recording")]
     assert not missing, f"docs/config.md lacks {missing} (regenerate its tables)"
+
+
+def test_a_perturbation_merges_into_the_plant_and_names_bad_keys(tmp_path):
+    config = load_preset("reach-pointmass-curl")
+    assert config.plant_at(config.perturbation.epoch - 1).params["curl"] == 0.0
+    changed = config.plant_at(config.perturbation.epoch)
+    assert changed.params == {"mass": 1.0, "drag": 0.5, "curl": 4.0}    # merged key by key
+    for text, words in (("perturbation.plant.dt=-1", "perturbation.plant.dt"),
+                        ("perturbation.plant.dtt=1", "perturbation.plant.dtt"),
+                        ("perturbation.epoch=0", "'perturbation.epoch'")):
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            load_preset("reach-pointmass-curl", [text])

@@ -270,3 +270,43 @@ def test_existing_output_is_not_overwritten(tmp_path: Path, tiny_config: RunConf
     assert out.read_bytes() == before
     train(tiny_config, out, overwrite=True)
     assert load_run(out).status == "complete"
+
+
+def test_a_perturbation_switches_the_plant_at_its_epoch(tmp_path):
+    """A curl field switched on at update 3 of a run: updates 1-2 are those of the plant
+    without it, updates 3-4 those of the plant with it, step by step with two trainers
+    composed by hand; the spectrum from epoch 3 on is the perturbed loop's."""
+    import jax
+
+    from closedloop.analysis.coupling import operating_point_spectra
+    from closedloop.config import load_preset
+    from closedloop.core.plants import plant_from_config
+    from closedloop.errors import ConfigError
+    from closedloop.runs.store import load_run
+    from closedloop.training import Trainer, train
+
+    small = ["agent.size=8", "task.batch_size=8", "task.steps=10", "recording.segment_epochs=4",
+             "training.optimizer=sgd", "training.lr=0.05"]
+    perturbed = load_preset("reach-pointmass-curl", [*small, "perturbation.epoch=3"], epochs=4)
+    train(perturbed, tmp_path / "p.h5")
+    run = load_run(tmp_path / "p.h5")
+    plain = perturbed.model_copy(update={"perturbation": None})
+    curled = plain.model_copy(update={"plant": perturbed.plant_at(3)})
+    before, after = Trainer(plain), Trainer(curled)
+    losses = []
+    for epoch in (1, 2):
+        losses.append(before.train_step(before.draw_batch(epoch))[0][0])
+    after.state = jax.tree.map(lambda a: a, before.state)
+    for epoch in (3, 4):
+        losses.append(after.train_step(after.draw_batch(epoch))[0][0])
+    np.testing.assert_allclose(run.metrics["train_loss"][1:], losses, rtol=1e-6)
+    final = after.parameters_numpy(0)
+    for name, value in run.parameters("last").items():
+        np.testing.assert_allclose(value, final[name], rtol=1e-5, atol=1e-7)
+    curl_plant = plant_from_config(perturbed.plant_at(3))
+    for epoch, plant in ((2, plant_from_config(plain.plant)), (3, curl_plant)):
+        expected = operating_point_spectra(plant, after.agent, {
+            k: v[None] for k, v in run.parameters(epoch).items()})["coupled_eigenvalues"][0]
+        np.testing.assert_allclose(run.coupled_eigenvalues[epoch], expected, atol=1e-9)
+    with pytest.raises(ConfigError, match="changes the plant's n_states"):
+        Trainer(load_preset("reach-pointmass-curl", [*small, "perturbation.plant.delay=1"]))

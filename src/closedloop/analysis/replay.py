@@ -23,9 +23,13 @@ from closedloop.core.rollout import Trajectory, build_loop, rollout
 from closedloop.runs.store import Run
 
 
-def run_model(run: Run) -> tuple[Plant, Agent]:
-    """The plant and the agent a run was trained with."""
-    return build_loop(run.config)
+def run_model(run: Run, epoch: int | None = None) -> tuple[Plant, Agent]:
+    """The plant and the agent a run was trained with (at ``epoch``, for a run whose plant is
+    perturbed during training; by default its first plant)."""
+    config = run.config
+    if epoch is not None:
+        config = config.model_copy(update={"plant": config.plant_at(epoch)})
+    return build_loop(config)
 
 
 def replay(run: Run, epoch: int | str, *, x0: Any, steps: int, reference: Any = None
@@ -39,7 +43,8 @@ def replay(run: Run, epoch: int | str, *, x0: Any, steps: int, reference: Any = 
     reference
         (batch, >= steps, n_ref) references for a tracking network.
     """
-    plant, agent = run_model(run)
+    number = int(run.snapshot_epochs[-1]) if epoch == "last" else int(epoch)
+    plant, agent = run_model(run, number)
     params = agent.to_params(run.parameters(epoch), jnp.float64)
     traj = closed_loop(plant, agent, steps, run.config.training.zero_first_control, params,
                        jnp.asarray(np.asarray(x0, dtype=np.float64)),

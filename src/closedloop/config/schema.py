@@ -340,10 +340,21 @@ class RecordingConfig(_Strict):
         return max(1, self.snapshot_every)
 
 
+class PerturbationConfig(_Strict):
+    """A change of the plant in the middle of training (the motor-adaptation experiment):
+    from update ``epoch`` on, the fields in ``plant`` replace the plant's (``params`` are
+    merged key by key), e.g. ``{epoch: 1000, plant: {params: {curl: 4.0}}}`` switches a curl
+    field on. The plant's state, inputs, observation and operating point must stay the same;
+    from that epoch on the loss, the test loss and the spectrum are those of the new plant."""
+
+    epoch: int = Field(ge=1, le=10_000_000)
+    plant: dict[str, Any]
+
+
 class RunConfig(_Strict):
     """Everything that defines a run. ``teacher`` and ``init_from`` record where a teacher and
     initial weights came from (``RUN@EPOCH`` or ``gain:...``); the arrays themselves are
-    stored in the run file."""
+    stored in the run file. ``perturbation`` changes the plant from an epoch on."""
 
     preset: str = "custom"
     description: str = ""
@@ -357,9 +368,35 @@ class RunConfig(_Strict):
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     teacher: str | None = None
     init_from: str | None = None
+    perturbation: PerturbationConfig | None = None
+
+    def plant_at(self, epoch: int) -> PlantConfig:
+        """The plant training uses at update ``epoch`` (the perturbed one from its epoch on).
+
+        Example
+        -------
+        >>> config = RunConfig(plant=PlantConfig(kind="point_mass"),
+        ...                    perturbation={"epoch": 5, "plant": {"params": {"curl": 4.0}}})
+        >>> config.plant_at(4).params, config.plant_at(5).params
+        ({}, {'curl': 4.0})
+        """
+        if self.perturbation is None or epoch < self.perturbation.epoch:
+            return self.plant
+        data = self.plant.model_dump(mode="json")
+        change = dict(self.perturbation.plant)
+        data["params"] = {**data["params"], **change.pop("params", {})}
+        return PlantConfig.model_validate({**data, **change})
 
     @model_validator(mode="after")
     def _check_combination(self) -> RunConfig:
+        if self.perturbation is not None:
+            try:
+                self.plant_at(self.perturbation.epoch)
+            except ValueError as exc:
+                first = exc.errors()[0] if hasattr(exc, "errors") else {"msg": str(exc)}
+                where = ".".join(str(p) for p in first.get("loc", ()))
+                raise ValueError(f"perturbation.plant{'.' + where if where else ''}: "
+                                 f"{first['msg']}") from None
         if self.loss.kind == "tracking" and self.task.kind != "tracking":
             raise ValueError("loss.kind 'tracking' needs task.kind 'tracking'")
         if self.task.kind == "tracking" and self.loss.kind != "tracking":

@@ -30,10 +30,13 @@ def _curves(ax: Any, runs: Sequence[Run], metric: str, color: str, label: str,
 
 
 def _eigenvalue_paths(ax: Any, run: Run, title: str,
-                      zoom: tuple[float, float, float, float] | None = (-0.2, 1.3, -0.6, 0.6)
-                      ) -> None:
-    values = run.coupled_eigenvalues[:, :SHOWN_EIGENVALUES]
-    epochs = np.broadcast_to(run.epochs[:, None], values.shape)
+                      zoom: tuple[float, float, float, float] | None = (-0.2, 1.3, -0.6, 0.6),
+                      first: int = 0) -> None:
+    """The leading coupled eigenvalues of ``run`` from epoch ``first`` on, coloured by
+    epoch."""
+    keep = run.epochs >= first
+    values = run.coupled_eigenvalues[keep, :SHOWN_EIGENVALUES]
+    epochs = np.broadcast_to(run.epochs[keep, None], values.shape)
     points = ax.scatter(values.real.ravel(), values.imag.ravel(), c=epochs.ravel(), s=2,
                         cmap="viridis", zorder=2)
     _unit_circle(ax, zoom=zoom)
@@ -68,37 +71,39 @@ def draw_pendulum_pair(closed: Sequence[Run], opened: Sequence[Run],
     return fig
 
 
-def draw_curl_field(null: Sequence[Run], curl: Sequence[Run],
+def _split_curve(ax: Any, epochs: np.ndarray, values: np.ndarray, switch: int, first: bool
+                 ) -> None:
+    for mask, color, label in ((epochs < switch, CLOSED, "no field"),
+                               (epochs >= switch - 1, OPEN, "curl field on")):
+        ax.plot(epochs[mask], values[mask], color=color, lw=1.2 if first else 0.6,
+                alpha=1.0 if first else 0.45, label=label if first else "_nolegend_")
+
+
+def draw_curl_field(runs: Sequence[Run], switch: int,
                     paths: dict[str, tuple[np.ndarray, np.ndarray]],
-                    deviation: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> Figure:
+                    deviation: Sequence[tuple[np.ndarray, np.ndarray]]) -> Figure:
     """Test loss, spectral radius and the paths' lateral deviation before and after the field
-    is switched on (every seed), the first seed's leading eigenvalues while it re-learns, and
-    its hand paths at four moments."""
+    is switched on at epoch ``switch`` (every seed), the first seed's leading eigenvalues
+    while it re-learns, and its hand paths at four moments."""
     fig, axes = _figure(2, 4, width=3.9, height=3.4)
-    switch = int(null[0].epochs[-1])
-    for phase, color, offset in (("null", CLOSED, 0), ("curl", OPEN, switch)):
-        for index, (epochs, values) in enumerate(deviation[phase]):
-            axes[2].plot(epochs + offset, values, color=color, lw=1.2 if index == 0 else 0.6,
-                         alpha=1.0 if index == 0 else 0.45)
-    axes[2].axvline(switch, color="black", lw=0.8, ls="--")
-    axes[2].axhline(0.0, color="#888888", lw=0.8)
-    axes[2].set_xlabel("epoch")
-    axes[2].set_ylabel("lateral deviation of the paths")
-    axes[2].set_title("deflection: learned away, then re-learned", fontsize=9)
-    _eigenvalue_paths(axes[3], curl[0], "leading eig at the start while re-learning",
-                      zoom=None)
-    for ax, metric, label in ((axes[0], "test_loss", "test loss"),
-                              (axes[1], "spectral_radius", "spectral radius at the start")):
-        _curves(ax, null, metric, CLOSED, "no field")
-        _curves(ax, curl, metric, OPEN, "curl field on", offset=switch)
+    for index, run in enumerate(runs):
+        _split_curve(axes[0], run.epochs, run.metrics["test_loss"], switch, index == 0)
+        _split_curve(axes[1], run.epochs, run.metrics["spectral_radius"], switch, index == 0)
+        _split_curve(axes[2], *deviation[index], switch, index == 0)
+    labels = ("test loss", "spectral radius at the start", "lateral deviation of the paths")
+    for ax, label in zip(axes[:3], labels, strict=True):
         ax.axvline(switch, color="black", lw=0.8, ls="--")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
     axes[0].set_yscale("log")
     axes[0].legend(fontsize=7, frameon=False)
     axes[1].axhline(1.0, color="#888888", lw=0.8)
+    axes[2].axhline(0.0, color="#888888", lw=0.8)
     axes[0].set_title("field switched on at the dashed line", fontsize=9)
     axes[1].set_title("coupled spectral radius (hold at the start)", fontsize=9)
+    axes[2].set_title("deflection: learned away, then re-learned", fontsize=9)
+    _eigenvalue_paths(axes[3], runs[0], "leading eig at the start while re-learning",
+                      zoom=None, first=switch)
     for ax, (name, (hand, targets)) in zip(axes[4:], paths.items(), strict=True):
         for path, target in zip(hand, targets, strict=True):
             if np.linalg.norm(target) == 0:

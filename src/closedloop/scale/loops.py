@@ -5,10 +5,10 @@
   (``pendulum-upright-closed``, then ``pendulum-upright-open`` imitating it from the same
   initial weights): is there an open-loop test-loss peak (claim C1's own criterion), where do
   the spectra cross the unit circle, does the closed loop show the stages?
-* ``curl-field``: centre-out reaching with a point mass (``reach-pointmass``), then a curl
-  force field switched on and training continued from the trained weights
-  (``reach-pointmass-curl``): the classic motor-adaptation experiment, read in the hand paths
-  (lateral deviation, after-effect) and in the coupled spectrum.
+* ``curl-field``: centre-out reaching with a point mass, a curl force field switched on in
+  the middle of training (``reach-pointmass-curl``, a ``perturbation`` of the plant): the
+  classic motor-adaptation experiment, read in the hand paths (lateral deviation,
+  after-effect) and in the coupled spectrum.
 
 Every run is a run file in ``OUT/runs`` (a second call reuses finished files and resumes
 unfinished ones); the seeds of one preset train together as one ensemble.
@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from closedloop.analysis.claims import CLOSED_RISE, PEAK_FACTOR, judge_c1
+from closedloop.analysis.coupling import operating_point_spectra
 from closedloop.analysis.replay import closed_loop
 from closedloop.analysis.summary import run_stages
 from closedloop.config import RunConfig, load_preset
@@ -198,57 +199,62 @@ CURVE_POINTS = 100
 """Epochs per run at which the study measures the paths' lateral deviation."""
 
 
-def _deviation_curve(run: Run, plant_config: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(epochs, lateral deviation) of ``run``'s paths on ``plant_config`` over training."""
+def _deviation_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, lateral deviation) of ``run``'s paths over training, each epoch on the plant
+    it trained on."""
     snapshots = run.snapshot_epochs
     chosen = snapshots[np.unique(np.linspace(0, len(snapshots) - 1, CURVE_POINTS).astype(int))]
-    return chosen, np.array([lateral_deviation(*_hand_paths(run, int(e), plant_config))
+    return chosen, np.array([lateral_deviation(*_hand_paths(run, int(e),
+                                                            run.config.plant_at(int(e))))
                              for e in chosen])
 
 
 def curl_field(out: Path, seeds: Sequence[int], epochs: int | None = None,
                progress: Progress | None = None) -> dict[str, Any]:
     """Train and read the curl-field study over ``seeds`` (see the module docstring)."""
-    runs = out / "runs"
-    null_paths = [runs / f"reach-null-seed{s}.h5" for s in seeds]
-    null = _train([load_preset("reach-pointmass", seed=s, epochs=epochs) for s in seeds],
-                  null_paths, None, None, "reach, no field", progress)
-    initials = [p.parameters("last") for p in null]
-    curl_configs = [load_preset("reach-pointmass-curl", seed=s, epochs=epochs).model_copy(
-        update={"init_from": f"{p.name}@last"}) for s, p in zip(seeds, null_paths, strict=True)]
-    curl = _train(curl_configs, [runs / f"reach-curl-seed{s}.h5" for s in seeds], initials,
-                  None, "reach, curl field", progress)
-    null_plant, curl_plant = null[0].config.plant, curl[0].config.plant
-    deviation = {"null": [_deviation_curve(run, null_plant) for run in null],
-                 "curl": [_deviation_curve(run, curl_plant) for run in curl]}
+    configs = [load_preset("reach-pointmass-curl", seed=s) for s in seeds]
+    if epochs is not None:         # as many epochs in the field as before it
+        configs = [c.model_copy(update={
+            "training": c.training.model_copy(update={"epochs": 2 * epochs}),
+            "perturbation": c.perturbation.model_copy(update={"epoch": epochs + 1})})
+            for c in configs]
+    runs = _train(configs, [out / "runs" / f"reach-curl-seed{s}.h5" for s in seeds], None,
+                  None, "reach, curl field from the middle on", progress)
+    switch = configs[0].perturbation.epoch
+    before = switch - 1
+    null_plant, curl_plant = configs[0].plant, configs[0].plant_at(switch)
+    deviation = [_deviation_curve(run) for run in runs]
     per_seed, shown = [], {}
-    for seed, n, c in zip(seeds, null, curl, strict=True):
-        moments = {"null field, trained": (n, "last", null_plant),
-                   "field on, before re-learning": (n, "last", curl_plant),
-                   "field on, re-learned": (c, "last", curl_plant),
-                   "field off again (after-effect)": (c, "last", null_plant)}
-        paths = {name: _hand_paths(run, epoch, plant) for name, (run, epoch, plant)
+    for seed, run in zip(seeds, runs, strict=True):
+        moments = {"null field, trained": (before, null_plant),
+                   "field on, before re-learning": (before, curl_plant),
+                   "field on, re-learned": ("last", curl_plant),
+                   "field off again (after-effect)": ("last", null_plant)}
+        paths = {name: _hand_paths(run, epoch, plant) for name, (epoch, plant)
                  in moments.items()}
-        before = float(n.metrics["test_loss"][-1])
-        test = c.metrics["test_loss"]
-        recovered = np.flatnonzero(test <= 1.1 * before)
+        test, radius = run.metrics["test_loss"], run.metrics["spectral_radius"]
+        plant, agent = build_loop(run.config.model_copy(update={"plant": curl_plant}))
+        unadapted = operating_point_spectra(plant, agent, {
+            k: v[None] for k, v in run.parameters(before).items()})["spectral_radius"][0]
+        later = run.epochs >= switch
+        recovered = np.flatnonzero(later & (test <= 1.1 * test[before]))
         per_seed.append({
             "seed": seed,
-            "test_loss_null_trained": before,
-            "test_loss_field_on": float(test[0]),
+            "test_loss_null_trained": float(test[before]),
+            "test_loss_first_epoch_in_field": float(test[switch]),
             "test_loss_relearned": float(test[-1]),
-            "relearning_epochs_to_within_10pct": int(c.epochs[recovered[0]])
+            "relearning_epochs_to_within_10pct": int(run.epochs[recovered[0]] - before)
             if recovered.size else None,
-            "spectral_radius_null_trained": float(n.metrics["spectral_radius"][-1]),
-            "spectral_radius_field_on": float(c.metrics["spectral_radius"][0]),
-            "spectral_radius_relearned": float(c.metrics["spectral_radius"][-1]),
+            "spectral_radius_null_trained": float(radius[before]),
+            "spectral_radius_field_on": float(unadapted),
+            "spectral_radius_relearned": float(radius[-1]),
             **{f"lateral_deviation: {name}": lateral_deviation(*p) for name, p in paths.items()},
         })
         if not shown:
             shown = paths
     keys = [k for k in per_seed[0] if k != "seed"]
     summary = {"study": "curl-field", "seeds": list(seeds), "per_seed": per_seed,
-               "curl": curl_plant.params.get("curl"),
+               "curl": curl_plant.params.get("curl"), "switch_epoch": switch,
                "spread": {k: _quantiles([r[k] for r in per_seed]) for k in keys},
                "support": {
                    "deflected by the field": sum(
@@ -264,13 +270,14 @@ def curl_field(out: Path, seeds: Sequence[int], epochs: int | None = None,
                        for r in per_seed)}}
     from closedloop.plotting.loops import draw_curl_field
 
-    _save(draw_curl_field(null, curl, shown, deviation), out / "curl-field")
+    _save(draw_curl_field(runs, switch, shown, deviation), out / "curl-field")
     return summary
 
 
 STUDIES: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "pendulum-pair": ("closed versus open loop on a pendulum held upright", pendulum_pair),
-    "curl-field": ("reaching with a point mass, then a curl field switched on", curl_field),
+    "curl-field": ("reaching with a point mass, a curl field switched on mid-training",
+                   curl_field),
 }
 
 

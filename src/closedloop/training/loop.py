@@ -178,6 +178,38 @@ def _resume(configs: Sequence[RunConfig], outs: Sequence[Path], writers: Sequenc
     return trainer, start, done
 
 
+def recorded_spectra(trainer: Trainer, params: Mapping[str, np.ndarray], epochs: np.ndarray,
+                     *, threads: int | None = 1) -> dict[str, np.ndarray]:
+    """The spectra every epoch records, for parameter sets (leading axis) of ``epochs``: at
+    the operating point of the plant that epoch trained on (the perturbed one from the
+    perturbation's epoch on).
+
+    Example
+    -------
+    >>> from closedloop.config import load_preset
+    >>> trainer = Trainer(load_preset("di-tanh-closed", ["agent.size=4"]))
+    >>> recorded_spectra(trainer, trainer.parameters_numpy(), np.array([0]))[
+    ...     "coupled_eigenvalues"].shape
+    (1, 6)
+    """
+    perturbation = trainer.configs[0].perturbation
+    if perturbation is None:
+        return operating_point_spectra(trainer.plant, trainer.agent, params, threads=threads)
+    late = np.asarray(epochs) >= perturbation.epoch
+    parts = [(mask, plant) for mask, plant in ((~late, trainer.plant),
+                                               (late, trainer.perturbed_plant)) if mask.any()]
+    results = [(mask, operating_point_spectra(plant, trainer.agent,
+                                              {k: v[mask] for k, v in params.items()},
+                                              threads=threads)) for mask, plant in parts]
+    merged = {}
+    for name, value in results[0][1].items():
+        merged[name] = np.empty((len(late), *value.shape[1:]), dtype=value.dtype)
+    for mask, result in results:
+        for name, value in result.items():
+            merged[name][mask] = value
+    return merged
+
+
 class _Recorder:
     """Turns compiled chunks into records, segments and checkpoints (see the module doc)."""
 
@@ -237,7 +269,7 @@ class _Recorder:
         selected = {k: v[rows[:, 0], rows[:, 1]] for k, v in params.items()}
         future: Future[dict[str, np.ndarray]] | None = None
         if len(rows):
-            future = spectra.submit(operating_point_spectra, trainer.plant, trainer.agent, selected,
+            future = spectra.submit(recorded_spectra, trainer, selected, epochs[rows[:, 1]],
                                     threads=self.spectra_threads)
         gains = None
         if "test_states" in records and len(rows):

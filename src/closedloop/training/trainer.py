@@ -41,7 +41,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jax
@@ -54,7 +54,7 @@ from closedloop.analysis.gains import effective_gains
 from closedloop.config import AgentConfig, RunConfig, config_difference
 from closedloop.core.agents import Agent, Params, build_agent, trainable_names
 from closedloop.core.losses import control_objective, evaluation_cost, imitation_cost
-from closedloop.core.plants import Plant
+from closedloop.core.plants import Plant, plant_from_config
 from closedloop.core.rollout import Trajectory, build_loop, rollout
 from closedloop.core.tasks import Batch, sample_batch, white_noise_batch
 from closedloop.errors import ConfigError, ShapeError
@@ -147,6 +147,36 @@ def key_from_seed(seed: int) -> jax.Array:
     return jax.random.wrap_key_data(jnp.asarray(key_data(seed)))
 
 
+def perturbed_plant(config: RunConfig, plant: Plant) -> Plant | None:
+    """The plant from the perturbation's epoch on (None without one).
+
+    Raises
+    ------
+    ConfigError
+        When the perturbation changes more than the dynamics (the state, inputs, observation,
+        noise or operating point).
+
+    Example
+    -------
+    >>> from closedloop.config import load_preset
+    >>> config = load_preset("reach-pointmass-curl")
+    >>> perturbed_plant(config, plant_from_config(config.plant)).curl
+    4.0
+    """
+    if config.perturbation is None:
+        return None
+    after = plant_from_config(config.plant_at(config.perturbation.epoch))
+    for name in ("n_states", "n_inputs", "n_outputs", "n_effector", "noise_size"):
+        if getattr(after, name) != getattr(plant, name):
+            raise ConfigError(f"perturbation.plant changes the plant's {name} "
+                              f"({getattr(plant, name)} -> {getattr(after, name)}); a "
+                              "perturbation may change the dynamics only")
+    if not np.array_equal(after.target_state, plant.target_state):
+        raise ConfigError("perturbation.plant moves the plant's operating point; a "
+                          "perturbation may change the dynamics only")
+    return after
+
+
 def resolve_device(name: str) -> jax.Device:
     """The JAX device for ``training.device`` (``cpu``, ``gpu[:N]``, ``cuda[:N]``, ``auto``).
 
@@ -188,6 +218,7 @@ class Program:
     plant: Plant = field(compare=False)
     agent: Agent = field(compare=False)
     optimizer: Optimizer = field(compare=False)
+    perturbed: Plant | None = field(default=None, compare=False)
 
     @property
     def dtype(self) -> Any:
@@ -271,7 +302,17 @@ class Program:
 
     def epoch(self, state: PyTree, constants: PyTree, epoch: jax.Array
               ) -> tuple[PyTree, dict[str, Any]]:
-        """One epoch: the update (none at epoch 0), the test evaluation, the record."""
+        """One epoch: the update (none at epoch 0), the test evaluation, the record; from the
+        perturbation's epoch on, all three on the perturbed plant."""
+        if self.perturbed is None:
+            return self.unperturbed_epoch(state, constants, epoch)
+        after = replace(self, plant=self.perturbed, perturbed=None)
+        return lax.cond(epoch >= self.config.perturbation.epoch, after.unperturbed_epoch,
+                        self.unperturbed_epoch, state, constants, epoch)
+
+    def unperturbed_epoch(self, state: PyTree, constants: PyTree, epoch: jax.Array
+                          ) -> tuple[PyTree, dict[str, Any]]:
+        """:meth:`epoch` on ``self.plant``."""
         key = jax.random.fold_in(jax.random.wrap_key_data(constants["key"]), epoch)
         batch = self.draw_batch(key)
         updated, loss, norm, finite = self.update(state, constants, batch)
@@ -416,6 +457,7 @@ class Trainer:
         config = self.configs[0]
         self.device = resolve_device(config.training.device)
         self.plant, self.agent = build_loop(config)
+        self.perturbed_plant = perturbed_plant(config, self.plant)
         self.teacher_sources = teachers
         self.teacher_agent = self._teacher_agent(teachers)
         self.dtype = DTYPES[config.training.dtype]
@@ -424,7 +466,8 @@ class Trainer:
             batching="map" if self.device.platform == "cpu" else "vmap",
             device=str(self.device), config=config, plant=self.plant, agent=self.agent,
             teacher=self.teacher_agent,
-            optimizer=Optimizer(config.training.optimizer, config.training.clip_norm is not None))
+            optimizer=Optimizer(config.training.optimizer, config.training.clip_norm is not None),
+            perturbed=self.perturbed_plant)
         self.snapshot_interval = config.recording.snapshot_interval(self.agent.size)
         params = [self._initial_params(c, i) for c, i in zip(self.configs, initials,
                                                              strict=True)]
