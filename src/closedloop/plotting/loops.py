@@ -81,15 +81,19 @@ def _split_curve(ax: Any, epochs: np.ndarray, values: np.ndarray, switch: int, f
 
 def draw_curl_field(runs: Sequence[Run], switch: int,
                     paths: dict[str, tuple[np.ndarray, np.ndarray]],
-                    deviation: Sequence[tuple[np.ndarray, np.ndarray]]) -> Figure:
+                    deviation: Sequence[tuple[tuple[np.ndarray, np.ndarray],
+                                              tuple[np.ndarray, np.ndarray]]]) -> Figure:
     """Test loss, spectral radius and the paths' lateral deviation before and after the field
-    is switched on at epoch ``switch`` (every seed), the first seed's leading eigenvalues
+    is switched on at epoch ``switch`` (every seed; ``deviation`` holds per seed the curves
+    without and with the field), the first seed's leading eigenvalues
     while it re-learns, and its hand paths at four moments."""
     fig, axes = _figure(2, 4, width=3.9, height=3.4)
     for index, run in enumerate(runs):
         _split_curve(axes[0], run.epochs, run.metrics["test_loss"], switch, index == 0)
         _split_curve(axes[1], run.epochs, run.metrics["spectral_radius"], switch, index == 0)
-        _split_curve(axes[2], *deviation[index], switch, index == 0)
+        for (epochs, values), color in zip(deviation[index], (CLOSED, OPEN), strict=True):
+            axes[2].plot(epochs, values, color=color, lw=1.2 if index == 0 else 0.6,
+                         alpha=1.0 if index == 0 else 0.45)
     labels = ("test loss", "spectral radius at the start", "lateral deviation of the paths")
     for ax, label in zip(axes[:3], labels, strict=True):
         ax.axvline(switch, color="black", lw=0.8, ls="--")

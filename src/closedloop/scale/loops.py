@@ -199,14 +199,20 @@ CURVE_POINTS = 100
 """Epochs per run at which the study measures the paths' lateral deviation."""
 
 
-def _deviation_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
-    """(epochs, lateral deviation) of ``run``'s paths over training, each epoch on the plant
-    it trained on."""
+def _deviation_curves(run: Run, switch: int, null_plant: Any, curl_plant: Any
+                      ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The lateral deviation of ``run``'s paths over training without the field (on the
+    plant without it) and with it (on the plant with it, from the last epoch before the
+    switch, unadapted, on; every epoch of the first 50 in the field, then spread out)."""
     snapshots = run.snapshot_epochs
-    chosen = snapshots[np.unique(np.linspace(0, len(snapshots) - 1, CURVE_POINTS).astype(int))]
-    return chosen, np.array([lateral_deviation(*_hand_paths(run, int(e),
-                                                            run.config.plant_at(int(e))))
-                             for e in chosen])
+    spread = snapshots[np.unique(np.linspace(0, len(snapshots) - 1, CURVE_POINTS).astype(int))]
+    dense = snapshots[(snapshots >= switch - 1) & (snapshots < switch + 50)]
+    curves = []
+    for chosen, plant in ((spread[spread < switch], null_plant),
+                          (np.union1d(dense, spread[spread >= switch]), curl_plant)):
+        curves.append((chosen, np.array([lateral_deviation(*_hand_paths(run, int(e), plant))
+                                         for e in chosen])))
+    return curves[0], curves[1]
 
 
 def curl_field(out: Path, seeds: Sequence[int], epochs: int | None = None,
@@ -223,7 +229,7 @@ def curl_field(out: Path, seeds: Sequence[int], epochs: int | None = None,
     switch = configs[0].perturbation.epoch
     before = switch - 1
     null_plant, curl_plant = configs[0].plant, configs[0].plant_at(switch)
-    deviation = [_deviation_curve(run) for run in runs]
+    deviation = [_deviation_curves(run, switch, null_plant, curl_plant) for run in runs]
     per_seed, shown = [], {}
     for seed, run in zip(seeds, runs, strict=True):
         moments = {"null field, trained": (before, null_plant),
