@@ -141,7 +141,8 @@ def bad_overrides(draw) -> tuple[str, str]:
             "rnn", "lowrank", "static_gain", "overlaps", "tanh", "relu", "linear", "closed",
             "sgd", "adam", "paper_di", "mean_state", "per_sample", "tracking", "regulation",
             "integrator", "point_mass_2d", "float32", "float64", "cpu", "cuda", "gpu", "auto",
-            "y", "n")),
+            "y", "n", "vanilla", "gru", "mlp", "pendulum", "point_mass", "two_link_arm",
+            "reaching")),
             st.integers().map(str)))
         return f"{key}={value}", key
     if case == "unknown-key":

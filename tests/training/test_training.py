@@ -310,3 +310,19 @@ def test_a_perturbation_switches_the_plant_at_its_epoch(tmp_path):
         np.testing.assert_allclose(run.coupled_eigenvalues[epoch], expected, atol=1e-9)
     with pytest.raises(ConfigError, match="changes the plant's n_states"):
         Trainer(load_preset("reach-pointmass-curl", [*small, "perturbation.plant.delay=1"]))
+
+
+def test_initial_weights_follow_their_init_spec_in_one_process():
+    """Two configs that differ only in a weight's initial gain, drawn one after the other in
+    one process: same seed, so the second W is the first scaled by the ratio of the gains
+    (the compiled drawing must not be shared between them)."""
+    from closedloop.config import load_preset
+    from closedloop.training import Trainer
+
+    small = ["agent.size=8", "task.batch_size=8", "task.steps=10"]
+    first = Trainer(load_preset("di-tanh-closed", [*small, "agent.init.W.gain=0.1"]))
+    second = Trainer(load_preset("di-tanh-closed", [*small, "agent.init.W.gain=0.3"]))
+    w1, w2 = first.parameters_numpy(0)["W"], second.parameters_numpy(0)["W"]
+    np.testing.assert_allclose(w2, 3.0 * w1, rtol=1e-6)
+    np.testing.assert_array_equal(second.parameters_numpy(0)["W_in"],
+                                  first.parameters_numpy(0)["W_in"])

@@ -141,6 +141,10 @@ _ConfigDumper.add_representer(
                                                           flow_style=True))
 
 
+NULL_SPELLINGS = ("", "null", "Null", "NULL", "~")
+"""Values of ``--set key=value`` that mean null (YAML's spellings; an empty value too)."""
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``key.path=value`` into the key path and the YAML-parsed value.
 
@@ -159,6 +163,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    if value is None and raw.strip() not in NULL_SPELLINGS:
+        value = raw             # '#...' is a YAML comment, not null: refused as the text it is
     if isinstance(value, str):
         value = _parse_number(value)
     return key.split("."), value

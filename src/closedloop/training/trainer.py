@@ -399,8 +399,19 @@ def _draw(program: Program, constants: PyTree, epoch: jax.Array) -> Batch:
     return program.over_members(one, constants)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
 def _draw_params(agent: Agent, dtype: str, key: jax.Array) -> Params:
+    """The agent's initial parameters from ``key``, compiled once per agent and
+    initialisation (agents compare without their ``init`` specs, which do not shape the
+    training program; the drawing they do shape)."""
+    init = getattr(agent, "init", {})
+    signature = json.dumps({k: v.model_dump(mode="json") for k, v in init.items()},
+                           sort_keys=True)
+    return _draw_params_compiled(agent, signature, dtype, key)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _draw_params_compiled(agent: Agent, init_signature: str, dtype: str, key: jax.Array
+                          ) -> Params:
     return agent.init_params(jax.random.wrap_key_data(key), DTYPES[dtype])
 
 
