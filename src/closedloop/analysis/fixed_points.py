@@ -19,7 +19,7 @@ Example
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,8 +89,17 @@ class FixedPoint:
                 "eigenvalues": [[float(v.real), float(v.imag)] for v in self.eigenvalues]}
 
 
-def loop_map(plant: Plant, agent: Agent, params: Params):
-    """F(s) for one joint state s = (x, h) (reference inputs at 0)."""
+def loop_map(plant: Plant, agent: Agent, params: Params) -> Callable[[jax.Array], jax.Array]:
+    """F(s) for one joint state s = (x, h) (reference inputs at 0).
+
+    Example
+    -------
+    >>> from closedloop.core.agents import StaticGain
+    >>> from closedloop.core.mechanics import Pendulum
+    >>> step = loop_map(Pendulum(), StaticGain(2, 1), {"K": jnp.zeros((1, 2))})
+    >>> [round(v, 6) for v in step(jnp.array([0.0, 1.0])).tolist()]   # damped: 1 - 0.05 * 0.1
+    [0.04975, 0.995]
+    """
     n_x, n_ref = plant.n_states, reference_size(plant, agent)
 
     def step(state: jax.Array) -> jax.Array:
