@@ -64,12 +64,16 @@ class Trajectory:
         The teacher's u_t, (batch, T, n_u), when there is a teacher.
     hidden
         The agent's h_0..h_{T-1}, (batch, T, N), when asked for.
+    executed
+        The commands the plant received, (batch, T, n_u), in a black-box rollout (the agent's
+        output plus the exploration noise; ``controls`` is then the policy's mean).
     """
 
     states: jax.Array | None
     controls: jax.Array
     teacher_controls: jax.Array | None = None
     hidden: jax.Array | None = None
+    executed: jax.Array | None = None
 
 
 def agent_observation(agent: Agent, plant: Plant, x: jax.Array,
@@ -141,7 +145,8 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
             inputs: jax.Array | None = None, teacher: Agent | None = None,
             teacher_params: Params | None = None, teacher_drives: bool = False,
             zero_first_control: bool = True, noise: jax.Array | None = None,
-            record_hidden: bool = False) -> Trajectory:
+            record_hidden: bool = False, exploration: jax.Array | None = None,
+            exploration_std: float | jax.Array = 0.0) -> Trajectory:
     """Run agent (and teacher) for ``steps`` steps; see the module docstring for the variants.
 
     Parameters
@@ -169,6 +174,12 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
         ``draw_noise``.
     record_hidden
         Keep the agent's hidden states.
+    exploration, exploration_std
+        Black-box rollout (the plant outside the gradient): the plant receives
+        u_t + exploration_std * exploration_t (``exploration`` standard normal,
+        (batch, >= T, n_u)), and no gradient flows through it or the plant's states; only
+        through the agent's own computation of its outputs from what it observed (what the
+        score function of a policy gradient needs).
 
     Returns
     -------
@@ -212,15 +223,23 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
     teacher_hidden = None if teacher is None else teacher.initial_hidden(batch, dtype)
     references, noises = _time_major(reference, steps), _time_major(noise, steps)
 
+    black_box = exploration is not None
+
     def plant_step(carry: Any, external: Any) -> tuple[Any, Any]:
         x, hidden, teacher_hidden = carry
-        r_t, w_t = external
+        r_t, w_t, e_t = external
         hidden, teacher_hidden, u, u_teacher = step_agents(
             hidden, teacher_hidden, agent_observation(agent, plant, x, r_t, w_t),
             None if teacher is None else agent_observation(teacher, plant, x, r_t, w_t))
-        x_next = plant.step(x, u_teacher if teacher_drives else u, w_t)
+        command = u_teacher if teacher_drives else u
+        if black_box:
+            command = lax.stop_gradient(u + exploration_std * e_t)
+        x_next = plant.step(x, command, w_t)
+        if black_box:
+            x_next = lax.stop_gradient(x_next)
         return (x_next, hidden, teacher_hidden), (x_next, u, u_teacher,
-                                                  hidden if record_hidden else None)
+                                                  hidden if record_hidden else None,
+                                                  command if black_box else None)
 
     first = 1 if zero_first_control else 0
     head_states, head_controls, head_teacher, head_hidden = [x0[None]], [], [], []
@@ -232,9 +251,11 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
         head_controls.append(zero[None])
         head_teacher.append(zero[None])
         head_hidden.append(hidden[None])
+    explorations = _time_major(exploration, steps)
     tail = (None if references is None else references[first:],
-            None if noises is None else noises[first:])
-    _, (states, controls, teacher_controls, hiddens) = lax.scan(
+            None if noises is None else noises[first:],
+            None if explorations is None else explorations[first:])
+    _, (states, controls, teacher_controls, hiddens, executed) = lax.scan(
         plant_step, (x, hidden, teacher_hidden), tail, length=steps - first)
 
     def joined(head: list[jax.Array], rest: jax.Array | None) -> jax.Array | None:
@@ -243,7 +264,8 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
     return Trajectory(states=joined(head_states, states),
                       controls=joined(head_controls, controls),
                       teacher_controls=joined(head_teacher, teacher_controls),
-                      hidden=joined(head_hidden, hiddens))
+                      hidden=joined(head_hidden, hiddens),
+                      executed=joined(head_controls, executed))
 
 
 def _check_inputs(agent: Agent, inputs: jax.Array, steps: int) -> None:
