@@ -250,13 +250,12 @@ class _TrainingSource:
             teacher, init_from = self.data.get("teacher"), self.data.get("init_from")
         data = {k: v for k, v in self.data.items() if k not in ("teacher", "init_from")}
         config = resolve_config(data, settings, seed, epochs, source=self.file)
-        mode = config.training.mode
-        if mode != "closed" and teacher is None:
+        if config.training.needs_teacher and teacher is None:
             raise ConfigError(f"'{self.label}' trains open loop and needs --teacher "
                               "RUN[@EPOCH] (or gain:K / lqr for a teacher-driven plant)")
-        if mode == "closed" and teacher is not None:
-            raise ConfigError(f"'{self.label}' trains closed loop; --teacher is for open-loop "
-                              "configs")
+        if not config.training.needs_teacher and teacher is not None:
+            raise ConfigError(f"'{self.label}' trains {config.training.mode.replace('_', ' ')}"
+                              "; --teacher is for open-loop configs")
         default_init = (not repeated and init_from is None and teacher is not None
                         and not teacher.startswith(("gain:", "lqr")))
         if default_init:

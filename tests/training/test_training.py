@@ -326,3 +326,25 @@ def test_initial_weights_follow_their_init_spec_in_one_process():
     np.testing.assert_allclose(w2, 3.0 * w1, rtol=1e-6)
     np.testing.assert_array_equal(second.parameters_numpy(0)["W_in"],
                                   first.parameters_numpy(0)["W_in"])
+
+
+def test_black_box_mode_trains_records_and_learns(tmp_path):
+    """REINFORCE through the normal trainer: the run file says the mode, the test loss of the
+    mean policy falls, the spectrum is recorded; the same seed starts from the closed-loop
+    run's initial weights (the comparison of modes starts from one network)."""
+    from closedloop.config import load_preset
+    from closedloop.runs.store import load_run
+    from closedloop.training import train
+
+    small = ["agent.size=8", "task.batch_size=32", "task.steps=20", "recording.segment_epochs=4"]
+    train(load_preset("di-tanh-blackbox", small, epochs=60), tmp_path / "bb.h5")
+    train(load_preset("di-tanh-closed", small, epochs=0), tmp_path / "closed.h5")
+    run = load_run(tmp_path / "bb.h5")
+    assert run.config.training.mode == "black_box"
+    assert run.config.training.estimator == "reinforce"
+    test = run.metrics["test_loss"]
+    assert np.isfinite(test).all() and test[-1] < 0.85 * test[0]
+    assert np.isfinite(run.coupled_eigenvalues).all()
+    closed = load_run(tmp_path / "closed.h5")
+    for name, value in closed.parameters(0).items():
+        np.testing.assert_array_equal(run.parameters(0)[name], value)

@@ -297,12 +297,18 @@ class TrainingConfig(_Strict):
 
     ``mode``: ``closed`` (backpropagation through the plant), ``open_white_noise`` (student
     imitates a teacher on white-noise inputs), ``open_teacher_plant`` (the teacher drives the
-    plant; the student imitates it on the same observations). ``device``: ``cpu``, ``gpu``
+    plant; the student imitates it on the same observations), ``black_box`` (the plant is a
+    black box: no gradient flows through it; ``estimator`` ``reinforce``, a Gaussian policy of
+    standard deviation ``exploration_std`` around the agent's output, the cost to go as the
+    return and the batch mean per step as the ``baseline``). ``device``: ``cpu``, ``gpu``
     (``gpu:N`` for the N-th; ``cuda`` is the same) or ``auto`` (JAX's default device: a GPU
     when there is one).
     """
 
-    mode: Literal["closed", "open_white_noise", "open_teacher_plant"] = "closed"
+    mode: Literal["closed", "open_white_noise", "open_teacher_plant", "black_box"] = "closed"
+    estimator: Literal["reinforce"] = "reinforce"
+    exploration_std: float = Field(0.1, gt=0, le=1e6)
+    baseline: Literal["batch_mean", "none"] = "batch_mean"
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(1e-2, gt=0, le=1e3)
     clip_norm: float | None = Field(1.0, gt=0)
@@ -312,6 +318,11 @@ class TrainingConfig(_Strict):
     input_noise_std: float = Field(1.0, ge=0, le=1e6)
     dtype: Literal["float32", "float64"] = "float32"
     device: str = Field("cpu", pattern=DEVICE_PATTERN)
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether the mode imitates a teacher (the open-loop modes)."""
+        return self.mode in ("open_white_noise", "open_teacher_plant")
 
 
 class EvaluationConfig(_Strict):

@@ -202,7 +202,7 @@ class SweepSpec:
     @property
     def student_mode(self) -> bool:
         """Whether the preset trains open loop (so every point has a teacher)."""
-        return self._resolve(self.preset, list(self.overrides)).training.mode != "closed"
+        return self._resolve(self.preset, list(self.overrides)).training.needs_teacher
 
     def _teacher_preset(self) -> str:
         name = self.teacher_preset or TEACHER_PRESETS.get(self.preset)

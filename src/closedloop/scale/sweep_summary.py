@@ -83,7 +83,7 @@ def point_row(spec_json: str, point_name: str, folder: str) -> dict[str, Any]:
         return {**row, "status": "incomplete"}
     except RunFileError:
         return {**row, "status": "missing"}
-    judge_stages = run.config.training.mode == "closed" and run.status == "complete"
+    judge_stages = not run.config.training.needs_teacher and run.status == "complete"
     report = analyze_run(run) if judge_stages else None
     row.update(_run_columns(run, report["stages"] if report else run_stages(run).to_json()))
     if report is not None and judges_c2(run):

@@ -53,6 +53,7 @@ from closedloop.analysis.coupling import operating_point_spectra
 from closedloop.analysis.gains import effective_gains
 from closedloop.config import AgentConfig, RunConfig, config_difference
 from closedloop.core.agents import Agent, Params, build_agent, trainable_names
+from closedloop.core.estimators import reinforce_surrogate, step_costs
 from closedloop.core.losses import control_objective, evaluation_cost, imitation_cost
 from closedloop.core.plants import Plant, plant_from_config
 from closedloop.core.rollout import Trajectory, build_loop, rollout
@@ -245,6 +246,11 @@ class Program:
         batch.x0 = self.plant.initial_states(batch.x0)
         batch.noise = self.plant.draw_noise(noise_key, task.batch_size, task.steps,
                                             self.dtype)
+        if config.training.mode == "black_box":
+            exploration_key = jax.random.fold_in(noise_key, 1)
+            batch.exploration = jax.random.normal(
+                exploration_key, (task.batch_size, task.steps, self.plant.n_inputs),
+                dtype=jnp.float64).astype(self.dtype)
         return batch
 
     def trajectory(self, params: Params, batch: Batch, teacher: Params | None) -> Trajectory:
@@ -254,22 +260,42 @@ class Program:
         if mode == "open_white_noise":
             return rollout(None, self.agent, params, steps=steps, inputs=batch.inputs,
                            teacher=self.teacher, teacher_params=teacher)
+        imitating = config.training.needs_teacher
         return rollout(self.plant, self.agent, params, steps=steps, x0=batch.x0,
                        reference=batch.reference, noise=batch.noise,
-                       teacher=self.teacher if mode != "closed" else None,
-                       teacher_params=teacher if mode != "closed" else None,
+                       teacher=self.teacher if imitating else None,
+                       teacher_params=teacher if imitating else None,
                        teacher_drives=mode == "open_teacher_plant",
-                       zero_first_control=config.training.zero_first_control)
+                       zero_first_control=config.training.zero_first_control,
+                       exploration=batch.exploration,
+                       exploration_std=config.training.exploration_std)
 
     def loss(self, trainable: Params, constants: PyTree, batch: Batch) -> jax.Array:
         """The training loss: the control objective in closed loop, the imitation cost in
         open loop."""
         params = {**constants["frozen"], **trainable}
         traj = self.trajectory(params, batch, constants["teacher"])
-        if self.config.training.mode == "closed":
+        training = self.config.training
+        if training.mode == "closed":
             return control_objective(traj, self.config.loss, self.plant, batch.reference,
                                      control_cost=constants["control_cost"])
+        if training.mode == "black_box":
+            return self.black_box_loss(traj, batch, constants)
         return imitation_cost(traj)
+
+    def black_box_loss(self, traj: Trajectory, batch: Batch, constants: PyTree) -> jax.Array:
+        """REINFORCE: the value is the cost J of the explored episodes (what is recorded as
+        the training loss), the gradient the score-function estimate of grad J (no gradient
+        flows through the plant)."""
+        training = self.config.training
+        executed = Trajectory(traj.states, traj.executed)
+        costs = step_costs(executed, self.config.loss, self.plant, batch.reference,
+                           control_cost=constants["control_cost"])
+        cost = costs.sum(axis=-1).mean(axis=-1)
+        surrogate = reinforce_surrogate(traj, costs, std=training.exploration_std,
+                                        first=1 if training.zero_first_control else 0,
+                                        baseline=training.baseline)
+        return surrogate - lax.stop_gradient(surrogate) + lax.stop_gradient(cost)
 
     def evaluate(self, params: Params, constants: PyTree) -> dict[str, jax.Array]:
         """Test loss (and, for regulation, the test rollout for the effective gains)."""
@@ -513,7 +539,7 @@ class Trainer:
 
     def _teacher_agent(self, teachers: Sequence[Teacher | None]) -> Agent | None:
         mode = self.configs[0].training.mode
-        if mode == "closed":
+        if not self.configs[0].training.needs_teacher:
             return None
         if any(t is None for t in teachers):
             raise ConfigError(f"training.mode '{mode}' needs a teacher (--teacher RUN[@EPOCH], "
