@@ -120,3 +120,34 @@ def draw_curl_field(runs: Sequence[Run], switch: int,
         ax.set_ylabel("y")
     fig.suptitle("Reaching with a point mass: a curl force field switched on", fontsize=11)
     return fig
+
+
+MODE_COLORS = (CLOSED, OPEN, "#2e8b57")
+
+
+def draw_compare_modes(modes: dict[str, Sequence[Run]]) -> Figure:
+    """Test loss and spectral radius of every seed in each training mode, the first seed's
+    effective-gain paths side by side, and its leading eigenvalues in black-box training."""
+    fig, axes = _figure(2, 2, width=5.0, height=3.6)
+    for (label, runs), color in zip(modes.items(), MODE_COLORS, strict=True):
+        _curves(axes[0], runs, "test_loss", color, label)
+        _curves(axes[1], runs, "spectral_radius", color, label)
+        gains = runs[0].metrics["gains"][:, 0]
+        axes[2].plot(gains[:, 0], gains[:, 1], color=color, lw=1.2, label=label)
+        axes[2].plot(*gains[-1], "o", color=color, ms=4)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("closed-loop test loss")
+    axes[0].legend(fontsize=7, frameon=False)
+    axes[0].set_title("test loss of the mean policy", fontsize=9)
+    axes[1].axhline(1.0, color="#888888", lw=0.8)
+    axes[1].set_ylabel("spectral radius of P")
+    axes[1].set_title("coupled spectral radius", fontsize=9)
+    for ax in axes[:2]:
+        _epoch_axis(ax)
+    axes[2].set_xlabel("k1 (position gain)")
+    axes[2].set_ylabel("k2 (velocity gain)")
+    axes[2].set_title("effective gains over training (first seed; dot: the end)", fontsize=9)
+    black = list(modes.values())[-1]
+    _eigenvalue_paths(axes[3], black[0], "black box, first seed: leading eig over training")
+    fig.suptitle("Double integrator: closed loop, open loop, black box", fontsize=11)
+    return fig

@@ -10,6 +10,9 @@
   classic motor-adaptation experiment, read in the hand paths (lateral deviation,
   after-effect) and in the coupled spectrum.
 
+* ``compare-modes``: the paper's network on the double integrator trained closed loop, open
+  loop and with the plant as a black box (REINFORCE), from the same initial weights.
+
 Every run is a run file in ``OUT/runs`` (a second call reuses finished files and resumes
 unfinished ones); the seeds of one preset train together as one ensemble.
 
@@ -280,10 +283,71 @@ def curl_field(out: Path, seeds: Sequence[int], epochs: int | None = None,
     return summary
 
 
+def _gain_distance(a: Run, b: Run) -> float:
+    gains_a, gains_b = a.metrics["gains"][-1, 0], b.metrics["gains"][-1, 0]
+    return float(np.linalg.norm(gains_a - gains_b) / np.linalg.norm(gains_b))
+
+
+def compare_modes(out: Path, seeds: Sequence[int], epochs: int | None = None,
+                  progress: Progress | None = None) -> dict[str, Any]:
+    """The paper's network on the double integrator trained three ways from the same initial
+    weights: closed loop (``di-tanh-closed``), open loop imitating it (``di-tanh-open``) and
+    with the plant as a black box (``di-tanh-blackbox``, REINFORCE)."""
+    runs = out / "runs"
+    closed_paths = [runs / f"closed-seed{s}.h5" for s in seeds]
+    closed = _train([load_preset("di-tanh-closed", seed=s, epochs=epochs) for s in seeds],
+                    closed_paths, None, None, "closed loop", progress)
+    black = _train([load_preset("di-tanh-blackbox", seed=s, epochs=epochs) for s in seeds],
+                   [runs / f"blackbox-seed{s}.h5" for s in seeds], None, None,
+                   "black box (REINFORCE)", progress)
+    plant = plant_from_config(closed[0].config.plant)
+    opened = _train([load_preset("di-tanh-open", seed=s, epochs=epochs).model_copy(
+        update={"teacher": f"{p.name}@last", "init_from": f"{p.name}@0"})
+        for s, p in zip(seeds, closed_paths, strict=True)],
+        [runs / f"open-seed{s}.h5" for s in seeds],
+        [load_initial_parameters(f"{p}@0")[0] for p in closed_paths],
+        [load_teacher(str(p), plant) for p in closed_paths], "open loop", progress)
+    per_seed = []
+    for seed, c, o, b in zip(seeds, closed, opened, black, strict=True):
+        row: dict[str, Any] = {"seed": seed, "c1_supported": judge_c1(c, o).supported}
+        for name, run in (("closed", c), ("open", o), ("black_box", b)):
+            stages = run_stages(run).to_json()
+            row.update({f"{name}_final_test_loss": float(run.metrics["test_loss"][-1]),
+                        f"{name}_stabilisation_epoch": run.stabilization_epoch,
+                        f"{name}_stage1_end": stages["stage1_end"],
+                        f"{name}_stage2_end": stages["stage2_end"],
+                        f"{name}_largest_rise": largest_rise(run.metrics["test_loss"])[0]})
+        row["black_box_over_closed_final_test_loss"] = (row["black_box_final_test_loss"]
+                                                       / row["closed_final_test_loss"])
+        row["black_box_gains_from_closed"] = _gain_distance(b, c)
+        per_seed.append(row)
+    keys = [k for k in per_seed[0] if k != "seed"]
+    summary = {"study": "compare-modes", "seeds": list(seeds), "per_seed": per_seed,
+               "spread": {k: _quantiles([float(r[k]) if r[k] is not None else None
+                                         for r in per_seed]) for k in keys},
+               "support": {
+                   "open-loop peak (C1)": sum(r["c1_supported"] for r in per_seed),
+                   "black box within 2x of closed (final test loss)": sum(
+                       r["black_box_over_closed_final_test_loss"] <= 2 for r in per_seed),
+                   "black box stabilised": sum(r["black_box_stabilisation_epoch"] is not None
+                                               for r in per_seed),
+                   "three stages, closed": sum(r["closed_stage2_end"] is not None
+                                               for r in per_seed),
+                   "three stages, black box": sum(r["black_box_stage2_end"] is not None
+                                                  for r in per_seed)}}
+    from closedloop.plotting.loops import draw_compare_modes
+
+    _save(draw_compare_modes({"closed loop": closed, "open loop": opened,
+                              "black box (REINFORCE)": black}), out / "compare-modes")
+    return summary
+
+
 STUDIES: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "pendulum-pair": ("closed versus open loop on a pendulum held upright", pendulum_pair),
     "curl-field": ("reaching with a point mass, a curl field switched on mid-training",
                    curl_field),
+    "compare-modes": ("the double integrator trained closed loop, open loop and as a black "
+                      "box from the same weights", compare_modes),
 }
 
 
