@@ -69,7 +69,7 @@ def test_bad_plant_files_get_one_line(tmp_path, capsys):
 
 
 def test_studies_run_end_to_end(tmp_path, capsys):
-    for name in ("pendulum-pair", "curl-field"):
+    for name in ("pendulum-pair", "curl-field", "compare-modes"):
         code, text, _ = run_cli(capsys, "study", name, "--seeds", "0", "--epochs", "2",
                                 "--out", tmp_path / name, "--quiet")
         assert code == 0, text
