@@ -348,3 +348,19 @@ def test_black_box_mode_trains_records_and_learns(tmp_path):
     closed = load_run(tmp_path / "closed.h5")
     for name, value in closed.parameters(0).items():
         np.testing.assert_array_equal(run.parameters(0)[name], value)
+
+
+def test_evolution_strategies_train_through_the_trainer(tmp_path):
+    """ES as the black-box estimator: the plant is only run; the test loss falls and the run
+    file says how it was trained."""
+    from closedloop.config import load_preset
+    from closedloop.runs.store import load_run
+    from closedloop.training import train
+
+    small = ["agent.size=8", "task.batch_size=16", "task.steps=20", "recording.segment_epochs=4",
+             "training.population=8", "training.lr=0.01"]
+    train(load_preset("di-tanh-es", small, epochs=40), tmp_path / "es.h5")
+    run = load_run(tmp_path / "es.h5")
+    assert (run.config.training.mode, run.config.training.estimator) == ("black_box", "es")
+    test = run.metrics["test_loss"]
+    assert np.isfinite(test).all() and test[-1] < 0.5 * test[0]

@@ -300,15 +300,21 @@ class TrainingConfig(_Strict):
     plant; the student imitates it on the same observations), ``black_box`` (the plant is a
     black box: no gradient flows through it; ``estimator`` ``reinforce``, a Gaussian policy of
     standard deviation ``exploration_std`` around the agent's output, the cost to go as the
-    return and the batch mean per step as the ``baseline``). ``device``: ``cpu``, ``gpu``
+    return and the batch mean per step as the ``baseline``; or ``es``, antithetic evolution
+    strategies: ``population`` pairs of parameter perturbations of standard deviation
+    ``es_std`` per update, costs replaced by their centred ranks with ``rank_shaping``; both
+    feed the configured optimiser and clipping). ``device``: ``cpu``, ``gpu``
     (``gpu:N`` for the N-th; ``cuda`` is the same) or ``auto`` (JAX's default device: a GPU
     when there is one).
     """
 
     mode: Literal["closed", "open_white_noise", "open_teacher_plant", "black_box"] = "closed"
-    estimator: Literal["reinforce"] = "reinforce"
+    estimator: Literal["reinforce", "es"] = "reinforce"
     exploration_std: float = Field(0.1, gt=0, le=1e6)
     baseline: Literal["batch_mean", "none"] = "batch_mean"
+    population: int = Field(32, ge=1, le=100_000)
+    es_std: float = Field(0.02, gt=0, le=1e6)
+    rank_shaping: bool = True
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(1e-2, gt=0, le=1e3)
     clip_norm: float | None = Field(1.0, gt=0)

@@ -1,4 +1,5 @@
-"""The plant as a black box: per-step costs and the REINFORCE estimator (science 9).
+"""The plant as a black box: per-step costs, the REINFORCE estimator and evolution strategies
+(science 9).
 
 The closed-loop objectives of :mod:`closedloop.core.losses` are all means over the batch of a
 sum over steps of a per-sample cost c_t; :func:`step_costs` returns those c_t, so that
@@ -23,6 +24,9 @@ Example
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -100,3 +104,45 @@ def reinforce_surrogate(traj: Trajectory, costs: jax.Array, *, std: float | jax.
                    - residual.shape[-1] * jnp.log(std))
     mask = (jnp.arange(costs.shape[-1]) >= first).astype(costs.dtype)
     return (log_density * returns * mask).sum(axis=-1).mean(axis=-1)
+
+
+def centred_ranks(values: jax.Array) -> jax.Array:
+    """Ranks of ``values`` scaled to [-0.5, 0.5] (the lowest cost gets -0.5): the fitness
+    shaping of evolution strategies, invariant to any increasing transform of the costs.
+
+    Example
+    -------
+    >>> centred_ranks(jnp.array([10.0, -3.0, 2.0])).tolist()
+    [0.5, -0.5, 0.0]
+    """
+    ranks = jnp.argsort(jnp.argsort(values)).astype(values.dtype)
+    return ranks / max(values.shape[0] - 1, 1) - 0.5
+
+
+def es_gradient(cost: Callable[[Any], jax.Array], params: Any, directions: Any, std: float,
+                rank_shaping: bool = False) -> Any:
+    """The antithetic evolution-strategies estimate of grad cost(params): with eps_i the
+    ``directions`` (pytree of params' shapes with a leading population axis n, standard
+    normal), the mean over i of (J(params + std eps_i) - J(params - std eps_i)) / (2 std) eps_i
+    (for a quadratic cost its expectation is the exact gradient); with ``rank_shaping`` the 2n
+    costs are first replaced by their centred ranks (a direction, not the gradient's size).
+
+    Example
+    -------
+    >>> directions = {"w": jnp.array([[1.0, 0.0], [0.0, 1.0]])}
+    >>> g = es_gradient(lambda p: (p["w"] ** 2).sum(), {"w": jnp.array([1.0, 2.0])}, directions,
+    ...                 std=0.1)                          # (2 w.e_i) e_i, averaged over n = 2
+    >>> [round(v, 9) for v in g["w"].tolist()]
+    [1.0, 2.0]
+    """
+    def shifted(sign: float) -> jax.Array:
+        return jax.vmap(lambda d: cost(jax.tree.map(lambda p, e: p + sign * std * e, params,
+                                                    d)))(directions)
+
+    plus, minus = shifted(1.0), shifted(-1.0)
+    count = plus.shape[0]
+    if rank_shaping:
+        shaped = centred_ranks(jnp.concatenate([plus, minus]))
+        plus, minus = shaped[:count], shaped[count:]
+    weights = (plus - minus) / (2 * std * count)
+    return jax.tree.map(lambda e: jnp.tensordot(weights, e, axes=1), directions)

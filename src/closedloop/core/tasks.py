@@ -4,7 +4,8 @@ A :class:`Batch` holds everything random about one training epoch (or the held-o
 initial states ``x0`` (batch, n_x), an optional ``reference`` (batch, T, n_axes) built from
 ``phases``, for white-noise open-loop training ``inputs`` (batch, T, n_in), and process
 ``noise`` (batch, T, n_x) and, for black-box training, standard-normal ``exploration`` noise
-(batch, T, n_u) on the commands. It is a pytree, so batches of many networks stack along a leading
+(batch, T, n_u) on the commands, or evolution strategies' ``directions`` (per parameter, a
+leading population axis). It is a pytree, so batches of many networks stack along a leading
 axis. Everything is drawn from an explicit ``jax.random`` key, in float64, then cast to the
 training dtype (float32 and float64 runs see the same numbers up to rounding).
 
@@ -43,6 +44,7 @@ class Batch:
     inputs: jax.Array | None = None
     noise: jax.Array | None = None
     exploration: jax.Array | None = None
+    directions: dict[str, jax.Array] | None = None
 
     @property
     def size(self) -> int:

@@ -53,7 +53,7 @@ from closedloop.analysis.coupling import operating_point_spectra
 from closedloop.analysis.gains import effective_gains
 from closedloop.config import AgentConfig, RunConfig, config_difference
 from closedloop.core.agents import Agent, Params, build_agent, trainable_names
-from closedloop.core.estimators import reinforce_surrogate, step_costs
+from closedloop.core.estimators import es_gradient, reinforce_surrogate, step_costs
 from closedloop.core.losses import control_objective, evaluation_cost, imitation_cost
 from closedloop.core.plants import Plant, plant_from_config
 from closedloop.core.rollout import Trajectory, build_loop, rollout
@@ -246,11 +246,19 @@ class Program:
         batch.x0 = self.plant.initial_states(batch.x0)
         batch.noise = self.plant.draw_noise(noise_key, task.batch_size, task.steps,
                                             self.dtype)
-        if config.training.mode == "black_box":
+        training = config.training
+        if training.mode == "black_box" and training.estimator == "reinforce":
             exploration_key = jax.random.fold_in(noise_key, 1)
             batch.exploration = jax.random.normal(
                 exploration_key, (task.batch_size, task.steps, self.plant.n_inputs),
                 dtype=jnp.float64).astype(self.dtype)
+        if training.mode == "black_box" and training.estimator == "es":
+            shapes = self.agent.parameter_shapes()
+            keys = jax.random.split(jax.random.fold_in(noise_key, 2), len(shapes))
+            batch.directions = {
+                name: jax.random.normal(k, (training.population, *shape),
+                                        dtype=jnp.float64).astype(self.dtype)
+                for (name, shape), k in zip(shapes.items(), keys, strict=True)}
         return batch
 
     def trajectory(self, params: Params, batch: Batch, teacher: Params | None) -> Trajectory:
@@ -282,6 +290,23 @@ class Program:
         if training.mode == "black_box":
             return self.black_box_loss(traj, batch, constants)
         return imitation_cost(traj)
+
+    def es_estimate(self, trainable: Params, constants: PyTree, batch: Batch
+                    ) -> tuple[jax.Array, Params]:
+        """Evolution strategies: the closed-loop cost of ``trainable`` on ``batch`` and the
+        antithetic estimate of its gradient from the batch's perturbation directions (the
+        plant is only run, never differentiated)."""
+        training = self.config.training
+
+        def cost(params: Params) -> jax.Array:
+            traj = self.trajectory({**constants["frozen"], **params}, batch, None)
+            return control_objective(traj, self.config.loss, self.plant, batch.reference,
+                                     control_cost=constants["control_cost"])
+
+        directions = {name: batch.directions[name] for name in trainable}
+        grads = es_gradient(cost, trainable, directions, training.es_std,
+                            training.rank_shaping)
+        return cost(trainable), grads
 
     def black_box_loss(self, traj: Trajectory, batch: Batch, constants: PyTree) -> jax.Array:
         """REINFORCE: the value is the cost J of the explored episodes (what is recorded as
@@ -316,7 +341,11 @@ class Program:
                ) -> tuple[PyTree, jax.Array, jax.Array, jax.Array]:
         """One step on ``batch``: (new state, loss before it, gradient norm before clipping,
         whether both were finite). A non-finite step leaves parameters and optimiser alone."""
-        loss, grads = jax.value_and_grad(self.loss)(state["params"], constants, batch)
+        training = self.config.training
+        if training.mode == "black_box" and training.estimator == "es":
+            loss, grads = self.es_estimate(state["params"], constants, batch)
+        else:
+            loss, grads = jax.value_and_grad(self.loss)(state["params"], constants, batch)
         norm = global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(norm)
         params, opt = self.optimizer.update(state["params"], state["opt"], grads, norm=norm,
