@@ -254,8 +254,10 @@ class _TrainingSource:
             raise ConfigError(f"'{self.label}' trains open loop and needs --teacher "
                               "RUN[@EPOCH] (or gain:K / lqr for a teacher-driven plant)")
         if not config.training.needs_teacher and teacher is not None:
-            raise ConfigError(f"'{self.label}' trains {config.training.mode.replace('_', ' ')}"
-                              "; --teacher is for open-loop configs")
+            how = {"closed": "closed loop"}.get(config.training.mode,
+                                                 "with the plant as a black box")
+            raise ConfigError(f"'{self.label}' trains {how}; --teacher is for open-loop "
+                              "configs")
         default_init = (not repeated and init_from is None and teacher is not None
                         and not teacher.startswith(("gain:", "lqr")))
         if default_init:

@@ -128,7 +128,7 @@ def regulation_errors(traj: Trajectory, plant: Plant) -> Trajectory:
     if traj.states is None:
         raise ShapeError("this cost needs a plant-driven trajectory")
     return Trajectory(plant.state_error(traj.states), traj.controls, traj.teacher_controls,
-                      traj.hidden)
+                      traj.hidden, traj.executed)
 
 
 def evaluation_cost(traj: Trajectory, plant: Plant, reference: jax.Array | None = None,
