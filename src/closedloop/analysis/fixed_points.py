@@ -155,6 +155,15 @@ def find_fixed_points(plant: Plant, agent: Agent, params: Mapping[str, Any], sta
         Joint states s = (x, h) to start from: states the loop visits, with some spread.
     steps, learning_rate
         The Adam search on q(s).
+
+    Example
+    -------
+    >>> from closedloop.core.agents import StaticGain
+    >>> from closedloop.core.mechanics import Pendulum
+    >>> points = find_fixed_points(Pendulum(), StaticGain(2, 1), {"K": jnp.zeros((1, 2))},
+    ...                            jnp.array([[3.0, 0.0]]))
+    >>> round(float(points[0].state[0]), 4), points[0].stable     # upright, unstable
+    (3.1416, False)
     """
     as64 = {k: jnp.asarray(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
     found, residuals = _search(plant, agent, as64, jnp.asarray(np.asarray(starts, np.float64)),

@@ -68,7 +68,14 @@ def _quantiles(values: Sequence[float | None]) -> dict[str, Any]:
 
 
 def first_crossing(run: Run) -> int | None:
-    """The first epoch whose coupled spectral radius is below 1 (None: never)."""
+    """The first epoch whose coupled spectral radius is below 1 (None: never).
+
+    Example
+    -------
+    >>> first_crossing(load_run("studies/pendulum-pair/runs/pendulum-open-seed0.h5"))
+    ... # doctest: +SKIP
+    379
+    """
     below = np.flatnonzero(run.metrics["spectral_radius"] < 1.0)
     return int(run.epochs[below[0]]) if below.size else None
 
@@ -94,7 +101,12 @@ def largest_rise(values: np.ndarray) -> tuple[float, int]:
 
 def pendulum_pair(out: Path, seeds: Sequence[int], epochs: int | None = None,
                   progress: Progress | None = None) -> dict[str, Any]:
-    """Train and read the pendulum pair over ``seeds`` (see the module docstring)."""
+    """Train and read the pendulum pair over ``seeds`` (see the module docstring).
+
+    Example
+    -------
+    >>> pendulum_pair(Path("studies/pendulum-pair"), [0, 1])["support"]   # doctest: +SKIP
+    """
     runs = out / "runs"
     closed_paths = [runs / f"pendulum-closed-seed{s}.h5" for s in seeds]
     closed = _train([load_preset("pendulum-upright-closed", seed=s, epochs=epochs)
@@ -220,7 +232,12 @@ def _deviation_curves(run: Run, switch: int, null_plant: Any, curl_plant: Any
 
 def curl_field(out: Path, seeds: Sequence[int], epochs: int | None = None,
                progress: Progress | None = None) -> dict[str, Any]:
-    """Train and read the curl-field study over ``seeds`` (see the module docstring)."""
+    """Train and read the curl-field study over ``seeds`` (see the module docstring).
+
+    Example
+    -------
+    >>> curl_field(Path("studies/curl-field"), [0, 1])["support"]         # doctest: +SKIP
+    """
     configs = [load_preset("reach-pointmass-curl", seed=s) for s in seeds]
     if epochs is not None:         # as many epochs in the field as before it
         configs = [c.model_copy(update={
@@ -292,7 +309,12 @@ def compare_modes(out: Path, seeds: Sequence[int], epochs: int | None = None,
                   progress: Progress | None = None) -> dict[str, Any]:
     """The paper's network on the double integrator trained three ways from the same initial
     weights: closed loop (``di-tanh-closed``), open loop imitating it (``di-tanh-open``) and
-    with the plant as a black box (``di-tanh-blackbox``, REINFORCE)."""
+    with the plant as a black box (``di-tanh-blackbox``, REINFORCE).
+
+    Example
+    -------
+    >>> compare_modes(Path("studies/compare-modes"), [0, 1])["support"]  # doctest: +SKIP
+    """
     runs = out / "runs"
     closed_paths = [runs / f"closed-seed{s}.h5" for s in seeds]
     closed = _train([load_preset("di-tanh-closed", seed=s, epochs=epochs) for s in seeds],
@@ -354,7 +376,13 @@ STUDIES: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
 def run_study(name: str, out: str | Path, seeds: Sequence[int], *, epochs: int | None = None,
               progress: Progress | None = None) -> dict[str, Any]:
     """Run study ``name`` into folder ``out``: run files, ``NAME.png``/``.svg`` and
-    ``NAME.json`` (the numbers per seed and their spread); returns the summary."""
+    ``NAME.json`` (the numbers per seed and their spread); returns the summary.
+
+    Example
+    -------
+    >>> run_study("curl-field", "studies/curl", seeds=[0], epochs=20)["seeds"]  # doctest: +SKIP
+    [0]
+    """
     if name not in STUDIES:
         raise ConfigError(f"unknown study '{name}' (available: {', '.join(STUDIES)})")
     if not seeds:
