@@ -284,7 +284,9 @@ class Program:
         params = {**constants["frozen"], **trainable}
         traj = self.trajectory(params, batch, constants["teacher"])
         training = self.config.training
-        if training.mode == "closed":
+        if training.mode == "closed" or (training.mode, training.estimator) == ("black_box",
+                                                                                "es"):
+            # (evolution strategies take only its values, never its gradient)
             return control_objective(traj, self.config.loss, self.plant, batch.reference,
                                      control_cost=constants["control_cost"])
         if training.mode == "black_box":
@@ -299,9 +301,7 @@ class Program:
         training = self.config.training
 
         def cost(params: Params) -> jax.Array:
-            traj = self.trajectory({**constants["frozen"], **params}, batch, None)
-            return control_objective(traj, self.config.loss, self.plant, batch.reference,
-                                     control_cost=constants["control_cost"])
+            return self.loss(params, constants, batch)
 
         directions = {name: batch.directions[name] for name in trainable}
         grads = es_gradient(cost, trainable, directions, training.es_std,
