@@ -12,7 +12,10 @@ therefore equal single runs up to floating-point reduction order.
 One compiled call (:meth:`Trainer.run_chunk`) runs ``recording.segment_epochs`` epochs
 (a ``jax.lax.scan``): per epoch it draws the batch from ``fold_in(data key, epoch)``, takes
 the value and gradient of the training loss (``jax.value_and_grad`` of the rollout; nothing is
-differentiated by hand), clips and updates, evaluates the test loss, and returns the records;
+differentiated by hand; in ``black_box`` mode the REINFORCE surrogate's gradient, or the
+evolution-strategies estimate, with the plant outside the gradient), clips and updates,
+evaluates the test loss, and returns the records; from a ``perturbation``'s epoch on all of it
+runs on the perturbed plant (one ``lax.cond``);
 the spectra are computed afterwards on the host, in float64 (:mod:`closedloop.training.loop`).
 Chunks start at multiples of the segment length, and batches depend only on the seed and the
 epoch, so a run resumed from any checkpoint computes exactly what the uninterrupted run does.
@@ -24,7 +27,8 @@ update e's batch (before the update) and everything else after the update. A non
 gradient or parameter stops that member (status ``diverged``); the others go on.
 
 Random streams: ``seed`` is split (NumPy ``SeedSequence``) into an initialisation key and a
-data key (batches, white noise, process noise). The held-out test set comes from
+data key (batches, white noise, process and sensor noise, black-box exploration noise and
+evolution-strategies directions). The held-out test set comes from
 ``evaluation.test_seed``, the same for every seed.
 
 Example
