@@ -111,3 +111,32 @@ def test_mean_es_estimate_is_the_exact_gradient_of_a_quadratic():
                              rank_shaping=True)["w"]
     np.testing.assert_allclose(shaped, exp_shaped, rtol=1e-12)
     assert float(shaped @ exact) > 0                       # and it still points uphill
+
+
+def test_reinforce_gradient_of_a_learned_log_std_is_exact():
+    """The score function also estimates dJ/d log(sigma): the closed form's
+    sigma * dJ/dsigma, within the Monte-Carlo error."""
+    plant = double_integrator(dt=0.5)
+    A, B = jnp.asarray(plant.A), jnp.asarray(plant.B)
+    K = jnp.array([[-0.3, -0.6]])
+    exact = SIGMA * jax.grad(expected_cost, argnums=5)(K, A, B, jnp.eye(2) / 3.0, STEPS,
+                                                         SIGMA, EFFORT)
+    gain = StaticGain(2, 1)
+    config = LossConfig(kind="per_sample", state_weight=1.0, control_cost=EFFORT)
+
+    def surrogate(log_std, x0, noise):
+        std = SIGMA * jnp.exp(log_std)
+        traj = rollout(plant, gain, {"K": K}, steps=STEPS, x0=x0[None],
+                       zero_first_control=False, exploration=noise[None], exploration_std=std)
+        costs = step_costs(Trajectory(traj.states, traj.executed), config, plant)
+        return reinforce_surrogate(traj, costs, std=std, first=0, baseline="none")
+
+    episodes = 40_000
+    key_x, key_e = jax.random.split(jax.random.key(5))
+    x0 = jax.random.uniform(key_x, (episodes, 2), jnp.float64, -1.0, 1.0)
+    noise = jax.random.normal(key_e, (episodes, STEPS, 1), jnp.float64)
+    per_episode = jax.jit(jax.vmap(jax.grad(surrogate), in_axes=(None, 0, 0)))(
+        jnp.zeros(1), x0, noise)
+    mean, error = per_episode.mean(axis=0), per_episode.std(axis=0) / np.sqrt(episodes)
+    assert np.all(np.abs(np.asarray(mean - exact)) < 4 * np.asarray(error))
+    assert np.all(np.asarray(error) < 0.1 * abs(float(exact)))          # sharp enough

@@ -364,3 +364,25 @@ def test_evolution_strategies_train_through_the_trainer(tmp_path):
     assert (run.config.training.mode, run.config.training.estimator) == ("black_box", "es")
     test = run.metrics["test_loss"]
     assert np.isfinite(test).all() and test[-1] < 0.5 * test[0]
+
+
+def test_a_learned_exploration_scale_trains_and_is_recorded(tmp_path):
+    """agent.learned_std: log_std is a parameter like the others (snapshots, run files), it
+    moves in black-box training, and the loop's spectrum ignores it."""
+    from closedloop.analysis.replay import run_model
+    from closedloop.config import load_preset
+    from closedloop.runs.store import load_run
+    from closedloop.training import train
+
+    small = ["agent.size=8", "task.batch_size=32", "task.steps=20", "recording.segment_epochs=4",
+             "agent.learned_std=true", "agent.trainable.log_std=true"]
+    train(load_preset("di-tanh-blackbox", small, epochs=20), tmp_path / "bb.h5")
+    run = load_run(tmp_path / "bb.h5")
+    first, last = run.parameters(0)["log_std"], run.parameters("last")["log_std"]
+    assert first.tolist() == [0.0] and last[0] != 0.0
+    plain = load_preset("di-tanh-blackbox", small[:4], epochs=0)
+    train(plain, tmp_path / "plain.h5")
+    np.testing.assert_array_equal(load_run(tmp_path / "plain.h5").coupled_eigenvalues[0],
+                                  run.coupled_eigenvalues[0])     # same weights, same P
+    _, agent = run_model(run)
+    assert sorted(agent.to_params(run.parameters("last"))) == ["W", "W_in", "W_out", "log_std"]

@@ -182,7 +182,9 @@ class AgentConfig(_Strict):
     ``overlaps`` = [s_zm, s_zu, s_vm, s_vu], or ``--init-from`` a low-rank run).
     Any other ``kind`` names a kind registered with ``closedloop.register_agent`` (or an entry
     point), built as ``cls(n_inputs=..., n_outputs=..., size=size, **params)``; ``params``
-    is for such kinds only.
+    is for such kinds only. ``learned_std`` adds the parameter ``log_std`` (one per output,
+    initially 0) for black-box training: the Gaussian policy's standard deviation is
+    ``training.exploration_std * exp(log_std)``, learned with the rest.
     ``init`` and ``trainable`` are keyed by parameter name (:data:`PARAMETER_NAMES`: ``W_in``,
     ``W``, ``W_out`` for ``rnn``; ``m``, ``z``, ``u``, ``v`` for ``lowrank``; ``K`` for
     ``static_gain``; ``W_yr`` ... ``W_out`` for ``gru``; ``W0``, ``b0``, ... ``W_out`` for
@@ -202,6 +204,7 @@ class AgentConfig(_Strict):
     gain: list[list[float]] | None = None
     overlaps: list[float] | None = Field(None, min_length=4, max_length=4)
     hidden_sizes: list[int] = Field(default_factory=lambda: [64, 64], max_length=8)
+    learned_std: bool = False
     params: dict[str, float | int | bool | str | list[float] | list[int]] = Field(
         default_factory=dict)
     init: dict[str, InitSpec] = Field(default_factory=dict)
@@ -214,6 +217,8 @@ class AgentConfig(_Strict):
             layers = range(len(self.hidden_sizes))
             allowed = (*(f"W{i}" for i in layers), *(f"b{i}" for i in layers), "W_out",
                        "b_out")
+        if allowed is not None and self.learned_std:
+            allowed = (*allowed, "log_std")
         for section in ("init", "trainable"):
             for name in getattr(self, section):
                 if allowed is not None and name not in allowed:

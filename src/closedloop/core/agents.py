@@ -781,8 +781,80 @@ class StaticGain:
 Agent = RNNAgent | GRUAgent | MLPAgent | StaticGain
 
 
+@dataclass(frozen=True)
+class GaussianPolicy:
+    """An agent with a learned exploration scale for black-box training: the agent ``inner``
+    plus the parameter ``log_std`` (one per output, initially 0), so that the Gaussian policy's
+    standard deviation is ``training.exploration_std * exp(log_std)``. Everything else is the
+    inner agent's: its rollout, its coupled Jacobian and spectrum ignore ``log_std``.
+
+    Example
+    -------
+    >>> policy = GaussianPolicy(StaticGain(2, 1))
+    >>> sorted(policy.parameter_shapes()), policy.reads_state
+    (['K', 'log_std'], True)
+    >>> policy.init_params(jax.random.key(0))["log_std"].tolist()
+    [0.0]
+    """
+
+    inner: Any
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The inner agent's parameters and ``log_std`` (n_outputs,)."""
+        return {**self.inner.parameter_shapes(), "log_std": (self.inner.n_outputs,)}
+
+    def init_params(self, key: jax.Array, dtype: Any = jnp.float32) -> Params:
+        """The inner agent's parameters from ``key`` (as without the head) and log_std = 0."""
+        return {**self.inner.init_params(key, dtype),
+                "log_std": jnp.zeros(self.inner.n_outputs, dtype=dtype)}
+
+    def to_params(self, arrays: Mapping[str, object], dtype: Any = jnp.float32) -> Params:
+        """Shape-checked parameters, ``log_std`` included."""
+        if "log_std" not in arrays:
+            raise ShapeError("parameters do not fit this agent: missing ['log_std']")
+        log_std = as_array(arrays["log_std"], dtype)
+        if tuple(log_std.shape) != (self.inner.n_outputs,):
+            raise ShapeError(f"parameter log_std has shape {tuple(log_std.shape)}, expected "
+                             f"{(self.inner.n_outputs,)}")
+        inner = self.inner.to_params({k: v for k, v in arrays.items() if k != "log_std"}, dtype)
+        return {**inner, "log_std": log_std}
+
+    def _inner_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in params.items() if k != "log_std"}
+
+    def prepare(self, params: Params) -> Params:
+        """The inner agent's prepared weights."""
+        return self.inner.prepare(self._inner_params(params))
+
+    def recurrent_matrix(self, params: Mapping[str, Any]) -> np.ndarray:
+        """The inner agent's recurrent matrix."""
+        return self.inner.recurrent_matrix(self._inner_params(params))
+
+    def linearisation(self, params: Mapping[str, Any]) -> Linearisation:
+        """The inner agent's linearisation."""
+        return self.inner.linearisation(self._inner_params(params))
+
+
 def build_agent(config: AgentConfig, n_inputs: int, n_outputs: int, n_states: int | None = None
                 ) -> Agent:
+    """The agent a config describes (see :func:`_build_agent`); with ``learned_std``, inside
+    a :class:`GaussianPolicy`.
+
+    Example
+    -------
+    >>> sorted(build_agent(AgentConfig(kind="static_gain", learned_std=True), 2, 1, 2
+    ...                    ).parameter_shapes())
+    ['K', 'log_std']
+    """
+    agent = _build_agent(config, n_inputs, n_outputs, n_states)
+    return GaussianPolicy(agent) if config.learned_std else agent
+
+
+def _build_agent(config: AgentConfig, n_inputs: int, n_outputs: int, n_states: int | None = None
+                 ) -> Agent:
     """The agent a config describes, for ``n_inputs`` observations and ``n_outputs`` controls.
 
     A static gain reads the full state, so it needs ``n_states``. ``vanilla`` is an

@@ -90,7 +90,8 @@ def reinforce_surrogate(traj: Trajectory, costs: jax.Array, *, std: float | jax.
     """The scalar whose gradient is the REINFORCE estimate of grad J: the batch mean of
     sum_{t >= first} log pi(u_t | h_t) (G_t - b_t), with pi the Gaussian N(mu_t, std^2 I)
     around the agent's outputs ``traj.controls``, u_t the executed commands ``traj.executed``
-    (no gradient), G_t the cost to go of ``costs`` (batch, T) and b_t the batch mean of G_t
+    (no gradient; ``std`` a number or one per output, may carry a gradient), G_t the cost
+    to go of ``costs`` (batch, T) and b_t the batch mean of G_t
     (``baseline="batch_mean"``) or 0 (``"none"``). Steps before ``first`` (the paper's u_0 = 0)
     are not actions of the policy.
     """
@@ -100,8 +101,8 @@ def reinforce_surrogate(traj: Trajectory, costs: jax.Array, *, std: float | jax.
     if baseline == "batch_mean":
         returns = returns - returns.mean(axis=-2, keepdims=True)
     residual = jax.lax.stop_gradient(traj.executed) - traj.controls
-    log_density = (-0.5 * (residual ** 2).sum(axis=-1) / std ** 2
-                   - residual.shape[-1] * jnp.log(std))
+    std = jnp.broadcast_to(jnp.asarray(std, dtype=costs.dtype), residual.shape[-1:])
+    log_density = (-0.5 * ((residual / std) ** 2).sum(axis=-1) - jnp.log(std).sum())
     mask = (jnp.arange(costs.shape[-1]) >= first).astype(costs.dtype)
     return (log_density * returns * mask).sum(axis=-1).mean(axis=-1)
 

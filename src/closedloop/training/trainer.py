@@ -280,7 +280,7 @@ class Program:
                        teacher_drives=mode == "open_teacher_plant",
                        zero_first_control=config.training.zero_first_control,
                        exploration=batch.exploration,
-                       exploration_std=config.training.exploration_std)
+                       exploration_std=self.exploration_std(params))
 
     def loss(self, trainable: Params, constants: PyTree, batch: Batch) -> jax.Array:
         """The training loss: the control objective in closed loop, the imitation cost in
@@ -294,8 +294,14 @@ class Program:
             return control_objective(traj, self.config.loss, self.plant, batch.reference,
                                      control_cost=constants["control_cost"])
         if training.mode == "black_box":
-            return self.black_box_loss(traj, batch, constants)
+            return self.black_box_loss(traj, batch, constants, self.exploration_std(params))
         return imitation_cost(traj)
+
+    def exploration_std(self, params: Params) -> jax.Array | float:
+        """The black-box policy's standard deviation: ``training.exploration_std``, times
+        exp(log_std) when the agent learns it (``agent.learned_std``)."""
+        std = self.config.training.exploration_std
+        return std * jnp.exp(params["log_std"]) if "log_std" in params else std
 
     def es_estimate(self, trainable: Params, constants: PyTree, batch: Batch
                     ) -> tuple[jax.Array, Params]:
@@ -312,7 +318,8 @@ class Program:
                             training.rank_shaping)
         return cost(trainable), grads
 
-    def black_box_loss(self, traj: Trajectory, batch: Batch, constants: PyTree) -> jax.Array:
+    def black_box_loss(self, traj: Trajectory, batch: Batch, constants: PyTree,
+                       std: jax.Array | float) -> jax.Array:
         """REINFORCE: the value is the cost J of the explored episodes (what is recorded as
         the training loss), the gradient the score-function estimate of grad J (no gradient
         flows through the plant)."""
@@ -321,7 +328,7 @@ class Program:
         costs = step_costs(executed, self.config.loss, self.plant, batch.reference,
                            control_cost=constants["control_cost"])
         cost = costs.sum(axis=-1).mean(axis=-1)
-        surrogate = reinforce_surrogate(traj, costs, std=training.exploration_std,
+        surrogate = reinforce_surrogate(traj, costs, std=std,
                                         first=1 if training.zero_first_control else 0,
                                         baseline=training.baseline)
         return surrogate - lax.stop_gradient(surrogate) + lax.stop_gradient(cost)
