@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from closedloop.analysis.coupling import coupled_jacobian, reference_size, sorted_eigenvalues
+from closedloop.analysis.coupling import reference_size, sorted_eigenvalues
 from closedloop.core.agents import Agent, Params
 from closedloop.core.plants import Plant
 from closedloop.core.rollout import one_step_map
@@ -181,13 +181,9 @@ def find_fixed_points(plant: Plant, agent: Agent, params: Mapping[str, Any], sta
             continue
         points.append(FixedPoint(state, float(residual), np.zeros(0)))
     kept = [p for p in points if include_slow or p.fixed]
-    n_x = plant.n_states
+    jacobian = jax.jit(jax.jacfwd(loop_map(plant, agent, as64)))   # the coupled Jacobian
     for point in kept:
-        state = jnp.asarray(point.state)
-        n_ref = reference_size(plant, agent)
-        reference = jnp.zeros(n_ref) if n_ref else None
-        jacobian = coupled_jacobian(plant, agent, as64, state[:n_x], state[n_x:], reference)
-        point.eigenvalues = sorted_eigenvalues(np.asarray(jacobian))
+        point.eigenvalues = sorted_eigenvalues(np.asarray(jacobian(jnp.asarray(point.state))))
     return sorted(kept, key=lambda p: float(np.linalg.norm(p.state)))
 
 

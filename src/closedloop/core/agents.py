@@ -113,6 +113,19 @@ def as_array(value: object, dtype: Any) -> jax.Array:
     return jnp.asarray(np.asarray(value, dtype=np.float64), dtype=dtype)
 
 
+def no_linearisation(what: str) -> ShapeError:
+    """The error of agents without a closed-form linearisation (the closed-form P); the
+    coupled Jacobian, :func:`closedloop.analysis.coupling.coupled_jacobian`, covers them.
+
+    Example
+    -------
+    >>> str(no_linearisation("an MLP agent")).split(";")[0]
+    'an MLP agent has no closed-form linearisation'
+    """
+    return ShapeError(f"{what} has no closed-form linearisation; use the coupled Jacobian "
+                      "(closedloop.analysis.coupling.coupled_jacobian)")
+
+
 @dataclass(frozen=True)
 class Linearisation:
     """An agent's linear part at the origin in the maths' layout (float64).
@@ -540,16 +553,8 @@ class GRUAgent(DenseParameters):
         return np.asarray(_hidden_jacobians(self, flat)).reshape(*lead, self.size, self.size)
 
     def linearisation(self, params: Mapping[str, Any]) -> Linearisation:
-        """Not defined: the GRU's gates multiply the state.
-
-        Raises
-        ------
-        ShapeError
-            Always (the coupled Jacobian,
-            :func:`closedloop.analysis.coupling.coupled_jacobian`, covers the GRU).
-        """
-        raise ShapeError("a GRU agent has no closed-form linearisation; use the coupled "
-                         "Jacobian (closedloop.analysis.coupling.coupled_jacobian)")
+        """Not defined: the GRU's gates multiply the state (see :func:`no_linearisation`)."""
+        raise no_linearisation("a GRU agent")
 
 
 MLP_MAX_LAYERS = 8
@@ -686,16 +691,8 @@ class MLPAgent(DenseParameters):
         return np.zeros((*lead, self.size, self.size))
 
     def linearisation(self, params: Mapping[str, Any]) -> Linearisation:
-        """Not defined for a multi-layer policy.
-
-        Raises
-        ------
-        ShapeError
-            Always (the coupled Jacobian,
-            :func:`closedloop.analysis.coupling.coupled_jacobian`, covers the MLP).
-        """
-        raise ShapeError("an MLP agent has no closed-form linearisation; use the coupled "
-                         "Jacobian (closedloop.analysis.coupling.coupled_jacobian)")
+        """Not defined for a multi-layer policy (see :func:`no_linearisation`)."""
+        raise no_linearisation("an MLP agent")
 
 
 @dataclass(frozen=True)

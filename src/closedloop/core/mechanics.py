@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -49,7 +50,7 @@ def process_noise(key: jax.Array, batch: int, steps: int, size: int, std: float,
 
 
 @dataclass(frozen=True)
-class NonlinearPlant:
+class NonlinearPlant(ABC):
     """Base class of plants written as one-state JAX functions (see the module docstring).
 
     Parameters
@@ -88,9 +89,10 @@ class NonlinearPlant:
 
     # -- what a subclass writes (one state) ------------------------------------------------
 
+    @abstractmethod
     def dynamics(self, x: jax.Array, u: jax.Array) -> jax.Array:
-        """x' = f(x, u) for one state (n_x,) and command (n_u,)."""
-        raise NotImplementedError(f"{type(self).__name__} must define dynamics(x, u)")
+        """x' = f(x, u) for one state (n_x,) and command (n_u,): what every plant defines
+        (a class without it cannot be registered or built)."""
 
     def target(self) -> np.ndarray:
         """The operating point x* (what regulation drives the state to); default 0."""
@@ -102,8 +104,9 @@ class NonlinearPlant:
 
     def position(self, x: jax.Array) -> jax.Array:
         """The task-space position of one state that reaching costs charge (relative to the
-        operating point); plants with ``effector_names`` define it."""
-        raise NotImplementedError(f"{type(self).__name__} has no effector position")
+        operating point); plants with ``effector_names`` define it, the others have none (an
+        empty vector, which a reaching or tracking task refuses by its size)."""
+        return jnp.zeros(0, dtype=x.dtype)
 
     # -- the plant protocol (batched) ------------------------------------------------------
 

@@ -102,6 +102,9 @@ class _PlantRegistry(Registry):
             raise ConfigError(f"plant kind '{name}': {cls!r} must be a dataclass subclassing "
                               "closedloop.NonlinearPlant (decorate it with "
                               "@dataclass(frozen=True))")
+        if getattr(cls, "__abstractmethods__", None):
+            raise ConfigError(f"plant kind '{name}': {cls.__name__} must define "
+                              f"{', '.join(sorted(cls.__abstractmethods__))}(x, u)")
         if not cls.state_names or not cls.input_names:
             raise ConfigError(f"plant kind '{name}': {cls.__name__} must name its states and "
                               "inputs (state_names, input_names)")
