@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import h5py
@@ -386,3 +387,90 @@ def test_a_learned_exploration_scale_trains_and_is_recorded(tmp_path):
                                   run.coupled_eigenvalues[0])     # same weights, same P
     _, agent = run_model(run)
     assert sorted(agent.to_params(run.parameters("last"))) == ["W", "W_in", "W_out", "log_std"]
+
+
+def _cart_classes():
+    """One cart (semi-implicit Euler, force input), written twice: in JAX, and in NumPy behind
+    ``jax.pure_callback`` (a plant JAX cannot differentiate)."""
+    from dataclasses import dataclass
+
+    import jax
+    import jax.numpy as jnp
+
+    from closedloop.core.mechanics import NonlinearPlant
+
+    def cart_step(x, u, dt, xp):
+        velocity = x[1] + dt * u[0]
+        return xp.stack([x[0] + dt * velocity, velocity])
+
+    @dataclass(frozen=True)
+    class JaxCart(NonlinearPlant):
+        dt: float = 0.1
+        state_names = ("position", "velocity")
+        input_names = ("force",)
+
+        def dynamics(self, x, u):
+            return cart_step(x, u, self.dt, jnp)
+
+    @dataclass(frozen=True)
+    class NumpyCart(JaxCart):
+        def dynamics(self, x, u):
+            def host(x, u):
+                return cart_step(np.asarray(x), np.asarray(u), self.dt, np).astype(x.dtype)
+
+            return jax.pure_callback(host, jax.ShapeDtypeStruct(x.shape, x.dtype), x, u,
+                                     vmap_method="sequential")
+
+    return JaxCart, NumpyCart
+
+
+def test_a_plant_jax_cannot_differentiate_trains_as_a_black_box(tmp_path):
+    """The black-box estimate never differentiates the plant: on a NumPy plant (pure_callback)
+    it equals the estimate on the same plant written in JAX; the run records its losses and
+    NaN spectra (with a warning), and closed-loop training of it is refused with one line."""
+    import closedloop
+    from closedloop.config import load_preset
+    from closedloop.errors import ConfigError
+    from closedloop.runs.store import load_run
+    from closedloop.training import Trainer, train
+
+    jax_cart, numpy_cart = _cart_classes()
+    closedloop.register_plant("test-jax-cart", jax_cart)
+    closedloop.register_plant("test-numpy-cart", numpy_cart)
+    small = ["agent.size=8", "task.batch_size=16", "task.steps=10", "plant.dt=null",
+             "plant.params={}", "loss.kind=per_sample", "recording.segment_epochs=4"]
+    estimates = []
+    for kind in ("test-jax-cart", "test-numpy-cart"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer = Trainer(load_preset("di-tanh-blackbox", [*small, f"plant.kind={kind}"]))
+        batch = trainer.draw_batch(epoch=1)
+        estimates.append(trainer.gradients(batch))
+    for name, value in estimates[0].items():
+        np.testing.assert_allclose(estimates[1][name], value, rtol=1e-5, atol=1e-8)
+    with pytest.warns(UserWarning, match="cannot be differentiated"):
+        train(load_preset("di-tanh-blackbox", [*small, "plant.kind=test-numpy-cart"],
+                          epochs=4), tmp_path / "cart.h5")
+    run = load_run(tmp_path / "cart.h5")
+    assert np.isfinite(run.metrics["test_loss"]).all()
+    assert np.isnan(run.coupled_eigenvalues).all()
+    with pytest.raises(ConfigError, match=r"cannot be differentiated.*black_box"):
+        Trainer(load_preset("di-tanh-closed", [*small, "plant.kind=test-numpy-cart"]))
+
+
+def test_black_box_training_balances_the_pendulum(tmp_path):
+    """REINFORCE (with the value baseline) on a nonlinear plant: the upright pendulum's test
+    loss falls (a small network, Adam, exploration std 0.5 N m) and its spectrum at the
+    upright operating point is recorded."""
+    from closedloop.config import load_preset
+    from closedloop.runs.store import load_run
+    from closedloop.training import train
+
+    small = ["agent.size=8", "task.batch_size=16", "task.steps=20", "recording.segment_epochs=4",
+             "training.mode=black_box", "training.baseline=value", "training.optimizer=adam",
+             "training.lr=0.01", "training.exploration_std=0.5"]
+    train(load_preset("pendulum-upright-closed", small, epochs=80), tmp_path / "bb.h5")
+    run = load_run(tmp_path / "bb.h5")
+    test = run.metrics["test_loss"]
+    assert np.isfinite(test).all() and test[-1] < 0.7 * test[0]
+    assert np.isfinite(run.coupled_eigenvalues).all()

@@ -280,6 +280,27 @@ def operating_point(plant: Plant, agent: Agent, params: Params, dtype: Any = jnp
     return x, agent_fixed_point(agent, params, observation), reference
 
 
+def plant_jacobian_failure(plant: Plant) -> str | None:
+    """Why the plant's step cannot be differentiated at its operating point (for instance a
+    step computed outside JAX, through ``jax.pure_callback``), or None when it can. Such a
+    plant trains only as a black box, and its loop has no recorded spectrum.
+
+    Example
+    -------
+    >>> from closedloop.core.plants import double_integrator
+    >>> plant_jacobian_failure(double_integrator()) is None
+    True
+    """
+    x = jnp.asarray(plant.target_state, dtype=jnp.float64)
+    u = jnp.zeros(plant.n_inputs, dtype=jnp.float64)
+    try:
+        jax.eval_shape(jax.jacfwd(lambda x, u: plant.step(x[None], u[None])[0],
+                                  argnums=(0, 1)), x, u)
+    except Exception as exc:          # whatever the plant's code raises under differentiation
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _operating_point_matrices(plant: Plant, agent: Agent, params: Params) -> jax.Array:
     def one(member: Params) -> jax.Array:
@@ -307,10 +328,13 @@ def operating_point_matrices(plant: Plant, agent: Agent, params: Mapping[str, An
 
 
 def operating_point_spectra(plant: Plant, agent: Agent, params: Mapping[str, Any], *,
-                            threads: int | None = 1) -> dict[str, np.ndarray]:
+                            threads: int | None = 1, coupled: bool = True
+                            ) -> dict[str, np.ndarray]:
     """eig of the coupled Jacobian at the operating point (descending modulus), its spectral
     radius, and eig(W) (the maths' recurrent matrix) for a stack of parameter sets (leading
     axis S). A set with non-finite entries gets NaN. What every training epoch records.
+    With ``coupled`` False (a plant that cannot be differentiated,
+    :func:`plant_jacobian_failure`) the coupled eigenvalues and the radius are NaN.
 
     Returns
     -------
@@ -325,13 +349,17 @@ def operating_point_spectra(plant: Plant, agent: Agent, params: Mapping[str, Any
         finite &= np.isfinite(value.reshape(count, -1)).all(axis=1)
     safe = {k: np.where(finite.reshape(-1, *([1] * (v.ndim - 1))), v, 0.0)
             for k, v in arrays.items()}
-    matrices = operating_point_matrices(plant, agent, safe)
-    finite &= np.isfinite(matrices.reshape(count, -1)).all(axis=1)
+    size = plant.n_states + agent.size
+    matrices = (operating_point_matrices(plant, agent, safe) if coupled
+                else np.zeros((count, size, size)))
+    finite_params = finite.copy()
+    finite &= coupled & np.isfinite(matrices.reshape(count, -1)).all(axis=1)
     matrices = np.where(finite[:, None, None], matrices, 0.0)
-    coupled = sorted_eigenvalues(matrices, threads=threads)
+    eigenvalues = sorted_eigenvalues(matrices, threads=threads)
     recurrent = sorted_eigenvalues(agent.recurrent_matrix(safe), threads=threads)
-    coupled[~finite] = np.nan
-    recurrent[~finite] = np.nan
+    eigenvalues[~finite] = np.nan
+    recurrent[~(finite_params if not coupled else finite)] = np.nan
+    coupled = eigenvalues
     radius = np.abs(coupled[:, 0]) if coupled.shape[1] else np.full(count, np.nan)
     return {"coupled_eigenvalues": coupled, "recurrent_eigenvalues": recurrent,
             "spectral_radius": radius}

@@ -305,18 +305,21 @@ class TrainingConfig(_Strict):
     plant; the student imitates it on the same observations), ``black_box`` (the plant is a
     black box: no gradient flows through it; ``estimator`` ``reinforce``, a Gaussian policy of
     standard deviation ``exploration_std`` around the agent's output, the cost to go as the
-    return and the batch mean per step as the ``baseline``; or ``es``, antithetic evolution
-    strategies: ``population`` pairs of parameter perturbations of standard deviation
-    ``es_std`` per update, costs replaced by their centred ranks with ``rank_shaping``; both
-    feed the configured optimiser and clipping). ``device``: ``cpu``, ``gpu``
-    (``gpu:N`` for the N-th; ``cuda`` is the same) or ``auto`` (JAX's default device: a GPU
-    when there is one).
+    return and as the ``baseline`` the batch mean per step (``batch_mean``), none, or
+    ``value``: a value readout of the agent's inputs and hidden state (with their squares and
+    a cubic in time) learned by ridge regression on each batch, cross-fitted between two
+    halves of the batch so that it stays unbiased (needs ``task.batch_size`` >= 2); or
+    ``es``, antithetic evolution strategies: ``population`` pairs of parameter perturbations
+    of standard deviation ``es_std`` per update, costs replaced by their centred ranks with
+    ``rank_shaping``; both feed the configured optimiser and clipping). ``device``: ``cpu``,
+    ``gpu`` (``gpu:N`` for the N-th; ``cuda`` is the same) or ``auto`` (JAX's default
+    device: a GPU when there is one).
     """
 
     mode: Literal["closed", "open_white_noise", "open_teacher_plant", "black_box"] = "closed"
     estimator: Literal["reinforce", "es"] = "reinforce"
     exploration_std: float = Field(0.1, gt=0, le=1e6)
-    baseline: Literal["batch_mean", "none"] = "batch_mean"
+    baseline: Literal["batch_mean", "value", "none"] = "batch_mean"
     population: int = Field(32, ge=1, le=100_000)
     es_std: float = Field(0.02, gt=0, le=1e6)
     rank_shaping: bool = True
@@ -428,6 +431,10 @@ class RunConfig(_Strict):
         if self.loss.kind == "tracking" and self.loss.control_cost != 0:
             raise ValueError("loss.control_cost must be 0 for the tracking loss (the paper's has "
                              "none)")
+        if (self.training.mode == "black_box" and self.training.baseline == "value"
+                and self.task.batch_size < 2):
+            raise ValueError("training.baseline 'value' is fitted on one half of the batch "
+                             "and used on the other: it needs task.batch_size >= 2")
         if self.agent.kind == "static_gain" and self.training.mode == "open_white_noise":
             raise ValueError("a static-gain agent reads the plant state; it cannot be trained "
                              "on white-noise inputs")

@@ -67,6 +67,10 @@ class Trajectory:
     executed
         The commands the plant received, (batch, T, n_u), in a black-box rollout (the agent's
         output plus the exploration noise; ``controls`` is then the policy's mean).
+    inputs
+        What the agent read at t = 0..T-1 (its observation, then the reference), (batch, T,
+        n_in), when asked for (at t = 0 under the paper's convention, what it would have
+        read).
     """
 
     states: jax.Array | None
@@ -74,6 +78,7 @@ class Trajectory:
     teacher_controls: jax.Array | None = None
     hidden: jax.Array | None = None
     executed: jax.Array | None = None
+    inputs: jax.Array | None = None
 
 
 def agent_observation(agent: Agent, plant: Plant, x: jax.Array,
@@ -146,7 +151,8 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
             teacher_params: Params | None = None, teacher_drives: bool = False,
             zero_first_control: bool = True, noise: jax.Array | None = None,
             record_hidden: bool = False, exploration: jax.Array | None = None,
-            exploration_std: float | jax.Array = 0.0) -> Trajectory:
+            exploration_std: float | jax.Array = 0.0, record_inputs: bool = False
+            ) -> Trajectory:
     """Run agent (and teacher) for ``steps`` steps; see the module docstring for the variants.
 
     Parameters
@@ -180,6 +186,8 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
         (batch, >= T, n_u)), and no gradient flows through it or the plant's states; only
         through the agent's own computation of its outputs from what it observed (what the
         score function of a policy gradient needs).
+    record_inputs
+        Keep what the agent read (for a value baseline; plant-driven rollouts only).
 
     Returns
     -------
@@ -228,8 +236,9 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
     def plant_step(carry: Any, external: Any) -> tuple[Any, Any]:
         x, hidden, teacher_hidden = carry
         r_t, w_t, e_t = external
+        observation = agent_observation(agent, plant, x, r_t, w_t)
         hidden, teacher_hidden, u, u_teacher = step_agents(
-            hidden, teacher_hidden, agent_observation(agent, plant, x, r_t, w_t),
+            hidden, teacher_hidden, observation,
             None if teacher is None else agent_observation(teacher, plant, x, r_t, w_t))
         command = u_teacher if teacher_drives else u
         if black_box:
@@ -239,13 +248,18 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
             x_next = lax.stop_gradient(x_next)
         return (x_next, hidden, teacher_hidden), (x_next, u, u_teacher,
                                                   hidden if record_hidden else None,
-                                                  command if black_box else None)
+                                                  command if black_box else None,
+                                                  observation if record_inputs else None)
 
     first = 1 if zero_first_control else 0
     head_states, head_controls, head_teacher, head_hidden = [x0[None]], [], [], []
+    head_inputs = []
     x = x0
     if zero_first_control:
         zero = jnp.zeros((batch, plant.n_inputs), dtype=dtype)
+        head_inputs.append(agent_observation(
+            agent, plant, x0, None if references is None else references[0],
+            None if noises is None else noises[0])[None])
         x = plant.step(x0, zero, None if noises is None else noises[0])
         head_states.append(x[None])
         head_controls.append(zero[None])
@@ -255,7 +269,7 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
     tail = (None if references is None else references[first:],
             None if noises is None else noises[first:],
             None if explorations is None else explorations[first:])
-    _, (states, controls, teacher_controls, hiddens, executed) = lax.scan(
+    _, (states, controls, teacher_controls, hiddens, executed, observed) = lax.scan(
         plant_step, (x, hidden, teacher_hidden), tail, length=steps - first)
 
     def joined(head: list[jax.Array], rest: jax.Array | None) -> jax.Array | None:
@@ -265,7 +279,8 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
                       controls=joined(head_controls, controls),
                       teacher_controls=joined(head_teacher, teacher_controls),
                       hidden=joined(head_hidden, hiddens),
-                      executed=joined(head_controls, executed))
+                      executed=joined(head_controls, executed),
+                      inputs=joined(head_inputs, observed))
 
 
 def _check_inputs(agent: Agent, inputs: jax.Array, steps: int) -> None:

@@ -193,14 +193,17 @@ def recorded_spectra(trainer: Trainer, params: Mapping[str, np.ndarray], epochs:
     (1, 6)
     """
     perturbation = trainer.configs[0].perturbation
+    coupled = trainer.plant_jacobian_failure is None
     if perturbation is None:
-        return operating_point_spectra(trainer.plant, trainer.agent, params, threads=threads)
+        return operating_point_spectra(trainer.plant, trainer.agent, params, threads=threads,
+                                       coupled=coupled)
     late = np.asarray(epochs) >= perturbation.epoch
     parts = [(mask, plant) for mask, plant in ((~late, trainer.plant),
                                                (late, trainer.perturbed_plant)) if mask.any()]
     results = [(mask, operating_point_spectra(plant, trainer.agent,
                                               {k: v[mask] for k, v in params.items()},
-                                              threads=threads)) for mask, plant in parts]
+                                              threads=threads, coupled=coupled))
+               for mask, plant in parts]
     merged = {}
     for name, value in results[0][1].items():
         merged[name] = np.empty((len(late), *value.shape[1:]), dtype=value.dtype)

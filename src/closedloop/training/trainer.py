@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -53,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from closedloop.analysis.coupling import operating_point_spectra
+from closedloop.analysis.coupling import operating_point_spectra, plant_jacobian_failure
 from closedloop.analysis.gains import effective_gains
 from closedloop.config import AgentConfig, RunConfig, config_difference
 from closedloop.core.agents import Agent, Params, build_agent, trainable_names
@@ -273,6 +274,7 @@ class Program:
             return rollout(None, self.agent, params, steps=steps, inputs=batch.inputs,
                            teacher=self.teacher, teacher_params=teacher)
         imitating = config.training.needs_teacher
+        value_baseline = mode == "black_box" and config.training.baseline == "value"
         return rollout(self.plant, self.agent, params, steps=steps, x0=batch.x0,
                        reference=batch.reference, noise=batch.noise,
                        teacher=self.teacher if imitating else None,
@@ -280,7 +282,8 @@ class Program:
                        teacher_drives=mode == "open_teacher_plant",
                        zero_first_control=config.training.zero_first_control,
                        exploration=batch.exploration,
-                       exploration_std=self.exploration_std(params))
+                       exploration_std=self.exploration_std(params),
+                       record_inputs=value_baseline, record_hidden=value_baseline)
 
     def loss(self, trainable: Params, constants: PyTree, batch: Batch) -> jax.Array:
         """The training loss: the control objective in closed loop, the imitation cost in
@@ -535,6 +538,16 @@ class Trainer:
         self.device = resolve_device(config.training.device)
         self.plant, self.agent = build_loop(config)
         self.perturbed_plant = perturbed_plant(config, self.plant)
+        self.plant_jacobian_failure = plant_jacobian_failure(self.plant)
+        if self.plant_jacobian_failure is not None:
+            if config.training.mode == "closed":
+                raise ConfigError(
+                    f"plant.kind '{config.plant.kind}' cannot be differentiated "
+                    f"({self.plant_jacobian_failure}), and training.mode 'closed' "
+                    "backpropagates through it; train it as a black box "
+                    "(training.mode=black_box)")
+            warnings.warn(f"plant.kind '{config.plant.kind}' cannot be differentiated: its "
+                          "loop's spectrum is not recorded (NaN)", stacklevel=2)
         self.teacher_sources = teachers
         self.teacher_agent = self._teacher_agent(teachers)
         self.dtype = DTYPES[config.training.dtype]
