@@ -349,19 +349,18 @@ def operating_point_spectra(plant: Plant, agent: Agent, params: Mapping[str, Any
         finite &= np.isfinite(value.reshape(count, -1)).all(axis=1)
     safe = {k: np.where(finite.reshape(-1, *([1] * (v.ndim - 1))), v, 0.0)
             for k, v in arrays.items()}
-    size = plant.n_states + agent.size
-    matrices = (operating_point_matrices(plant, agent, safe) if coupled
-                else np.zeros((count, size, size)))
-    finite_params = finite.copy()
-    finite &= coupled & np.isfinite(matrices.reshape(count, -1)).all(axis=1)
-    matrices = np.where(finite[:, None, None], matrices, 0.0)
-    eigenvalues = sorted_eigenvalues(matrices, threads=threads)
     recurrent = sorted_eigenvalues(agent.recurrent_matrix(safe), threads=threads)
-    eigenvalues[~finite] = np.nan
-    recurrent[~(finite_params if not coupled else finite)] = np.nan
-    coupled = eigenvalues
-    radius = np.abs(coupled[:, 0]) if coupled.shape[1] else np.full(count, np.nan)
-    return {"coupled_eigenvalues": coupled, "recurrent_eigenvalues": recurrent,
+    if coupled:
+        matrices = operating_point_matrices(plant, agent, safe)
+        finite &= np.isfinite(matrices.reshape(count, -1)).all(axis=1)
+        eigenvalues = sorted_eigenvalues(np.where(finite[:, None, None], matrices, 0.0),
+                                         threads=threads)
+        eigenvalues[~finite] = np.nan
+    else:
+        eigenvalues = np.full((count, plant.n_states + agent.size), np.nan, dtype=complex)
+    recurrent[~finite] = np.nan
+    radius = np.abs(eigenvalues[:, 0]) if eigenvalues.shape[1] else np.full(count, np.nan)
+    return {"coupled_eigenvalues": eigenvalues, "recurrent_eigenvalues": recurrent,
             "spectral_radius": radius}
 
 
