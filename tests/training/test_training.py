@@ -427,7 +427,8 @@ def _cart_classes():
 def test_a_plant_jax_cannot_differentiate_trains_as_a_black_box(tmp_path):
     """The black-box estimate never differentiates the plant: on a NumPy plant (pure_callback)
     it equals the estimate on the same plant written in JAX; the run records its losses and
-    NaN spectra (with a warning), and closed-loop training of it is refused with one line."""
+    NaN spectra (with a warning); closed-loop training of it and the fixed-point search are
+    refused with one line."""
     import closedloop
     from closedloop.config import load_preset
     from closedloop.errors import ConfigError
@@ -456,6 +457,12 @@ def test_a_plant_jax_cannot_differentiate_trains_as_a_black_box(tmp_path):
     assert np.isnan(run.coupled_eigenvalues).all()
     with pytest.raises(ConfigError, match=r"cannot be differentiated.*black_box"):
         Trainer(load_preset("di-tanh-closed", [*small, "plant.kind=test-numpy-cart"]))
+    from closedloop.analysis.fixed_points import find_fixed_points
+    from closedloop.core.agents import StaticGain
+
+    with pytest.raises(ConfigError, match=r"fixed-point search.*cannot be differentiated"):
+        find_fixed_points(numpy_cart(), StaticGain(2, 1), {"K": np.zeros((1, 2))},
+                          np.zeros((1, 2)))
 
 
 def test_black_box_training_balances_the_pendulum(tmp_path):

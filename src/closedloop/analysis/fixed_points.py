@@ -28,10 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from closedloop.analysis.coupling import reference_size, sorted_eigenvalues
+from closedloop.analysis.coupling import plant_jacobian_failure, reference_size, sorted_eigenvalues
 from closedloop.core.agents import Agent, Params
 from closedloop.core.plants import Plant
 from closedloop.core.rollout import one_step_map
+from closedloop.errors import ConfigError
 
 SEARCH_STEPS = 1500
 """Adam steps on q(s) from every start."""
@@ -164,7 +165,16 @@ def find_fixed_points(plant: Plant, agent: Agent, params: Mapping[str, Any], sta
     ...                            jnp.array([[3.0, 0.0]]))
     >>> round(float(points[0].state[0]), 4), points[0].stable     # upright, unstable
     (3.1416, False)
+
+    Raises
+    ------
+    ConfigError
+        For a plant JAX cannot differentiate (the search and the spectra need its Jacobian).
     """
+    failure = plant_jacobian_failure(plant)
+    if failure is not None:
+        raise ConfigError(f"the fixed-point search differentiates the loop, and this plant "
+                          f"cannot be differentiated ({failure})")
     as64 = {k: jnp.asarray(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
     found, residuals = _search(plant, agent, as64, jnp.asarray(np.asarray(starts, np.float64)),
                                steps, learning_rate)
