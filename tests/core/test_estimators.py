@@ -32,13 +32,23 @@ def expected_cost(K, A, B, S0, steps, sigma, effort):
     return total
 
 
-def test_mean_reinforce_estimate_is_the_exact_gradient():
+def linear_gaussian_problem():
+    """The problem the REINFORCE tests share: a static gain K on the double integrator
+    (dt 0.5), the per-sample quadratic cost, and its closed-form expected cost as a function
+    of (K, sigma) for x0 ~ U(-1, 1)^2 (covariance I/3)."""
     plant = double_integrator(dt=0.5)
     A, B = jnp.asarray(plant.A), jnp.asarray(plant.B)
-    K = jnp.array([[-0.3, -0.6]])
-    exact = jax.grad(expected_cost)(K, A, B, jnp.eye(2) / 3.0, STEPS, SIGMA, EFFORT)
-    gain = StaticGain(2, 1)
+
+    def exact_cost(K, sigma):
+        return expected_cost(K, A, B, jnp.eye(2) / 3.0, STEPS, sigma, EFFORT)
+
     config = LossConfig(kind="per_sample", state_weight=1.0, control_cost=EFFORT)
+    return plant, StaticGain(2, 1), config, jnp.array([[-0.3, -0.6]]), exact_cost
+
+
+def test_mean_reinforce_estimate_is_the_exact_gradient():
+    plant, gain, config, K, exact_cost = linear_gaussian_problem()
+    exact = jax.grad(exact_cost)(K, SIGMA)
 
     def surrogate(K, x0, noise):
         traj = rollout(plant, gain, {"K": K}, steps=STEPS, x0=x0[None],
@@ -116,13 +126,8 @@ def test_mean_es_estimate_is_the_exact_gradient_of_a_quadratic():
 def test_reinforce_gradient_of_a_learned_log_std_is_exact():
     """The score function also estimates dJ/d log(sigma): the closed form's
     sigma * dJ/dsigma, within the Monte-Carlo error."""
-    plant = double_integrator(dt=0.5)
-    A, B = jnp.asarray(plant.A), jnp.asarray(plant.B)
-    K = jnp.array([[-0.3, -0.6]])
-    exact = SIGMA * jax.grad(expected_cost, argnums=5)(K, A, B, jnp.eye(2) / 3.0, STEPS,
-                                                         SIGMA, EFFORT)
-    gain = StaticGain(2, 1)
-    config = LossConfig(kind="per_sample", state_weight=1.0, control_cost=EFFORT)
+    plant, gain, config, K, exact_cost = linear_gaussian_problem()
+    exact = SIGMA * jax.grad(exact_cost, argnums=1)(K, SIGMA)
 
     def surrogate(log_std, x0, noise):
         std = SIGMA * jnp.exp(log_std)
@@ -147,12 +152,8 @@ def test_value_baseline_keeps_the_estimate_exact_and_halves_its_noise():
     episode's own exploration, so the mean of many batch estimates is still the closed form's
     gradient; and it removes the state-dependent part of the return that the batch mean per
     step leaves (the estimates' spread is measured at about half the batch mean's)."""
-    plant = double_integrator(dt=0.5)
-    A, B = jnp.asarray(plant.A), jnp.asarray(plant.B)
-    K = jnp.array([[-0.3, -0.6]])
-    exact = jax.grad(expected_cost)(K, A, B, jnp.eye(2) / 3.0, STEPS, SIGMA, EFFORT)
-    gain = StaticGain(2, 1)
-    config = LossConfig(kind="per_sample", state_weight=1.0, control_cost=EFFORT)
+    plant, gain, config, K, exact_cost = linear_gaussian_problem()
+    exact = jax.grad(exact_cost)(K, SIGMA)
 
     def surrogate(K, x0, noise, baseline):
         traj = rollout(plant, gain, {"K": K}, steps=STEPS, x0=x0, zero_first_control=False,

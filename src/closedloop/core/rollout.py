@@ -257,9 +257,10 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
     x = x0
     if zero_first_control:
         zero = jnp.zeros((batch, plant.n_inputs), dtype=dtype)
-        head_inputs.append(agent_observation(
-            agent, plant, x0, None if references is None else references[0],
-            None if noises is None else noises[0])[None])
+        if record_inputs:
+            head_inputs.append(agent_observation(
+                agent, plant, x0, None if references is None else references[0],
+                None if noises is None else noises[0])[None])
         x = plant.step(x0, zero, None if noises is None else noises[0])
         head_states.append(x[None])
         head_controls.append(zero[None])
