@@ -10,11 +10,13 @@ one so that compile times are real), measures one thing and prints one JSON obje
 * ``tracking --epochs E``: ``closedloop.training.train`` on ``tracking-closed`` with all its
   recording, run twice in the process: the second run per epoch (the compiled program
   found), and compile = first - second;
-* ``ensemble --members 1,8,32 --epochs E [--device gpu] [--set KEY=VALUE ...]``:
+* ``ensemble --members 1,8,32 --epochs E [--device gpu] [--set KEY=VALUE ...] [--rows FILE]``:
   ``train_ensemble`` of M members (seeds 0..M-1 of ``di-tanh-closed``, ``training.device``
   set as ``--set`` would), timed as ``tracking``, per network and epoch with recording, and
   the compiled training alone; without ``--json`` a table (``gpu.sh`` prints it on a GPU;
   ``--device cpu --members 1,2`` with small ``--set`` shapes is the dry run the tests use);
+  ``--rows FILE`` appends each member count's result to FILE as one JSON line as soon as it
+  is measured (what a process killed by a time limit has measured stays there);
 * ``memory --kind lists|writer --epochs E --size N``: resident-memory growth while recording
   E synthetic epochs of an N-unit network (eig(P), eig(W) every epoch, parameter snapshots on
   the default schedule): kept in Python lists, as a baseline script does, or streamed to a
@@ -125,9 +127,11 @@ def tracking(epochs: int) -> dict[str, Any]:
 
 
 def ensemble(members: Sequence[int], epochs: int, device: str,
-             preset: str = "di-tanh-closed", overrides: Sequence[str] = ()) -> dict[str, Any]:
+             preset: str = "di-tanh-closed", overrides: Sequence[str] = (),
+             rows_file: str | None = None) -> dict[str, Any]:
     """Per network and epoch: ``train_ensemble`` of M members with recording (run twice: the
-    second is timed, compile = first - second), and the compiled training alone."""
+    second is timed, compile = first - second), and the compiled training alone; each row
+    also appended to ``rows_file`` (a JSON line with the settings) once measured."""
     import jax
 
     from closedloop.config import load_preset
@@ -149,6 +153,15 @@ def ensemble(members: Sequence[int], epochs: int, device: str,
                      "compiled_epoch_per_network_s": None if compiled is None
                      else compiled / count,
                      "compile_s": max(first - second, 0.0)})
+        if rows_file:
+            with open(rows_file, "a") as handle:
+                handle.write(json.dumps({
+                    "preset": preset, "epochs": epochs, "device": device,
+                    "device_kind": device_kind, "overrides": list(overrides),
+                    "jax_backend": jax.default_backend(), "row": rows[-1]}) + "\n")
+            print(f"ensemble: {count} member(s) measured, {per_network * 1e3:.4f} ms per network "
+                  f"and epoch with recording, compile {rows[-1]['compile_s']:.1f} s",
+                  file=sys.stderr, flush=True)
     return {"preset": preset, "epochs": epochs, "device": device, "device_kind": device_kind,
             "overrides": list(overrides), "jax_backend": jax.default_backend(), "rows": rows}
 
@@ -243,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     command.add_argument("--set", dest="overrides", action="append", default=[],
                          metavar="KEY=VALUE", help="a config override, as closedloop train's")
     command.add_argument("--json", action="store_true")
+    command.add_argument("--rows", default=None, metavar="FILE",
+                         help="append each member count's result to FILE (a JSON line)")
     command = commands.add_parser("memory")
     command.add_argument("--kind", choices=("lists", "writer"), required=True)
     command.add_argument("--epochs", type=int, default=1000)
@@ -254,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "tracking":
         result = tracking(args.epochs)
     elif args.command == "ensemble":
-        result = ensemble(args.members, args.epochs, args.device, overrides=args.overrides)
+        result = ensemble(args.members, args.epochs, args.device, overrides=args.overrides,
+                          rows_file=args.rows)
         if not args.json:
             print(ensemble_table(result))
             return

@@ -48,16 +48,47 @@ def keep_freed_memory(threshold: int = 1 << 30) -> bool:
         mallopt(M_TRIM_THRESHOLD, threshold))
 
 
+def cpu_quota(root: str | os.PathLike[str] = "/sys/fs/cgroup") -> int | None:
+    """Whole CPUs the cgroup's CPU quota allows (rounded up), None without a quota: cgroup v2
+    ``cpu.max`` or v1 ``cpu.cfs_quota_us``. A container can see every core of its host while
+    its quota lets it use a few.
+
+    Example
+    -------
+    >>> cpu_quota("no/such/folder") is None
+    True
+    """
+    base = Path(root)
+    candidates = [(base / "cpu.max", None),
+                  (base / "cpu" / "cpu.cfs_quota_us", base / "cpu" / "cpu.cfs_period_us"),
+                  (base / "cpu,cpuacct" / "cpu.cfs_quota_us",
+                   base / "cpu,cpuacct" / "cpu.cfs_period_us")]
+    for quota_file, period_file in candidates:
+        try:
+            if period_file is None:
+                quota, period = quota_file.read_text().split()[:2]
+            else:
+                quota, period = quota_file.read_text().strip(), period_file.read_text().strip()
+            if quota in ("max", "-1"):
+                return None
+            return max(1, -(-int(quota) // int(period)))
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def available_cores() -> int:
-    """CPU cores this process may run on.
+    """CPU cores this process may run on: its CPU affinity, within the cgroup's CPU quota.
 
     Example
     -------
     >>> available_cores() >= 1
     True
     """
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
+    quota = cpu_quota()
+    return cores if quota is None else max(1, min(cores, quota))
 
 
 def cache_folder() -> Path | None:
