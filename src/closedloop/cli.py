@@ -676,12 +676,15 @@ def bench(arguments: tuple[str, ...]) -> None:
               help="Stage-1 detector: relative growth of Im(lambda) per epoch called settled.")
 def analyze(run_path: Path, as_json: bool, window: int, growth_threshold: float) -> None:
     """Stages, stabilisation, unit-circle crossings and (rank-1 runs) order parameters of a
-    run, read from the spectrum of the coupled matrix P.
+    run, read from the spectrum of the coupled matrix P; for a tracking run also each
+    frequency's acquisition (onset, crossing, end) and the outlier eigenvalue of (-I + W)/tau
+    at its end against 2 pi f.
 
     \b
     Example:
       closedloop analyze runs/lowrank.h5
       closedloop analyze runs/closed.h5 --json > closed-analysis.json
+      closedloop analyze runs/tracking.h5
     """
     from closedloop.analysis.summary import analyze_run
 
@@ -791,6 +794,29 @@ def _print_analysis(report: dict[str, Any]) -> None:
             table.add_row(name, f"{values[0]:+.4f} (epoch {order['epoch'][0]}) -> "
                                 f"{values[-1]:+.4f} (epoch {order['epoch'][-1]})")
     console.print(table)
+    if "acquisitions" in report:
+        console.print(_acquisition_table(report["acquisitions"]))
+
+
+def _acquisition_table(found: list[dict[str, Any]]) -> Table:
+    """Per probe frequency: onset, crossing and end of its acquisition, the outlier of
+    (-I + W)/tau at the end, 2 pi f and the relative error."""
+    table = Table(title="acquisitions (probe error / (a^2/2): onset >= 0.9, crossing < 0.5, "
+                        "end: settled)")
+    for column in ("f (Hz)", "onset", "crossing", "end", "outlier at end", "Im", "2 pi f",
+                   "error"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in found:
+        outlier = row["outlier"]
+        error = row["relative_error"]
+        table.add_row(f"{row['frequency_hz']:g}",
+                      *("-" if row[k] is None else str(row[k])
+                        for k in ("onset", "crossing", "end")),
+                      "-" if outlier is None else _complex(outlier),
+                      "-" if outlier is None else f"{outlier[1]:.3f}",
+                      f"{row['target_rad_per_s']:.3f}",
+                      "-" if error is None else f"{error:+.1%}")
+    return table
 
 
 def _complex(pair: list[float]) -> str:

@@ -1,6 +1,7 @@
 """Gain space and LQR (science 5) against independent truths: NumPy eigenvalues and roots,
 python-control's ``dlqr``, a directly solved finite-horizon quadratic program, the discrete
-Lyapunov equation and hand-written simulations."""
+Lyapunov equation, hand-written simulations, and NumPy's least squares for the effective
+gains' normal equations."""
 
 import control
 import jax
@@ -18,9 +19,12 @@ from closedloop.analysis.gains import (
     effective_gains,
     equivalent_costs,
     finite_horizon_lqr,
+    gain_normal_equations,
+    gains_from_normal_equations,
     jury_stable,
     loss_landscape,
     lqr_gain,
+    sobol_states,
 )
 from closedloop.config import LossConfig
 from closedloop.core.agents import StaticGain
@@ -393,3 +397,82 @@ def test_effective_gains_recover_a_static_gain():
     # non-finite rollouts give NaN gains
     states[0, 3, 0] = np.nan
     assert np.all(np.isnan(effective_gains(states, controls)))
+
+
+# effective gains from the normal equations (what training records by default)
+
+
+def normal_equation_gains(states, controls, drop_first=1):
+    """The package's two halves: the normal equations (JAX) solved on the host."""
+    gram, cross = gain_normal_equations(jnp.asarray(states), jnp.asarray(controls), drop_first)
+    return gains_from_normal_equations(np.asarray(gram), np.asarray(cross))
+
+
+@pytest.mark.parametrize(("n_x", "n_u", "drop_first"), [(2, 1, 1), (3, 2, 1), (4, 3, 0)])
+def test_normal_equations_give_numpys_least_squares(n_x, n_u, drop_first):
+    """Any states and controls (not a linear relation): the normal equations solved in
+    float64 give what numpy.linalg.lstsq gives on the stacked rows t = drop_first .. T-1."""
+    rng = np.random.default_rng(n_x)
+    batch, steps = 7, 12
+    states = rng.normal(size=(batch, steps + 1, n_x))           # x_0 .. x_T
+    controls = np.tanh(states[:, :steps] @ rng.normal(size=(n_x, n_u))) + 0.1 * rng.normal(
+        size=(batch, steps, n_u))
+    x = states[:, drop_first:steps].reshape(-1, n_x)
+    u = controls[:, drop_first:].reshape(-1, n_u)
+    expected = np.linalg.lstsq(x, u, rcond=None)[0].T
+    gains = normal_equation_gains(states, controls, drop_first)
+    assert gains.shape == (n_u, n_x)
+    np.testing.assert_allclose(gains, expected, rtol=1e-10, atol=1e-12)
+    gram, cross = gain_normal_equations(jnp.asarray(states), jnp.asarray(controls), drop_first)
+    np.testing.assert_allclose(np.asarray(gram), x.T @ x, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(cross), x.T @ u, rtol=1e-12, atol=1e-12)
+
+
+def test_normal_equations_recover_a_static_gain_whatever_the_states():
+    """u_t = K x_t for t >= 1 (u_0 = 0): K exactly, from any initial states, few or many."""
+    K = np.array([[-0.37, -0.91]])
+    rng = np.random.default_rng(5)
+    for x0 in (rng.uniform(-1, 1, size=(3, 2)), rng.uniform(-5, 5, size=(400, 2)),
+               sobol_states(64, 2, 0.3, seed=1)):
+        states, controls = numpy_static_rollout(K, x0, 30)
+        np.testing.assert_allclose(normal_equation_gains(states, controls), K, rtol=0,
+                                   atol=1e-12)
+        # the first step (u_0 = 0 != K x_0) must be dropped: kept, it biases the fit
+        assert np.abs(normal_equation_gains(states, controls, drop_first=0) - K).max() > 1e-3
+
+
+def test_normal_equations_of_collinear_states_give_the_minimum_norm_solution():
+    """Every state on the line x2 = 2 x1: X^T X is singular, and the solve returns the
+    minimum-norm least-squares K, as lstsq on the rows does."""
+    rng = np.random.default_rng(6)
+    position = rng.normal(size=(5, 9, 1))
+    states = np.concatenate([position, 2 * position], axis=-1)
+    controls = -0.5 * position[:, :8] + 0.01 * rng.normal(size=(5, 8, 1))
+    expected = np.linalg.lstsq(states[:, 1:8].reshape(-1, 2), controls[:, 1:].reshape(-1, 1),
+                               rcond=None)[0].T
+    np.testing.assert_allclose(normal_equation_gains(states, controls), expected, rtol=1e-8)
+
+
+def test_non_finite_normal_equations_give_nan_gains():
+    K = np.array([[-0.37, -0.91]])
+    states, controls = numpy_static_rollout(K, np.array([[0.5, -0.2], [1.0, 1.0]]), 10)
+    states[1, 4, 1] = np.inf
+    assert np.all(np.isnan(normal_equation_gains(states, controls)))
+
+
+@pytest.mark.parametrize(("count", "n_states"), [(128, 2), (64, 4)])
+def test_sobol_states_are_a_stratified_set_in_range(count, n_states):
+    """The first 2^m points of a scrambled Sobol' sequence are a (t, m, s)-net in base 2: in
+    every coordinate, each of the ``count`` equal intervals of [-a, a] holds one point
+    (independent uniform draws leave about a third of them empty). Seeded: the same seed
+    gives the same set, another seed another set."""
+    state_range = 0.3
+    states = sobol_states(count, n_states, state_range, seed=11)
+    assert states.shape == (count, n_states) and states.dtype == np.float64
+    assert np.all(np.abs(states) <= state_range)
+    for coordinate in states.T:
+        counts = np.histogram(coordinate, bins=count, range=(-state_range, state_range))[0]
+        assert np.all(counts == 1)
+    np.testing.assert_array_equal(states, sobol_states(count, n_states, state_range, seed=11))
+    assert not np.allclose(states, sobol_states(count, n_states, state_range, seed=12))
+    assert sobol_states(100, n_states, 1.0, seed=3).shape == (100, n_states)  # any count

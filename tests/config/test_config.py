@@ -97,3 +97,26 @@ def test_override_applies_and_names_bad_keys():
         load_preset("di-tanh-closed", ["training.lr=0"])
     with pytest.raises(ConfigError, match=r"'plant\.order\.x': 'plant\.order' is not a section"):
         load_preset("di-tanh-closed", ["plant.order.x=1"])
+
+
+def test_gain_fit_settings_parse_and_bad_ones_name_the_key():
+    """``evaluation.gain_fit_states``: a count or ``test_set``; the range defaults to the test
+    set's; anything else is refused naming the key and what is allowed."""
+    default = load_preset("di-tanh-closed").evaluation
+    assert isinstance(default.gain_fit_states, int) and not default.gains_on_test_set
+    assert default.gain_fit_range == default.initial_state_range
+    on_test_set = load_preset("di-tanh-closed", ["evaluation.gain_fit_states=test_set"])
+    assert on_test_set.evaluation.gains_on_test_set
+    widened = load_preset("di-tanh-closed", ["evaluation.gain_fit_states=512",
+                                             "evaluation.gain_fit_state_range=2.5",
+                                             "evaluation.gain_fit_sampling=uniform"])
+    assert (widened.evaluation.gain_fit_states, widened.evaluation.gain_fit_range) == (512, 2.5)
+    pendulum = load_preset("pendulum-upright-closed").evaluation   # a narrower test set
+    assert pendulum.gain_fit_range == pendulum.initial_state_range != default.gain_fit_range
+    for bad in ("0", "-3", "test", "true", "1.5", "10000000", "[1]", "null"):
+        with pytest.raises(ConfigError, match=r"'evaluation\.gain_fit_states'.*test_set"):
+            load_preset("di-tanh-closed", [f"evaluation.gain_fit_states={bad}"])
+    with pytest.raises(ConfigError, match=r"'evaluation\.gain_fit_sampling'.*sobol"):
+        load_preset("di-tanh-closed", ["evaluation.gain_fit_sampling=grid"])
+    with pytest.raises(ConfigError, match=r"'evaluation\.gain_fit_state_range'"):
+        load_preset("di-tanh-closed", ["evaluation.gain_fit_state_range=-1"])

@@ -129,30 +129,6 @@ def test_report_in_headless_chromium(report):
     assert (out / "report-screenshot.png").stat().st_size > 10_000
 
 
-def test_verdicts_equal_their_written_criteria(report):
-    """Re-judge C1, C1b, C3 and C5 from the measured numbers by their written criteria."""
-    _, result, _, _ = report
-    claims = {c["id"]: c for c in result.results["claims"]}
-    m = claims["C1"]["measured"]
-    c1 = (m["open_peak_test_loss"] >= 10 * m["open_lowest_before_peak"]
-          and m["open_peak_test_loss"] > m["open_initial_test_loss"]
-          and m["closed_max_test_loss_after_epoch_0"] <= 1.1 * m["closed_initial_test_loss"]
-          and m["final_gain_distance"] <= 0.1
-          and m["final_test_loss_relative_difference"] <= 0.25)
-    assert claims["C1"]["per_seed"] == [c1]
-    m = claims["C1b"]["measured"]
-    c1b = (m["region_of_open_gains_at_peak"] == "unstable-oscillatory"
-           and m["stabilization_epoch_open"] > m["stabilization_epoch_closed"])
-    assert claims["C1b"]["per_seed"] == [c1b]
-    m = claims["C3"]["measured"]
-    c3 = m["max_log10_gap"] <= 1.1 and all(-0.1 <= s < 0 for s in m["sigma_zm_before_stage3"])
-    assert claims["C3"]["per_seed"] == [c3]
-    m = claims["C5"]["measured"]
-    c5 = (all(0.8 <= r <= 1.25 for r in m["final_test_loss_ratio"])
-          and all(g <= 0.5 for g in m["max_log10_training_loss_gap"]))
-    assert claims["C5"]["per_seed"] == [c5]
-
-
 def test_support_over_seeds_is_a_fraction():
     """Seeds that could not be judged count against the claim, with their reason."""
     from closedloop.paper import _claim_record

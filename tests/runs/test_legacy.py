@@ -1,5 +1,7 @@
 """Files written by the earlier PyTorch version: finished runs read, analyse and teach as any
 other; an unfinished one is refused (its checkpoint cannot be continued) and left untouched.
+Files written before ``evaluation.gain_fit_states`` existed keep their meaning: their gains
+were fitted on the test set, so their configs read as ``test_set``, not today's default.
 
 tests/data/legacy holds a finished closed-loop run (N = 8, batch 16, T = 20, 12 epochs, seed 0),
 its open-loop student (6 epochs) and an unfinished closed-loop run (seed 1, stopped at epoch 7:
@@ -20,10 +22,13 @@ import pytest
 
 from closedloop.analysis.coupling import coupled_matrix
 from closedloop.analysis.replay import replay, run_model
-from closedloop.errors import IncompleteRunError
+from closedloop.config.schema import GAIN_FIT_ON_TEST_SET
+from closedloop.errors import ConfigError, IncompleteRunError
 from closedloop.runs.store import Run, load_run, partial_dir
-from tests.conftest import SMALL
+from closedloop.training import Trainer, train
+from tests.conftest import SMALL, small_config
 from tests.test_cli import assert_one_line_error, run_cli
+from tests.training.test_training import assert_same_run
 
 LEGACY = Path(__file__).resolve().parents[1] / "data" / "legacy"
 CLOSED, OPEN = "torch-di-tanh-closed.h5", "torch-di-tanh-open.h5"
@@ -198,3 +203,74 @@ def test_resuming_an_unfinished_legacy_run_is_refused_untouched(
                            "--overwrite", "--quiet")
     assert code == 0, err
     assert load_run(out).status == "complete" and not folder.exists()
+
+
+# -- runs from before the gain-fit settings ---------------------------------------------------
+
+GAIN_FIT_FIELDS = ("gain_fit_states", "gain_fit_sampling", "gain_fit_state_range",
+                   "gain_fit_seed")
+"""The ``evaluation`` fields that configs stored before them lack."""
+
+
+def test_runs_from_before_the_gain_fit_settings_read_as_fitted_on_the_test_set(
+        legacy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The fixtures' stored configs predate the fields; their gains were fitted on the 10 test
+    states (the replay test above checks the numbers), so they read as ``test_set``, and a
+    run repeated from one (``--config-from``) fits its gains the same way."""
+    for name in (CLOSED, OPEN):
+        stored = json.loads(_stored_config_text(legacy / name))["evaluation"]
+        assert not set(GAIN_FIT_FIELDS) & set(stored)
+        assert load_run(legacy / name).config.evaluation.gain_fit_states == GAIN_FIT_ON_TEST_SET
+    again = tmp_path / "again.h5"
+    code, _, err = run_cli(capsys, "train", "--config-from", legacy / CLOSED, "--out", again,
+                           "--epochs", "2", "--quiet")
+    assert code == 0, err
+    run = load_run(again)
+    assert run.config.evaluation.gain_fit_states == GAIN_FIT_ON_TEST_SET
+    trainer = Trainer(run.config)
+    assert trainer.gain_fit_initial_states() is None
+    x0 = np.asarray(trainer.constants["test"].x0[0], dtype=np.float64)   # this version's
+    traj = replay(run, 2, x0=x0, steps=run.config.test_steps)
+    gains = np.linalg.lstsq(traj.states[:, 1:-1].reshape(-1, 2),
+                            traj.controls[:, 1:].reshape(-1, 1), rcond=None)[0].T
+    np.testing.assert_allclose(run.metrics["gains"][2], gains, rtol=1e-6,
+                               atol=1e-6 * np.abs(gains).max())
+
+
+def _stored_config_text(path: Path) -> str:
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        return str(handle.attrs["config"])
+
+
+def test_an_unfinished_run_from_before_the_gain_fit_settings_resumes_as_it_began(
+        tmp_path: Path) -> None:
+    """An unfinished run whose stored config lacks the fields recorded test-set gains: it
+    resumes with ``test_set`` (bit for bit the uninterrupted run), and resuming it with
+    today's default is refused naming the field (its epochs would mix two estimates)."""
+    default = small_config(epochs=11)
+    evaluation = default.evaluation.model_copy(update={"gain_fit_states": GAIN_FIT_ON_TEST_SET})
+    config = default.model_copy(update={"evaluation": evaluation})
+    train(config, tmp_path / "whole.h5")
+    cut = tmp_path / "cut.h5"
+
+    class Stop(Exception):
+        pass
+
+    def stop(record):
+        if record.epoch == 6:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(config, cut, progress=stop)
+    stored = partial_dir(cut) / "config.json"
+    data = json.loads(stored.read_text())
+    for name in GAIN_FIT_FIELDS:                 # as a version before the fields wrote it
+        del data["evaluation"][name]
+    stored.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=r"evaluation\.gain_fit_states"):
+        train(default, cut, resume=True)
+    assert train(config, cut, resume=True).status == "complete"
+    assert load_run(cut).config == config
+    assert_same_run(tmp_path / "whole.h5", cut)

@@ -200,21 +200,26 @@ def _numpy_closed_loop(params: dict[str, np.ndarray], x0: np.ndarray, steps: int
 def test_recorded_quantities_match_independent_computations(tmp_path: Path,
                                                             tiny_config: RunConfig) -> None:
     """Test loss, gains, eig(P) and eig(W) in the file equal recomputations from the snapshot:
-    a NumPy loop of the closed loop, a least-squares fit, and the coupled matrix written out."""
+    a NumPy loop of the closed loop, a least-squares fit, and the coupled matrix written out.
+    The test loss comes from the test states, the gains from the gain-fit states."""
     train(tiny_config, tmp_path / "run.h5")
     run = load_run(tmp_path / "run.h5")
-    x0 = np.asarray(Trainer(tiny_config).constants["test"].x0[0], dtype=np.float64)
+    trainer = Trainer(tiny_config)
+    x0 = np.asarray(trainer.constants["test"].x0[0], dtype=np.float64)
     assert x0.shape == (tiny_config.evaluation.test_size, 2)
+    fit_x0 = trainer.gain_fit_initial_states().astype(np.float64)
+    assert fit_x0.shape == (tiny_config.evaluation.gain_fit_states, 2)
     for epoch in (0, 5, 10):
         params = {k: v.astype(np.float64) for k, v in run.parameters(epoch).items()}
-        states, controls = _numpy_closed_loop(params, x0, tiny_config.test_steps)
+        states, _ = _numpy_closed_loop(params, x0, tiny_config.test_steps)
         expected_loss = float((states[:, :-1] ** 2).mean())
         assert run.metrics["test_loss"][epoch] == pytest.approx(expected_loss, rel=1e-6)
+        states, controls = _numpy_closed_loop(params, fit_x0, tiny_config.test_steps)
         x = states[:, 1:-1].reshape(-1, 2)                 # t = 1..T-1 (u_0 = 0 is dropped)
         u = controls[:, 1:].reshape(-1, 1)
         gains = np.linalg.lstsq(x, u, rcond=None)[0].T
-        # 1e-6 relative to the gain matrix: the file's gains come from the float32 test
-        # rollout, so a component much smaller than the others carries its rounding
+        # 1e-6 relative to the gain matrix: the file's gains come from the float32 rollout
+        # (its normal equations summed and solved in float64)
         np.testing.assert_allclose(run.metrics["gains"][epoch], gains, rtol=1e-6,
                                    atol=1e-6 * np.abs(gains).max())
         w_in, w, w_out = params["W_in"].T, params["W"].T, params["W_out"].T   # maths layout
@@ -230,12 +235,74 @@ def test_recorded_quantities_match_independent_computations(tmp_path: Path,
                                    atol=1e-10)
 
 
-def test_effective_gains_of_a_static_gain_are_its_gain() -> None:
+def test_gains_fitted_on_the_test_set_are_the_papers_estimate(tmp_path: Path,
+                                                              tiny_config: RunConfig) -> None:
+    """``evaluation.gain_fit_states: test_set``: the gains are the least-squares fit on the
+    10 test rollouts (the paper's estimate, what runs recorded before the option existed);
+    the option changes the gains and nothing else the run trains or records."""
+    evaluation = tiny_config.evaluation.model_copy(update={"gain_fit_states": "test_set"})
+    config = tiny_config.model_copy(update={"evaluation": evaluation})
+    train(config, tmp_path / "test_set.h5")
+    train(tiny_config, tmp_path / "default.h5")
+    run, default = load_run(tmp_path / "test_set.h5"), load_run(tmp_path / "default.h5")
+    assert run.config.evaluation.gain_fit_states == "test_set"
+    assert Trainer(config).gain_fit_initial_states() is None
+    x0 = np.asarray(Trainer(config).constants["test"].x0[0], dtype=np.float64)
+    for epoch in (0, 5, 10):
+        params = {k: v.astype(np.float64) for k, v in run.parameters(epoch).items()}
+        states, controls = _numpy_closed_loop(params, x0, config.test_steps)
+        x = states[:, 1:-1].reshape(-1, 2)
+        u = controls[:, 1:].reshape(-1, 1)
+        gains = np.linalg.lstsq(x, u, rcond=None)[0].T
+        # 1e-6 relative to the gain matrix: lstsq in float64 on the float32 test rollout
+        np.testing.assert_allclose(run.metrics["gains"][epoch], gains, rtol=1e-6,
+                                   atol=1e-6 * np.abs(gains).max())
+    assert not np.allclose(run.metrics["gains"], default.metrics["gains"])
+    for name in ("train_loss", "grad_norm", "spectral_radius"):
+        np.testing.assert_array_equal(run.metrics[name], default.metrics[name], err_msg=name)
+    np.testing.assert_array_equal(run.coupled_eigenvalues, default.coupled_eigenvalues)
+    for epoch in run.snapshot_epochs:
+        for name, value in run.parameters(epoch).items():
+            np.testing.assert_array_equal(value, default.parameters(epoch)[name])
+    # the same test rollout; the compiled programs differ, so its float32 sums may round
+    # differently in the last bits
+    np.testing.assert_allclose(run.metrics["test_loss"], default.metrics["test_loss"],
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("gain_fit", [["evaluation.gain_fit_states=test_set"], [],
+                                      ["evaluation.gain_fit_sampling=uniform",
+                                       "evaluation.gain_fit_states=37",
+                                       "evaluation.gain_fit_state_range=3.0"]])
+def test_effective_gains_of_a_static_gain_are_its_gain(gain_fit: list[str]) -> None:
+    """A linear controller u = K x has effective gains K, whatever states they are fitted on
+    (float64: to round-off)."""
     config = small_config(extra=("agent.kind=static_gain", "agent.gain=[[-0.3, -0.9]]",
                                  "agent.init={}", "agent.trainable={}",
-                                 "loss.kind=per_sample", "loss.control_cost=1.0"), epochs=0)
+                                 "loss.kind=per_sample", "loss.control_cost=1.0",
+                                 "training.dtype=float64", *gain_fit), epochs=0)
     trainer = Trainer(config)
-    np.testing.assert_allclose(trainer.evaluate()[0]["gains"], [[-0.3, -0.9]], atol=1e-6)
+    np.testing.assert_allclose(trainer.evaluate()[0]["gains"], [[-0.3, -0.9]], rtol=0,
+                               atol=1e-12)
+
+
+def test_gain_fit_states_follow_their_settings() -> None:
+    """The default set: ``gain_fit_states`` Sobol' states in the test set's range (the same
+    for every run seed); ``gain_fit_state_range`` widens it; ``uniform`` draws as the test set
+    does (so with the test set's seed and size they are its states)."""
+    default = Trainer(small_config(epochs=0)).gain_fit_initial_states()
+    evaluation = small_config().evaluation
+    assert default.shape == (evaluation.gain_fit_states, 2)
+    assert np.abs(default).max() <= evaluation.initial_state_range
+    np.testing.assert_array_equal(default,
+                                  Trainer(small_config(epochs=0, seed=5)).gain_fit_initial_states())
+    wide = Trainer(small_config(epochs=0, extra=("evaluation.gain_fit_state_range=4.0",)))
+    np.testing.assert_allclose(wide.gain_fit_initial_states(), 4.0 * default, rtol=1e-6)
+    uniform = Trainer(small_config(epochs=0, extra=(
+        "evaluation.gain_fit_sampling=uniform", f"evaluation.gain_fit_seed={evaluation.test_seed}",
+        f"evaluation.gain_fit_states={evaluation.test_size}")))
+    np.testing.assert_array_equal(uniform.gain_fit_initial_states(),
+                                  np.asarray(uniform.constants["test"].x0[0]))
 
 
 def test_open_loop_student_starts_from_init_and_stores_teacher(tmp_path: Path) -> None:

@@ -6,6 +6,14 @@ controller use the full state (position and velocity). The learned network's eff
 are the least-squares K that best explains its controls from the full state; they approach the
 LQR gain but need not reach it: the network must estimate velocity from its memory.
 
+A tanh network is not a linear controller, so its effective gains depend on the states they
+are fitted on. Training fits them every epoch on ``evaluation.gain_fit_states`` closed-loop
+rollouts (128 states of a scrambled Sobol' set by default, :func:`sobol_states`): the
+compiled epoch accumulates the normal equations X^T X and X^T U in float64
+(:func:`gain_normal_equations`), and the host solves them
+(:func:`gains_from_normal_equations`); with ``gain_fit_states: test_set`` they are fitted on
+the 10 test rollouts as the paper does (:func:`effective_gains`).
+
 Example
 -------
 >>> import numpy as np
@@ -17,12 +25,17 @@ Example
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from scipy import linalg
+from scipy.stats import qmc
 
-from closedloop.config import LossConfig
+from closedloop.config import EvaluationConfig, LossConfig
 from closedloop.core.plants import LinearPlant
 
 STABLE, UNSTABLE_OSCILLATORY, UNSTABLE_REAL = 0, 1, 2
@@ -41,6 +54,13 @@ def effective_gains(states: np.ndarray, controls: np.ndarray, drop_first: int = 
         (batch, T, n_u) controls u_t.
     drop_first
         Steps dropped at the start (the paper drops t = 0, where u_0 = 0 by convention).
+
+    Example
+    -------
+    >>> states = np.array([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 1.0]]])
+    >>> controls = np.array([[[0.0], [-0.8], [-1.1]]])     # u_0 = 0, then u = -0.3 x1 - 0.8 x2
+    >>> effective_gains(states, controls).round(6).tolist()
+    [[-0.3, -0.8]]
     """
     steps = controls.shape[1]
     x = np.asarray(states, dtype=np.float64)[:, drop_first:steps].reshape(-1, states.shape[-1])
@@ -48,6 +68,110 @@ def effective_gains(states: np.ndarray, controls: np.ndarray, drop_first: int = 
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(u))):
         return np.full((controls.shape[-1], states.shape[-1]), np.nan)
     solution, *_ = np.linalg.lstsq(x, u, rcond=None)
+    return solution.T
+
+
+def sobol_states(count: int, n_states: int, state_range: float, seed: int) -> np.ndarray:
+    """``count`` initial states in [-state_range, state_range]^n_states: the first points of
+    a scrambled Sobol' sequence (SciPy's, scrambled from ``seed``), float64. A low-discrepancy
+    set: averages over it converge much faster than over independent uniform draws, so the
+    effective gains fitted on it settle with far fewer states (docs/science.md, gain space);
+    powers of 2 balance it best.
+
+    Example
+    -------
+    >>> states = sobol_states(256, 2, 1.0, seed=0)
+    >>> states.shape, bool(np.abs(states).max() <= 1.0)
+    ((256, 2), True)
+    >>> np.histogram(states[:, 0], bins=4, range=(-1, 1))[0].tolist()   # 64 in every quarter
+    [64, 64, 64, 64]
+    """
+    sampler = qmc.Sobol(n_states, scramble=True, seed=np.random.default_rng(seed))
+    with warnings.catch_warnings():    # a count that is not a power of 2 is allowed
+        warnings.filterwarnings("ignore", message=".*balance properties of Sobol")
+        unit = sampler.random(count)
+    return (2.0 * unit - 1.0) * state_range
+
+
+def gain_fit_description(evaluation: EvaluationConfig, n_states: int) -> str:
+    """What a run's effective gains were fitted on, in words (for figures and reports).
+
+    Example
+    -------
+    >>> from closedloop.config import EvaluationConfig
+    >>> gain_fit_description(EvaluationConfig(), 2)
+    "128 initial states in [-1, 1]^2 (scrambled Sobol' set)"
+    >>> gain_fit_description(EvaluationConfig(gain_fit_states="test_set"), 2)
+    'the 10 test states'
+    """
+    if evaluation.gains_on_test_set:
+        return f"the {evaluation.test_size} test states"
+    how = "scrambled Sobol' set" if evaluation.gain_fit_sampling == "sobol" else "uniform draws"
+    return (f"{evaluation.gain_fit_states} initial states in [-{evaluation.gain_fit_range:g}, "
+            f"{evaluation.gain_fit_range:g}]^{n_states} ({how})")
+
+
+def gain_normal_equations(states: jax.Array, controls: jax.Array, drop_first: int = 1
+                          ) -> tuple[jax.Array, jax.Array]:
+    """The normal equations of :func:`effective_gains`' least squares, summed over a rollout:
+    X^T X (n_x x n_x) and X^T U (n_x x n_u), with X the states x_t and U the controls u_t
+    (rows over batch and t = ``drop_first`` .. T-1). JAX, so a compiled epoch can reduce a
+    large rollout to these two small matrices; they are summed in float64 (per step over the
+    batch, then over the steps), since the normal equations square the condition number of
+    X; :func:`gains_from_normal_equations` solves them.
+
+    Parameters
+    ----------
+    states
+        (batch, >= T, n_x) states x_t at which u_t was computed.
+    controls
+        (batch, T, n_u) controls u_t.
+    drop_first
+        Steps dropped at the start (the paper drops t = 0, where u_0 = 0 by convention).
+
+    Returns
+    -------
+    tuple of jax.Array
+        (X^T X, X^T U), float64.
+
+    Example
+    -------
+    >>> states = jnp.array([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
+    >>> controls = states @ jnp.array([[-0.3], [-0.8]])
+    >>> gram, cross = gain_normal_equations(states, controls, drop_first=0)
+    >>> gram.tolist(), gains_from_normal_equations(gram, cross).round(6).tolist()
+    ([[2.0, 1.0], [1.0, 2.0]], [[-0.3, -0.8]])
+    """
+    steps = controls.shape[1]
+    x = jnp.asarray(states[:, drop_first:steps], dtype=jnp.float64)
+    u = jnp.asarray(controls[:, drop_first:], dtype=jnp.float64)
+    highest = lax.Precision.HIGHEST      # no reduced-precision products on accelerators
+    gram = jnp.einsum("bti,btj->tij", x, x, precision=highest).sum(axis=0)
+    cross = jnp.einsum("bti,btj->tij", x, u, precision=highest).sum(axis=0)
+    return gram, cross
+
+
+def gains_from_normal_equations(gram: np.ndarray, cross: np.ndarray) -> np.ndarray:
+    """The least-squares K (n_u x n_x) from the normal equations X^T X K^T = X^T U, solved
+    in float64 (the minimum-norm solution when X^T X is singular, as ``numpy.linalg.lstsq``
+    on X and U gives); NaN when they are not finite (a diverging rollout).
+
+    Parameters
+    ----------
+    gram, cross
+        X^T X (n_x x n_x) and X^T U (n_x x n_u), from :func:`gain_normal_equations`.
+
+    Example
+    -------
+    >>> gram = np.array([[2.0, 1.0], [1.0, 2.0]])
+    >>> gains_from_normal_equations(gram, gram @ np.array([[-0.3], [-0.8]])).round(6).tolist()
+    [[-0.3, -0.8]]
+    """
+    gram = np.asarray(gram, dtype=np.float64)
+    cross = np.asarray(cross, dtype=np.float64)
+    if not (np.all(np.isfinite(gram)) and np.all(np.isfinite(cross))):
+        return np.full((cross.shape[-1], gram.shape[-1]), np.nan)
+    solution, *_ = np.linalg.lstsq(gram, cross, rcond=None)
     return solution.T
 
 

@@ -95,8 +95,11 @@ def analyze_run(run: Run, *, window: int = 5, growth_threshold: float = 0.01) ->
     ``stages`` ({"stage1_end", "stage2_end"}), ``boundary_losses``, ``crossings`` (list of
     {"epoch", "eigenvalue": [re, im], "direction": "in"|"out"}), ``merges`` (real pairs
     becoming complex, modulus >= 0.5), ``final_eigenvalues`` (6 largest, [re, im]), ``detector``
-    (the thresholds used) and, for rank-1 runs, ``order_parameters`` (per-epoch lists under
-    ``s_zm``, ``s_zu``, ``s_vm``, ``s_vu``, plus ``epoch``).
+    (the thresholds used), for rank-1 runs ``order_parameters`` (per-epoch lists under
+    ``s_zm``, ``s_zu``, ``s_vm``, ``s_vu``, plus ``epoch``) and, for tracking runs,
+    ``acquisitions``: per probe frequency its onset, crossing and end epochs, the outlier
+    eigenvalue of (-I + W)/tau at the end, 2 pi f and the relative error
+    (:mod:`closedloop.analysis.tracking`).
     """
     stages = run_stages(run, window=window, growth_threshold=growth_threshold)
     tracked = track_eigenvalues(run.coupled_eigenvalues)
@@ -116,6 +119,10 @@ def analyze_run(run: Run, *, window: int = 5, growth_threshold: float = 0.01) ->
     if has_order_parameters(run):
         history = order_parameter_history(run)
         report["order_parameters"] = {k: v.tolist() for k, v in history.items()}
+    if run.config.task.kind == "tracking":
+        from closedloop.analysis.tracking import acquisitions, probe_errors
+
+        report["acquisitions"] = [a.to_json() for a in acquisitions(probe_errors(run), run)]
     return report
 
 

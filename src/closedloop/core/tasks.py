@@ -125,6 +125,97 @@ def reference_signal(phases: jax.Array, frequencies: Sequence[Sequence[float]],
             - jnp.einsum("baf,aft->bta", jnp.sin(phases), sin_t))
 
 
+@dataclass(frozen=True, eq=False)
+class ProbeSet:
+    """Single-sinusoid probes of a tracking task (science 6).
+
+    Each probe asks the network to track one of the task's sinusoids, at the task's amplitude
+    and ramp, on its own axis while every other axis' reference is zero, from ``phases``
+    evenly spaced phases 2 pi k / K. Its error is the mean over the episode of the squared
+    position error summed over both axes (the tracking loss' time indexing: x_{i+1} against
+    r_i), averaged over the phases. For a linear loop the squared error of phase phi is
+    c0 + c1 cos 2 phi + c2 sin 2 phi, so K >= 3 evenly spaced phases give exactly the average
+    over a uniformly random phase: the expectation of the authors' random-phase probe, free
+    of the phase-dependent start-up transient.
+
+    Attributes
+    ----------
+    frequencies, axes
+        (P,) probe frequencies in Hz (sorted) and the axis each is probed on.
+    phases
+        K, the number of phases per probe.
+    references
+        (P * K, T, n_axes) float64 references, probe-major (probe p's phases are rows
+        p K .. p K + K - 1).
+    level
+        The not-tracking level a^2 / 2 (a network that holds still scores about this).
+    """
+
+    frequencies: np.ndarray
+    axes: np.ndarray
+    phases: int
+    references: np.ndarray
+    level: float
+
+    def errors(self, positions: jax.Array) -> jax.Array:
+        """(..., P) probe errors from the positions (..., P * K, T, n_axes) the network
+        reached, x_{i+1} for i = 0..T-1 (:func:`probe_errors`).
+
+        Example
+        -------
+        >>> task = TaskConfig(kind="tracking", steps=50, frequencies=[[0.1], [0.2]])
+        >>> probes = probe_set(task, dt=0.1)
+        >>> still = jnp.zeros(probes.references.shape)     # a network that does not move
+        >>> [round(float(e / probes.level), 2) for e in probes.errors(still)]  # mean ramp^2
+        [0.86, 0.86]
+        """
+        return probe_errors(positions, jnp.asarray(self.references, dtype=positions.dtype),
+                            self.phases)
+
+
+def probe_errors(positions: jax.Array, references: jax.Array, phases: int) -> jax.Array:
+    """(..., P) probe errors: the squared position error summed over the axes, averaged over
+    the episode and over each probe's ``phases`` consecutive rows of ``positions`` and
+    ``references`` (..., P * phases, T, n_axes).
+
+    Example
+    -------
+    >>> errors = probe_errors(jnp.ones((4, 3, 2)), jnp.zeros((4, 3, 2)), phases=2)
+    >>> errors.tolist()
+    [2.0, 2.0]
+    """
+    squared = ((positions - references) ** 2).sum(axis=-1).mean(axis=-1)
+    return squared.reshape(*squared.shape[:-1], -1, phases).mean(axis=-1)
+
+
+def probe_set(task: TaskConfig, dt: float, phases: int = 4) -> ProbeSet:
+    """The probes of a tracking task: one per frequency and axis, ``phases`` phases each.
+
+    Example
+    -------
+    >>> task = TaskConfig(kind="tracking", steps=300)
+    >>> probes = probe_set(task, dt=0.1)
+    >>> probes.frequencies.tolist(), probes.axes.tolist(), probes.references.shape
+    ([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1], (16, 300, 2))
+    """
+    if task.kind != "tracking":
+        raise ValueError(f"probes need a tracking task, not '{task.kind}'")
+    if phases < 1:
+        raise ValueError(f"a probe needs at least one phase, got {phases}")
+    pairs = sorted((f, axis) for axis, freqs in enumerate(task.frequencies) for f in freqs)
+    n_axes = len(task.frequencies)
+    angles = 2 * math.pi * np.arange(phases) / phases
+    references = np.zeros((len(pairs) * phases, task.steps, n_axes))
+    for index, (frequency, axis) in enumerate(pairs):
+        cos_t, sin_t = reference_tables([[frequency]], task.amplitude, task.ramp_time,
+                                        task.steps, dt)
+        rows = slice(index * phases, (index + 1) * phases)
+        references[rows, :, axis] = (np.cos(angles)[:, None] * cos_t[0, 0]
+                                     - np.sin(angles)[:, None] * sin_t[0, 0])
+    return ProbeSet(np.array([f for f, _ in pairs]), np.array([a for _, a in pairs]), phases,
+                    references, task.amplitude ** 2 / 2)
+
+
 def draw_phases(task: TaskConfig, batch_size: int, key: jax.Array) -> jax.Array:
     """Phases U(-pi, pi), (batch, n_axes, n_freqs), drawn in float64."""
     shape = (batch_size, len(task.frequencies), len(task.frequencies[0]))

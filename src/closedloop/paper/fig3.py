@@ -7,9 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from closedloop.analysis.claims import COMPLEX_PAIR_CASE, judge_c2, judge_c3
+from closedloop.analysis.claims import COMPLEX_PAIR_CASE, judge_c2, judge_c3, stage1_curves
 from closedloop.analysis.summary import analyze_run, order_parameter_history
-from closedloop.analysis.theory import position_feedback_loss, stage1_loss
 from closedloop.paper.base import Claim, FigureAnalysis, Job, JobInputs, Settings, run_name
 from closedloop.paper.lowrank import long_rollout, lowrank_job, lowrank_name
 from closedloop.runs.store import Run
@@ -61,11 +60,11 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
 
     overlap_runs = _overlap_runs(runs, settings, seed)
     histories = {v: order_parameter_history(r) for v, r in overlap_runs.items()}
-    c3 = judge_c3(overlap_runs, histories)
+    curves = stage1_curves()
+    c3 = judge_c3(overlap_runs, histories, curves)
     gap = c3.measured["max_log10_gap"]
     settled = c3.measured["sigma_zm_before_stage3"]
-    grid = np.linspace(-0.2, 0.2, 401)
-    theory, simulated = stage1_loss(grid), position_feedback_loss(grid)
+    grid, simulated, theory = curves          # the curves C3 judges
 
     c2 = judge_c2(run, report)
     s1, s2 = stages["stage1_end"], stages["stage2_end"]

@@ -8,9 +8,16 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from closedloop.analysis.claims import Claim, judge_c6
+from closedloop.analysis.claims import Claim, judge_acquisitions, judge_c6
 from closedloop.analysis.replay import replay, run_model
-from closedloop.analysis.tracking import ACQUIRED, continuous_eigenvalues, probe_errors
+from closedloop.analysis.tracking import (
+    ACQUIRED,
+    acquisitions,
+    continuous_eigenvalues,
+    degradations,
+    find_acquisitions,
+    probe_errors,
+)
 from closedloop.core.tasks import sample_batch, time_grid
 from closedloop.paper.base import FigureAnalysis, Job, Settings, run_name
 from closedloop.paper.pair import closed_open_jobs
@@ -55,14 +62,16 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
     closed, opened = runs[closed_name], runs[open_name]
     total = closed.last_epoch
     probes = probe_errors(closed)
-    claim = judge_c6(closed, opened, probes, probe_errors(opened))
-    acquired = claim.measured["acquisition_epochs_closed"]
+    found = acquisitions(probes, closed)
+    claim = judge_acquisitions(found, degradations(probes, found),
+                               find_acquisitions(probe_errors(opened)), total)
+    ends = [a.end for a in found]
     frequencies = probes.frequencies
 
     test = sample_batch(closed.config.task, 4, key_from_seed(closed.config.evaluation.test_seed),
                         batch_size=1, dt=closed.config.plant.dt)
     reference = np.asarray(test.reference)
-    known = sorted(a for a in acquired if a is not None)
+    known = sorted(e for e in ends if e is not None)
     marks = [0, *known, total]
     stage_epochs = sorted({int(closed.snapshot_epochs[np.argmin(np.abs(
         closed.snapshot_epochs - (lo + hi) / 2))]) for lo, hi in itertools.pairwise(marks)})
@@ -74,15 +83,16 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
                     "position": _positions(closed, closed.last_epoch, reference)[0]},
         "epochs": closed.epochs, "closed_test": closed.metrics["test_loss"],
         "open_epochs": opened.epochs, "open_test": opened.metrics["test_loss"],
-        "frequencies": frequencies, "acquisitions": acquired,
+        "frequencies": frequencies, "acquisitions": [a.to_json() for a in found],
         "time": time_grid(closed.config.task.steps, closed.config.plant.dt),
         "stage_reference": reference[0, :, 0],
         "stage_rollouts": [(e, _positions(closed, e, reference)[0, :, 0]) for e in stage_epochs],
         "eigen_epochs": np.repeat(closed.epochs[::stride], rows.shape[1]),
         "eigen_imag": np.abs(rows.imag).ravel(),
-        "probe_epochs": probes.epochs, "probe_errors": probes.errors,
-        "threshold": ACQUIRED * probes.level,
-        "normalized_acquisition": [np.nan if a is None else a / total for a in acquired],
+        "outlier_paths": [(a.path_epochs, np.abs(a.path.imag)) for a in found],
+        "probe_epochs": probes.epochs, "probe_errors": probes.normalized,
+        "acquired_level": ACQUIRED,
+        "normalized_acquisition": [np.nan if e is None else e / total for e in ends],
         "human": list(HUMAN),
     }
     return FigureAnalysis([claim], data)

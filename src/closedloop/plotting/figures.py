@@ -364,12 +364,13 @@ def draw_fig6(data: dict[str, Any]) -> Figure:
     seed_band(axes[1], data["open_epochs"], data, "open_test", OPEN)
     axes[1].plot(epochs, data["closed_test"], color=CLOSED, lw=1, label="closed loop")
     axes[1].plot(data["open_epochs"], data["open_test"], color=OPEN, lw=1, label="open loop")
-    for index, (epoch, frequency) in enumerate(zip(data["acquisitions"], data["frequencies"],
-                                                   strict=True)):
-        if epoch is not None:
-            axes[1].axvline(epoch, color="#888888", lw=0.6, ls=":")
-            axes[1].text(epoch, 0.97 - 0.06 * index, f" {frequency:g} Hz acquired", fontsize=6,
-                         va="top", ha="left", transform=axes[1].get_xaxis_transform())
+    probe_colors = plt.cm.plasma(np.linspace(0, 0.85, len(data["frequencies"])))
+    for index, (found, color) in enumerate(zip(data["acquisitions"], probe_colors, strict=True)):
+        if found["end"] is not None:
+            axes[1].axvspan(found["onset"], found["end"], color=color, alpha=0.15, lw=0)
+            axes[1].text(found["end"], 0.97 - 0.06 * index,
+                         f" {found['frequency_hz']:g} Hz acquired", fontsize=6, va="top",
+                         ha="left", transform=axes[1].get_xaxis_transform())
     axes[1].set_yscale("log")
     axes[1].set_xlabel("epoch")
     axes[1].set_ylabel("test loss")
@@ -386,7 +387,12 @@ def draw_fig6(data: dict[str, Any]) -> Figure:
     axes[2].legend(fontsize=6, frameon=False, ncol=3, loc="lower center")
     axes[2].set_title("Tracking at each step of the staircase", fontsize=9)
     imag = data["eigen_imag"]
-    axes[3].plot(data["eigen_epochs"], imag, ".", color=CLOSED, ms=1, alpha=0.5)
+    axes[3].plot(data["eigen_epochs"], imag, ".", color="#bbbbbb", ms=1, alpha=0.5)
+    for color, found, (path_epochs, path_imag) in zip(probe_colors, data["acquisitions"],
+                                                      data["outlier_paths"], strict=True):
+        axes[3].plot(path_epochs, path_imag, color=color, lw=1.2)
+        if found["outlier"] is not None:
+            axes[3].plot(found["end"], found["outlier"][1], "o", color=color, ms=4)
     for frequency in data["frequencies"]:
         axes[3].axhline(2 * math.pi * frequency, color=OPEN, lw=0.8, ls="--")
         axes[3].text(data["eigen_epochs"][-1], 2 * math.pi * frequency, f" {frequency:g} Hz",
@@ -394,24 +400,27 @@ def draw_fig6(data: dict[str, Any]) -> Figure:
     axes[3].set_ylim(0, 2 * math.pi * max(data["frequencies"]) * 1.4)
     axes[3].set_xlabel("epoch")
     axes[3].set_ylabel("Im λ of (-I + W)/τ  (rad/s)")
-    axes[3].set_title("Outlier eigenvalues lock onto 2πf", fontsize=9)
-    probe_colors = plt.cm.plasma(np.linspace(0, 0.85, len(data["frequencies"])))
-    for color, frequency, errors in zip(probe_colors, data["frequencies"], data["probe_errors"].T,
-                                        strict=True):
+    axes[3].set_title("Each acquisition's outlier (dot: end of its drop) and 2πf", fontsize=9)
+    for color, frequency, errors, found in zip(probe_colors, data["frequencies"],
+                                               data["probe_errors"].T, data["acquisitions"],
+                                               strict=True):
         axes[4].plot(data["probe_epochs"], errors, color=color, lw=1, label=f"{frequency:g} Hz")
-    axes[4].axhline(data["threshold"], color="black", lw=0.8, ls=":",
-                    label="acquired below this")
+        if found["end"] is not None:
+            at = int(np.searchsorted(data["probe_epochs"], found["end"]))
+            axes[4].plot(found["end"], errors[at], "o", color=color, ms=3)
+    axes[4].axhline(data["acquired_level"], color="black", lw=0.8, ls=":",
+                    label="acquisition crossing")
     axes[4].set_yscale("log")
     axes[4].set_xlabel("epoch")
-    axes[4].set_ylabel("probe error")
+    axes[4].set_ylabel("probe error / (a²/2)")
     axes[4].legend(fontsize=6, frameon=False)
-    axes[4].set_title("Per-frequency error (single-sinusoid probes)", fontsize=9)
+    axes[4].set_title("Per-frequency error (dot: end of the drop)", fontsize=9)
     axes[5].plot(data["frequencies"], data["normalized_acquisition"], "o-", color=CLOSED,
                  label="closed-loop RNN")
     axes[5].plot(data["frequencies"], data["human"], "s--", color="#2a9d5c",
                  label="human (digitised from the paper)")
     axes[5].set_xlabel("frequency (Hz)")
-    axes[5].set_ylabel("acquisition epoch / total epochs")
+    axes[5].set_ylabel("end of acquisition / total epochs")
     axes[5].legend(fontsize=7, frameon=False)
     axes[5].set_title("Acquisition time rises with frequency", fontsize=9)
     fig.suptitle("Figure 6. Tracking sums of sinusoids with a 2-D point mass", fontsize=11)

@@ -22,7 +22,10 @@ HDF5 layout of a finished run (``format`` = ``closedloop-run``, ``format_version
     attrs: format, format_version, status ("complete" | "diverged"), diverged_epoch (-1 if
            none), config (JSON), preset, seed, closedloop_version, created
     metrics/{epoch, train_loss, test_loss, grad_norm, spectral_radius}   (E+1,)
-    metrics/gains                       (E+1, n_u, n_x)  effective gains (regulation tasks)
+    metrics/probe_errors                (E+1, P)  tracking probe errors (tracking tasks; files
+                                        written before them lack it)
+    metrics/gains                       (E+1, n_u, n_x)  effective gains (regulation tasks),
+                                        fitted on the states evaluation.gain_fit_states names
     eigenvalues/coupled                 (E+1, n_x+N)  eig(P), descending modulus
     eigenvalues/recurrent               (E+1, N)      eig(W) (maths W), descending modulus
     snapshots/epoch                     (S,)
@@ -68,12 +71,15 @@ import numpy as np
 
 from closedloop._version import __version__
 from closedloop.config import RunConfig, config_from_json
+from closedloop.config.schema import stored_evaluation
 from closedloop.errors import ConfigError, IncompleteRunError, RunFileError
 
 FORMAT = "closedloop-run"
 FORMAT_VERSION = 1
 DIGEST = "attrs_sha256"
 METRIC_NAMES = ("epoch", "train_loss", "test_loss", "grad_norm", "spectral_radius")
+OPTIONAL_METRICS = ("gains", "probe_errors")
+"""Per-epoch metrics of some tasks only (regulation: effective gains; tracking: probes)."""
 CHECKPOINT = "checkpoint.npz"
 LEGACY_CHECKPOINT = "checkpoint.pt"
 
@@ -184,6 +190,7 @@ class EpochRecord:
     recurrent_eigenvalues: np.ndarray
     gains: np.ndarray | None = None
     snapshot: dict[str, np.ndarray] | None = None
+    probe_errors: np.ndarray | None = None
 
 
 @dataclass
@@ -297,8 +304,8 @@ class RunWriter:
         return initial, teacher
 
     def stored_config(self) -> RunConfig:
-        """The config stored at :meth:`start`."""
-        return config_from_json((self.folder / "config.json").read_text())
+        """The config stored at :meth:`start` (as :func:`stored_config` reads it)."""
+        return stored_config((self.folder / "config.json").read_text())
 
     def segments(self) -> list[Path]:
         """Segment files in epoch order."""
@@ -389,8 +396,9 @@ def _pack(records: list[EpochRecord]) -> dict[str, np.ndarray]:
         "coupled_eigenvalues": np.stack([r.coupled_eigenvalues for r in records]),
         "recurrent_eigenvalues": np.stack([r.recurrent_eigenvalues for r in records]),
     }
-    if records[0].gains is not None:
-        arrays["gains"] = np.stack([r.gains for r in records])
+    for name in OPTIONAL_METRICS:
+        if getattr(records[0], name) is not None:
+            arrays[name] = np.stack([getattr(r, name) for r in records])
     snapped = [r for r in records if r.snapshot is not None]
     arrays["snapshot_epoch"] = np.array([r.epoch for r in snapped], dtype=np.int64)
     if snapped:
@@ -431,8 +439,9 @@ def _write_h5(handle: h5py.File, config: RunConfig, segments: list[Path],
             n = data["epoch"].shape[0]
             for name in METRIC_NAMES:
                 dataset(f"metrics/{name}", data[name], total)[row:row + n] = data[name]
-            if "gains" in data:
-                dataset("metrics/gains", data["gains"], total)[row:row + n] = data["gains"]
+            for name in OPTIONAL_METRICS:
+                if name in data:
+                    dataset(f"metrics/{name}", data[name], total)[row:row + n] = data[name]
             for name in ("coupled", "recurrent"):
                 values = data[f"{name}_eigenvalues"]
                 dataset(f"eigenvalues/{name}", values, total)[row:row + n] = values
@@ -494,7 +503,8 @@ class Run:
         divergence (None if none).
     metrics
         ``epoch``, ``train_loss``, ``test_loss``, ``grad_norm``, ``spectral_radius`` and, for
-        regulation tasks, ``gains`` (E+1, n_u, n_x): one entry per recorded epoch.
+        regulation tasks, ``gains`` (E+1, n_u, n_x), for tracking tasks ``probe_errors``
+        (E+1, P): one entry per recorded epoch.
     coupled_eigenvalues, recurrent_eigenvalues
         (E+1, n) complex arrays, descending modulus.
     snapshot_epochs
@@ -609,6 +619,37 @@ def _incomplete(path: Path, folder: Path) -> str:
     return f"{path}: incomplete run (resumable with --resume)"
 
 
+def stored_config(text: str) -> RunConfig:
+    """A config stored in a run file or an unfinished run's folder, with the meaning it had
+    when it was written: a field added since then takes the value that reproduces what the
+    run recorded, not today's default (an ``evaluation`` without ``gain_fit_states``: the
+    effective gains were fitted on the test set; see
+    :func:`~closedloop.config.schema.stored_evaluation`).
+
+    Raises
+    ------
+    ConfigError
+        When the text is not a valid stored config.
+
+    Example
+    -------
+    >>> from closedloop.config import RunConfig
+    >>> data = json.loads(RunConfig().to_json())
+    >>> del data["evaluation"]["gain_fit_states"]            # as written before the field
+    >>> stored_config(json.dumps(data)).evaluation.gain_fit_states
+    'test_set'
+    >>> stored_config(RunConfig().to_json()) == RunConfig()
+    True
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return config_from_json(text)             # raises the parser's clear message
+    if isinstance(data, dict):
+        text = json.dumps(stored_evaluation(data))
+    return config_from_json(text)
+
+
 def _read(path: Path, handle: h5py.File) -> Run:
     if handle.attrs.get("format") != FORMAT:
         raise RunFileError(f"{path}: not a closedloop run file (HDF5 without format "
@@ -624,10 +665,11 @@ def _read(path: Path, handle: h5py.File) -> Run:
     status = handle.attrs.get("status")
     if status not in ("complete", "diverged"):
         raise IncompleteRunError(f"{path}: incomplete run file (no final status)")
-    config = config_from_json(handle.attrs["config"])
+    config = stored_config(handle.attrs["config"])
     metrics = {name: handle[f"metrics/{name}"][()] for name in METRIC_NAMES}
-    if "metrics/gains" in handle:
-        metrics["gains"] = handle["metrics/gains"][()]
+    for name in OPTIONAL_METRICS:
+        if f"metrics/{name}" in handle:
+            metrics[name] = handle[f"metrics/{name}"][()]
     rows = metrics["epoch"].shape[0]
     coupled = handle["eigenvalues/coupled"][()]
     recurrent = handle["eigenvalues/recurrent"][()]

@@ -5,7 +5,9 @@
 run file (:mod:`closedloop.runs.store`) exactly as if it had been trained alone.
 
 The loop keeps both cores busy: while the compiled program computes chunk c, the host
-fetches chunk c - 1, regresses its effective gains, and starts its spectra (eig(P) at the
+fetches chunk c - 1, solves its effective gains (from the normal equations the compiled epoch
+accumulated over the gain-fit rollouts, or by least squares on the test rollout: see
+``evaluation.gain_fit_states``), and starts its spectra (eig(P) at the
 origin and eig(W), float64 LAPACK) on a second thread; chunk c - 2, whose spectra are done by
 then, is written as one segment followed by a checkpoint. A killed run resumes from its last
 checkpoint and equals an uninterrupted one bit for bit on CPU.
@@ -31,13 +33,12 @@ import jax
 import numpy as np
 
 from closedloop.analysis.coupling import operating_point_spectra
-from closedloop.analysis.gains import effective_gains
 from closedloop.config import RunConfig, config_difference
 from closedloop.errors import ClosedLoopError, ConfigError, IncompleteRunError
 from closedloop.runs.store import CheckpointState, EpochRecord, RunWriter, Teacher, partial_dir
 from closedloop.runtime import available_cores
 from closedloop.training.memory import check_memory
-from closedloop.training.trainer import Trainer
+from closedloop.training.trainer import Trainer, recorded_gains
 
 
 class OutputExistsError(ClosedLoopError):
@@ -275,9 +276,8 @@ class _Recorder:
             future = spectra.submit(recorded_spectra, trainer, selected, epochs[rows[:, 1]],
                                     threads=self.spectra_threads)
         gains = None
-        if "test_states" in records and len(rows):
-            gains = [effective_gains(records["test_states"][i, k], records["test_controls"][i, k])
-                     for i, k in rows]
+        if ("gain_fit_xtx" in records or "test_states" in records) and len(rows):
+            gains = [recorded_gains(records, i, k) for i, k in rows]
         return {"first": first, "epochs": epochs, "valid": valid, "rows": rows, "params": params,
                 "records": records, "state": host["state"], "gains": gains, "spectra": future}
 
@@ -299,6 +299,8 @@ class _Recorder:
                 coupled_eigenvalues=spectra["coupled_eigenvalues"][position],
                 recurrent_eigenvalues=spectra["recurrent_eigenvalues"][position],
                 gains=None if chunk["gains"] is None else chunk["gains"][position],
+                probe_errors=np.asarray(records["probe_errors"][index, k], dtype=np.float64)
+                if "probe_errors" in records else None,
                 snapshot={n: v[index, k].copy() for n, v in chunk["params"].items()}
                 if snapshot else None)
             self.writers[index].append(record)

@@ -29,7 +29,10 @@ gradient or parameter stops that member (status ``diverged``); the others go on.
 Random streams: ``seed`` is split (NumPy ``SeedSequence``) into an initialisation key and a
 data key (batches, white noise, process and sensor noise, black-box exploration noise and
 evolution-strategies directions). The held-out test set comes from
-``evaluation.test_seed``, the same for every seed.
+``evaluation.test_seed``, the set of initial states the effective gains are fitted on from
+``evaluation.gain_fit_seed`` (both drawn once, the same for every seed); each epoch reduces
+the gain-fit rollouts to their normal equations, which the host solves
+(:func:`recorded_gains`).
 
 Example
 -------
@@ -55,14 +58,19 @@ import numpy as np
 from jax import lax
 
 from closedloop.analysis.coupling import operating_point_spectra, plant_jacobian_failure
-from closedloop.analysis.gains import effective_gains
+from closedloop.analysis.gains import (
+    effective_gains,
+    gain_normal_equations,
+    gains_from_normal_equations,
+    sobol_states,
+)
 from closedloop.config import AgentConfig, RunConfig, config_difference
 from closedloop.core.agents import Agent, Params, build_agent, trainable_names
 from closedloop.core.estimators import es_gradient, reinforce_surrogate, step_costs
 from closedloop.core.losses import control_objective, evaluation_cost, imitation_cost
 from closedloop.core.plants import Plant, plant_from_config
 from closedloop.core.rollout import Trajectory, build_loop, rollout
-from closedloop.core.tasks import Batch, sample_batch, white_noise_batch
+from closedloop.core.tasks import Batch, probe_errors, probe_set, sample_batch, white_noise_batch
 from closedloop.errors import ConfigError, ShapeError
 from closedloop.runs.store import Teacher
 from closedloop.training.optim import Optimizer, global_norm
@@ -337,17 +345,41 @@ class Program:
         return surrogate - lax.stop_gradient(surrogate) + lax.stop_gradient(cost)
 
     def evaluate(self, params: Params, constants: PyTree) -> dict[str, jax.Array]:
-        """Test loss (and, for regulation, the test rollout for the effective gains)."""
+        """Test loss and, for regulation, what the effective gains are fitted from: the test
+        rollout's states and controls (``evaluation.gain_fit_states: test_set``), or the
+        normal equations X^T X, X^T U of the gain-fit rollouts (``gain_fit_xtx``,
+        ``gain_fit_xtu``; solved on the host)."""
         test = constants["test"]
-        traj = rollout(self.plant, self.agent, params, steps=self.config.test_steps, x0=test.x0,
-                       reference=test.reference,
-                       zero_first_control=self.config.training.zero_first_control)
+        steps, zero_first = self.config.test_steps, self.config.training.zero_first_control
+        traj = rollout(self.plant, self.agent, params, steps=steps, x0=test.x0,
+                       reference=test.reference, zero_first_control=zero_first)
         kind = self.config.task.kind
         result = {"test_loss": evaluation_cost(traj, self.plant, test.reference, kind)}
-        if kind == "regulation":
+        if kind == "tracking":
+            result["probe_errors"] = self.probe_errors(params, constants["probes"])
+        if kind != "regulation":
+            return result
+        if self.config.evaluation.gains_on_test_set:
             result.update(test_states=self.plant.state_error(traj.states),
                           test_controls=traj.controls)
+            return result
+        fit = rollout(self.plant, self.agent, params, steps=steps,
+                      x0=constants["gain_fit"].x0, zero_first_control=zero_first)
+        gram, cross = gain_normal_equations(self.plant.state_error(fit.states), fit.controls)
+        result.update(gain_fit_xtx=gram, gain_fit_xtu=cross)
         return result
+
+    def probe_errors(self, params: Params, references: jax.Array) -> jax.Array:
+        """(P,) errors of the tracking probes (:func:`closedloop.core.tasks.probe_set`) whose
+        references (P * K, T, n_axes) are given, in closed loop from rest."""
+        rest = self.plant.initial_states(jnp.zeros((references.shape[0],
+                                                    self.plant.n_core_states),
+                                                   dtype=references.dtype))
+        traj = rollout(self.plant, self.agent, params, steps=references.shape[1], x0=rest,
+                       reference=references,
+                       zero_first_control=self.config.training.zero_first_control)
+        return probe_errors(self.plant.effector(traj.states[..., 1:, :]), references,
+                            self.config.evaluation.probe_phases)
 
     # -- per member: one update, one epoch ------------------------------------------------
 
@@ -423,6 +455,28 @@ class Program:
         return lax.map(lambda sliced: function(*sliced), members)
 
 
+def recorded_gains(records: Mapping[str, Any], *index: int) -> np.ndarray | None:
+    """The effective gains (n_u x n_x) of one record of an evaluation (host arrays, leading
+    axes indexed by ``index``): solved from the gain-fit normal equations, or fitted on the
+    test rollout (``evaluation.gain_fit_states: test_set``); None when the task records
+    none.
+
+    Example
+    -------
+    >>> from closedloop.config import load_preset
+    >>> trainer = Trainer(load_preset("di-tanh-closed", ["agent.size=4"]))
+    >>> host = jax.device_get(_evaluate(trainer.program, trainer.params, trainer.constants))
+    >>> recorded_gains(host, 0).shape
+    (1, 2)
+    """
+    if "gain_fit_xtx" in records:
+        return gains_from_normal_equations(records["gain_fit_xtx"][index],
+                                           records["gain_fit_xtu"][index])
+    if "test_states" in records:
+        return effective_gains(records["test_states"][index], records["test_controls"][index])
+    return None
+
+
 def _select(condition: jax.Array, new: PyTree, old: PyTree) -> PyTree:
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
 
@@ -492,6 +546,32 @@ def _test_batch(program: Program) -> Batch:
                          batch_size=config.evaluation.test_size, steps=config.test_steps,
                          dt=program.plant.dt,
                          initial_state_range=config.evaluation.initial_state_range,
+                         dtype=program.dtype, every_target=True)
+    batch.x0 = program.plant.initial_states(batch.x0)
+    return batch
+
+
+def _gain_fit_batch(program: Program) -> Batch:
+    """The initial states the effective gains are fitted on (``evaluation.gain_fit_*``),
+    drawn once, the same for every run seed: a scrambled Sobol' set (``sobol``), or
+    independent uniform draws as for the test set (``uniform``)."""
+    config = program.config
+    evaluation = config.evaluation
+    if evaluation.gain_fit_sampling == "uniform":
+        return _uniform_gain_fit_batch(program)
+    offsets = sobol_states(evaluation.gain_fit_states, program.plant.n_core_states,
+                           evaluation.gain_fit_range, evaluation.gain_fit_seed)
+    return Batch(x0=program.plant.initial_states(jnp.asarray(offsets).astype(program.dtype)))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _uniform_gain_fit_batch(program: Program) -> Batch:
+    config = program.config
+    evaluation = config.evaluation
+    batch = sample_batch(config.task, program.plant.n_core_states,
+                         key_from_seed(evaluation.gain_fit_seed),
+                         batch_size=evaluation.gain_fit_states, steps=config.test_steps,
+                         dt=program.plant.dt, initial_state_range=evaluation.gain_fit_range,
                          dtype=program.dtype, every_target=True)
     batch.x0 = program.plant.initial_states(batch.x0)
     return batch
@@ -612,6 +692,11 @@ class Trainer:
     def _constants(self, params: Sequence[Params], teachers: Sequence[Teacher | None]
                    ) -> PyTree:
         test = _test_batch(self.program)
+        gain_fit = _gain_fit_batch(self.program) if self.fits_gains_separately else None
+        config = self.configs[0]
+        probes = None if config.task.kind != "tracking" else jnp.asarray(probe_set(
+            config.task, self.plant.dt, config.evaluation.probe_phases).references,
+            dtype=self.dtype)
         per_member = []
         for c, p, t in zip(self.configs, params, teachers, strict=True):
             clip = c.training.clip_norm
@@ -623,8 +708,30 @@ class Trainer:
                 "frozen": {n: p[n] for n in self.frozen_names},
                 "teacher": None if t is None else self.teacher_agent.to_params(
                     t.parameters, self.dtype),
-                "test": test})
+                "test": test, "gain_fit": gain_fit, "probes": probes})
         return _stack(per_member)
+
+    @property
+    def fits_gains_separately(self) -> bool:
+        """Whether the effective gains are fitted on their own initial states
+        (``evaluation.gain_fit_states``, regulation tasks), not on the test set."""
+        config = self.configs[0]
+        return config.task.kind == "regulation" and not config.evaluation.gains_on_test_set
+
+    def gain_fit_initial_states(self) -> np.ndarray | None:
+        """The (S, n_x) initial states the effective gains are fitted on, or None when they
+        are fitted on the test set (or the task records no gains).
+
+        Example
+        -------
+        >>> from closedloop.config import load_preset
+        >>> trainer = Trainer(load_preset("di-tanh-closed", ["agent.size=4"]))
+        >>> trainer.gain_fit_initial_states().shape
+        (128, 2)
+        """
+        if not self.fits_gains_separately:
+            return None
+        return np.asarray(self.constants["gain_fit"].x0[0])
 
     # -- parameters -----------------------------------------------------------------------
 
@@ -674,17 +781,19 @@ class Trainer:
         return np.asarray(losses, dtype=np.float64), np.asarray(norms, dtype=np.float64)
 
     def evaluate(self, with_spectrum: bool = True) -> list[dict[str, Any]]:
-        """Per member: test loss, effective gains (regulation) and, with ``with_spectrum``,
-        eig(P), rho(P) and eig(W) of the current parameters."""
+        """Per member: test loss, effective gains (regulation; fitted as
+        ``evaluation.gain_fit_states`` says) and, with ``with_spectrum``, eig(P), rho(P) and
+        eig(W) of the current parameters."""
         host = jax.device_get(_evaluate(self.program, self.params, self.constants))
         out: list[dict[str, Any]] = []
         spectra = operating_point_spectra(self.plant, self.agent, self.parameters_numpy()) \
             if with_spectrum else None
         for index in range(self.members):
-            result: dict[str, Any] = {"test_loss": float(host["test_loss"][index]), "gains": None}
-            if "test_states" in host:
-                result["gains"] = effective_gains(host["test_states"][index],
-                                                  host["test_controls"][index])
+            result: dict[str, Any] = {"test_loss": float(host["test_loss"][index]),
+                                      "gains": recorded_gains(host, index)}
+            if "probe_errors" in host:
+                result["probe_errors"] = np.asarray(host["probe_errors"][index],
+                                                    dtype=np.float64)
             if spectra is not None:
                 result.update({k: v[index] for k, v in spectra.items()})
                 result["spectral_radius"] = float(result["spectral_radius"])
