@@ -18,7 +18,7 @@ round by round and the medians are reported:
   run per epoch), against the baseline's steady tracking epoch (after its first update), alone
   and with its analysis per snapshot. Target: <= 45 ms. Also its compile time.
 * ``ensemble``: ``train_ensemble`` of M members (CPU: 1, 8, 32), per network and epoch, against
-  the baseline's epoch and the single run (``gpu.sh`` measures 1, 32, 1024 on a GPU).
+  the baseline's epoch and the single run (``gpu.sh`` measures 1, 32, 256, 1024 on a GPU).
 * ``memory``: resident-memory growth while recording 1000 epochs of an N = 1000 network: the
   records in Python lists (the baseline) against ``RunWriter`` streaming them to a run file.
   Target: < 200 MB.

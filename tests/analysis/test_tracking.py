@@ -291,3 +291,23 @@ def test_recorded_probes_equal_the_probes_of_the_snapshots(tmp_path):
     np.testing.assert_array_equal(recorded.epochs, recomputed.epochs)
     np.testing.assert_allclose(recorded.errors, recomputed.errors, rtol=1e-5)
     assert len(acquisitions(recorded, run)) == 4
+
+
+def test_a_run_resumed_across_the_upgrade_keeps_no_partial_probe_column(tmp_path):
+    """Segments written before probes were recorded, then segments with them (a run resumed
+    under a newer version): the finished file holds no probe column with empty early rows;
+    its probes are computed from the snapshots instead."""
+    from closedloop.runs.store import CheckpointState, EpochRecord, RunWriter, load_run
+
+    config = load_preset("tracking-closed", ["recording.segment_epochs=2"], epochs=3)
+    writer = RunWriter(tmp_path / "resumed.h5", config)
+    writer.start({}, None)
+    for epoch in range(4):
+        writer.append(EpochRecord(
+            epoch=epoch, train_loss=1.0, test_loss=1.0, grad_norm=1.0, spectral_radius=0.5,
+            coupled_eigenvalues=np.zeros(3, complex), recurrent_eigenvalues=np.zeros(2, complex),
+            probe_errors=None if epoch < 2 else np.full(4, 0.5)))
+        if epoch % 2 == 1:
+            writer.save(CheckpointState(epoch + 1, {}))
+    writer.finish("complete", None)
+    assert "probe_errors" not in load_run(tmp_path / "resumed.h5").metrics

@@ -169,7 +169,7 @@ def _probe_errors(plant: Plant, agent: Agent, phases: int, zero_first_control: b
 # -- acquisitions ---------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class Acquisition:
     """One frequency's acquisition, read from its probe error curve and the spectrum.
 
@@ -405,14 +405,16 @@ def degradations(probes: Probes, found: list[Acquisition]) -> list[dict[str, flo
     """
     epochs = np.asarray(probes.epochs)
     errors = probes.normalized
-    done = [a for a in found if a.crossing is not None and a.end is not None]
+    settled = [a.onset is not None and a.crossing is not None and a.end is not None
+               for a in found]
     out = []
-    for later in done:
-        assert later.onset is not None and later.end is not None
+    for later, later_settled in zip(found, settled, strict=True):
+        if not later_settled:
+            continue
         inside = (epochs >= later.onset) & (epochs <= later.end)
         start = int(np.searchsorted(epochs, later.onset))
         for index, earlier in enumerate(found):
-            if earlier not in done or earlier.crossing >= later.crossing:   # type: ignore[operator]
+            if not settled[index] or earlier.crossing >= later.crossing:
                 continue
             peak = float(errors[inside, index].max())
             out.append({"frequency": earlier.frequency, "during": later.frequency,

@@ -430,18 +430,19 @@ def _write_h5(handle: h5py.File, config: RunConfig, segments: list[Path],
 
     if segments:
         snapshot_rows = 0
+        optional = set(OPTIONAL_METRICS)
         for segment in segments:
             with np.load(segment, allow_pickle=False) as data:
                 snapshot_rows += data["snapshot_epoch"].shape[0]
+                optional &= set(data.files)   # a run resumed across an upgrade: every row or none
         row = snapshot_row = 0
         for segment in segments:
             data = _load_npz(segment)
             n = data["epoch"].shape[0]
             for name in METRIC_NAMES:
                 dataset(f"metrics/{name}", data[name], total)[row:row + n] = data[name]
-            for name in OPTIONAL_METRICS:
-                if name in data:
-                    dataset(f"metrics/{name}", data[name], total)[row:row + n] = data[name]
+            for name in sorted(optional):
+                dataset(f"metrics/{name}", data[name], total)[row:row + n] = data[name]
             for name in ("coupled", "recurrent"):
                 values = data[f"{name}_eigenvalues"]
                 dataset(f"eigenvalues/{name}", values, total)[row:row + n] = values
