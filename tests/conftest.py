@@ -3,6 +3,9 @@ shapes where it can: each new shape is a compilation)."""
 
 from __future__ import annotations
 
+import struct
+from pathlib import Path
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -51,3 +54,28 @@ def one_blas_thread():
     a module fast and changes no result beyond round-off."""
     with threadpool_limits(limits=1):
         yield
+
+
+def read_events(folder: Path) -> tuple[dict[str, dict[int, float]], dict[str, list[int]]]:
+    """Every scalar (tag -> step -> value) and the steps of every image in the event files
+    of ``folder``: TFRecords (length, its CRC, the serialized Event, its CRC)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict[str, dict[int, float]] = {}
+    images: dict[str, list[int]] = {}
+    files = sorted(folder.glob("events.out.tfevents.*"))
+    assert files, f"no event file in {folder}"
+    for path in files:
+        data = path.read_bytes()
+        position = 0
+        while position < len(data):
+            (length,) = struct.unpack("<Q", data[position:position + 8])
+            event = Event.FromString(data[position + 12:position + 12 + length])
+            position += 12 + length + 4
+            for value in event.summary.value:
+                if value.HasField("image"):
+                    assert value.image.encoded_image_string.startswith(b"\x89PNG")
+                    images.setdefault(value.tag, []).append(event.step)
+                elif value.HasField("simple_value"):
+                    scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars, images

@@ -26,16 +26,18 @@ if TYPE_CHECKING:
     from closedloop.core.mechanics import NonlinearPlant
     from closedloop.core.registry import register_agent, register_plant
     from closedloop.training import Trainer, train, train_ensemble
+    from closedloop.training.rules import register_rule
 
 __all__ = ["NonlinearPlant", "Run", "RunConfig", "Trainer", "__version__", "load_preset",
-           "load_run", "preset_names", "register_agent", "register_plant", "train",
+           "load_run", "preset_names", "register_agent", "register_plant", "register_rule", "train",
            "train_ensemble"]
 
 _LAZY = {"Trainer": "closedloop.training", "train": "closedloop.training",
          "train_ensemble": "closedloop.training",
          "NonlinearPlant": "closedloop.core.mechanics",
          "register_plant": "closedloop.core.registry",
-         "register_agent": "closedloop.core.registry"}
+         "register_agent": "closedloop.core.registry",
+         "register_rule": "closedloop.training.rules"}
 
 
 def __getattr__(name: str) -> Any:

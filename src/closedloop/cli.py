@@ -114,6 +114,26 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(seeds)
 
 
+def log_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--log NAME DIR`` (repeatable): live logs of every run trained, one subfolder per run
+    (``tensorboard``, or a registered logger)."""
+    return click.option("--log", "log_items", type=(str, click.Path(path_type=Path)),
+                        multiple=True, metavar="NAME DIR",
+                        help="Log every run live, into DIR/<run name> (repeat for several): "
+                             "tensorboard (needs tensorboardX), or a logger registered with "
+                             "closedloop.register_logger.")(command)
+
+
+def _log_specs(items: tuple[tuple[str, Path], ...]) -> list[Any]:
+    """The ``--log`` items as checked specs (an unknown name fails before any work)."""
+    from closedloop.training.loggers import LogSpec
+
+    specs = [LogSpec(name, str(folder)) for name, folder in items]
+    for spec in specs:
+        spec.check()
+    return specs
+
+
 @cli.command(name="train")
 @click.argument("preset", required=False)
 @click.option("--config-from", "config_from", default=None, metavar="RUN.h5",
@@ -144,11 +164,13 @@ def parse_seeds(text: str) -> list[int]:
 @click.option("--device", default=None,
               help="cpu (default), gpu (gpu:N for the N-th) or auto (JAX's default device).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@log_option
 def train_command(preset: str | None, config_from: Path | None, out: Path | None,
                   seed: int | None,
                   seed_list: str | None, epochs: int | None, overrides: tuple[str, ...],
                   init_from: str | None, teacher: str | None, resume: bool, overwrite: bool,
-                  device: str | None, quiet: bool) -> None:
+                  device: str | None, quiet: bool, log_items: tuple[tuple[str, Path], ...]
+                  ) -> None:
     """Train PRESET (a shipped preset or a config file FILE.yaml) and record every epoch to a
     run file.
 
@@ -163,7 +185,11 @@ def train_command(preset: str | None, config_from: Path | None, out: Path | None
       closedloop train di-tanh-closed --seeds 0-31 --out runs/
       closedloop train di-tanh-open --seeds 0-31 --out runs/ \\
           --teacher 'runs/di-tanh-closed-seed{seed}.h5'
+      closedloop train di-tanh-closed --log tensorboard logs/   # tensorboard --logdir logs
     """
+    from closedloop.training.loggers import loggers_for
+
+    log = _log_specs(log_items)
     settings = list(overrides)
     if device is not None:
         settings.append(f"training.device={device}")
@@ -180,7 +206,8 @@ def train_command(preset: str | None, config_from: Path | None, out: Path | None
 
         with _progress(config.training.epochs, preset, quiet) as update:
             results = [train(config, out, initial=initial, teacher=teacher_source,
-                             resume=resume, overwrite=overwrite, progress=update)]
+                             resume=resume, overwrite=overwrite, progress=update,
+                             loggers=loggers_for(log, [out])[0])]
     else:
         from closedloop.training import train_ensemble
 
@@ -195,7 +222,8 @@ def train_command(preset: str | None, config_from: Path | None, out: Path | None
             results = train_ensemble(
                 [job[0] for job in jobs], outs, initials=[job[1] for job in jobs],
                 teachers=[job[2] for job in jobs], resume=resume, overwrite=overwrite,
-                progress=lambda index, record: update(record) if index == 0 else None)
+                progress=lambda index, record: update(record) if index == 0 else None,
+                loggers=loggers_for(log, outs))
     elapsed = time.perf_counter() - started
     for result in results:
         last = result.last_record
@@ -239,6 +267,7 @@ class _TrainingSource:
                 ) -> tuple[Any, Any, Any]:
         """(config, initial parameters, teacher) of one seed (None: the config's own)."""
         from closedloop.core.plants import plant_from_config
+        from closedloop.training.rules import rule_for
 
         shown = str(self.data.get("seed", 0) if seed is None else seed)
         if teacher is not None:
@@ -250,12 +279,12 @@ class _TrainingSource:
             teacher, init_from = self.data.get("teacher"), self.data.get("init_from")
         data = {k: v for k, v in self.data.items() if k not in ("teacher", "init_from")}
         config = resolve_config(data, settings, seed, epochs, source=self.file)
-        if config.training.needs_teacher and teacher is None:
+        rule = rule_for(config)
+        if rule.needs_teacher and teacher is None:
             raise ConfigError(f"'{self.label}' trains open loop and needs --teacher "
                               "RUN[@EPOCH] (or gain:K / lqr for a teacher-driven plant)")
-        if not config.training.needs_teacher and teacher is not None:
-            how = {"closed": "closed loop"}.get(config.training.mode,
-                                                 "with the plant as a black box")
+        if not rule.needs_teacher and teacher is not None:
+            how = rule.description or f"with training.mode '{config.training.mode}'"
             raise ConfigError(f"'{self.label}' trains {how}; --teacher is for open-loop "
                               "configs")
         default_init = (not repeated and init_from is None and teacher is not None
@@ -368,11 +397,12 @@ def _slurm(jobs: int | None, items: tuple[str, ...]) -> Any:
               help="Preset of the closed-loop teachers of an open-loop preset (default: "
                    "di-tanh-closed for di-tanh-open*, tracking-closed for tracking-open).")
 @click.option("--quiet", is_flag=True, help="No progress display.")
+@log_option
 def sweep(preset: str, grid_items: tuple[str, ...], seed_list: str, out: Path,
           epochs: int | None, overrides: tuple[str, ...], workers: int | None,
           scheduler: str | None, slurm_jobs: int | None, slurm_items: tuple[str, ...],
           threads: int, group_size: int | None, teacher_preset: str | None,
-          quiet: bool) -> None:
+          quiet: bool, log_items: tuple[tuple[str, Path], ...]) -> None:
     """Train PRESET over a grid of settings and seeds, as Dask tasks.
 
     Runs go to OUT/runs/ (one file each); finished runs are skipped, so running the same
@@ -392,6 +422,7 @@ def sweep(preset: str, grid_items: tuple[str, ...], seed_list: str, out: Path,
     from closedloop.runtime import set_xla_threads
     from closedloop.scale.sweep import SweepSpec, parse_grid, run_sweep
 
+    log = _log_specs(log_items)
     spec = SweepSpec(preset, parse_grid(grid_items), parse_seeds(seed_list), epochs,
                      list(overrides), teacher_preset)
     set_xla_threads(threads)         # for the worker processes of a local cluster
@@ -399,7 +430,7 @@ def sweep(preset: str, grid_items: tuple[str, ...], seed_list: str, out: Path,
     with display:
         result = run_sweep(spec, out, scheduler=scheduler, workers=workers,
                            slurm=_slurm(slurm_jobs, slurm_items), group_size=group_size,
-                           on_event=display.event)
+                           on_event=display.event, log=log)
     new = len(result.finished) - len(result.skipped)
     click.echo(f"{out}: {len(result.finished)} of {len(result.finished) + len(result.failed)} "
                f"runs finished ({new} now, {len(result.skipped)} already there) in "
@@ -539,9 +570,10 @@ def inspect(run_path: Path, as_json: bool) -> None:
               help="Where the workers train; with a GPU use --workers 1 (per GPU): the seeds "
                    "of every run train as one batched ensemble.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
+@log_option
 def reproduce(out: Path, only: str | None, quick: bool, seeds: int, workers: int | None,
               scheduler: str | None, slurm_jobs: int | None, slurm_items: tuple[str, ...],
-              device: str, quiet: bool) -> None:
+              device: str, quiet: bool, log_items: tuple[tuple[str, Path], ...]) -> None:
     """Regenerate every figure of the paper, judge each claim, and write a report
     (OUT/index.html, OUT/results.json, OUT/fig1.png ... fig6.png and .svg).
 
@@ -555,6 +587,7 @@ def reproduce(out: Path, only: str | None, quick: bool, seeds: int, workers: int
     from closedloop.paper import reproduce as run_reproduction
     from closedloop.runtime import available_cores
 
+    log = _log_specs(log_items)
     figures = [f.strip() for f in only.split(",") if f.strip()] if only else None
     workers = workers or available_cores()
     started = time.perf_counter()
@@ -562,7 +595,7 @@ def reproduce(out: Path, only: str | None, quick: bool, seeds: int, workers: int
     with display:
         result = run_reproduction(out, only=figures, quick=quick, seeds=seeds, workers=workers,
                                   scheduler=scheduler, slurm=_slurm(slurm_jobs, slurm_items),
-                                  device=device, on_event=display.event)
+                                  device=device, on_event=display.event, log=log)
     console = Console()
     table = Table(title="claims")
     for column in ("claim", "figure", "verdict", "support"):

@@ -142,7 +142,7 @@ def bad_overrides(draw) -> tuple[str, str]:
             "sgd", "adam", "paper_di", "mean_state", "per_sample", "tracking", "regulation",
             "integrator", "point_mass_2d", "float32", "float64", "cpu", "cuda", "gpu", "auto",
             "y", "n", "vanilla", "gru", "mlp", "pendulum", "point_mass", "two_link_arm",
-            "reaching")),
+            "reaching", "es", "reinforce", "black_box")),
             st.integers().map(str)))
         return f"{key}={value}", key
     if case == "unknown-key":

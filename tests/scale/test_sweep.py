@@ -42,8 +42,9 @@ from closedloop.scale.sweep import (
 )
 from closedloop.scale.sweep_summary import summarize_sweep, support_fractions, write_summary
 from closedloop.training import train
+from closedloop.training.loggers import LogSpec
 from closedloop.training.sources import load_teacher
-from tests.conftest import SMALL, TOLERANCE, max_relative_difference
+from tests.conftest import SMALL, TOLERANCE, max_relative_difference, read_events
 
 DASK = Path(sys.executable).with_name("dask")
 SET_SMALL = [arg for setting in SMALL for arg in ("--set", setting)]
@@ -235,9 +236,15 @@ def test_local_sweep_equals_single_runs_skips_finished_and_summarises(tmp_path):
     spec = SweepSpec("di-tanh-open", {"loss.control_cost": ["0", "1"]}, seeds=[0, 1],
                      epochs=30, overrides=SMALL)
     events: list[tuple[str, object]] = []
-    result = run_sweep(spec, tmp_path / "sweep", workers=2,
+    log = LogSpec("tensorboard", str(tmp_path / "logs"))
+    result = run_sweep(spec, tmp_path / "sweep", workers=2, log=[log],
                        on_event=lambda kind, value: events.append((kind, value)))
     assert not result.failed and len(result.finished) == 8 and not result.skipped
+    for point in spec.points():        # the workers logged every run
+        run = load_run(tmp_path / "sweep" / RUNS_FOLDER / point.file_name)
+        scalars, _ = read_events(log.folder_for(point.file_name))
+        assert scalars["loss/test"][30] == pytest.approx(run.metrics["test_loss"][-1],
+                                                         rel=1e-6)
     assert ("total", 8) in events
     assert sum(len(v) for k, v in events if k == "done") == 8
     assert any(k == "epoch" for k, _ in events)          # per-epoch progress reached us

@@ -300,23 +300,28 @@ class LossConfig(_Strict):
 class TrainingConfig(_Strict):
     """Optimiser and protocol (science 1.5, 2).
 
-    ``mode``: ``closed`` (backpropagation through the plant), ``open_white_noise`` (student
-    imitates a teacher on white-noise inputs), ``open_teacher_plant`` (the teacher drives the
-    plant; the student imitates it on the same observations), ``black_box`` (the plant is a
-    black box: no gradient flows through it; ``estimator`` ``reinforce``, a Gaussian policy of
+    ``mode`` names the learning rule (:mod:`closedloop.training.rules`; users register their
+    own with ``closedloop.register_rule``): ``closed`` (backpropagation through the plant),
+    ``open_white_noise`` (student imitates a teacher on white-noise inputs),
+    ``open_teacher_plant`` (the teacher drives the plant; the student imitates it on the same
+    observations), ``node_perturbation`` (Gaussian perturbations of every hidden unit and
+    output of standard deviation ``exploration_std``, the change of the episode's cost
+    correlated with them; no gradient flows through the plant or through time),
+    ``black_box`` (the plant is a black box: no gradient flows through it; ``estimator``
+    ``reinforce`` (also ``mode: reinforce``), a Gaussian policy of
     standard deviation ``exploration_std`` around the agent's output, the cost to go as the
     return and as the ``baseline`` the batch mean per step (``batch_mean``), none, or
     ``value``: a value readout of the agent's inputs and hidden state (with their squares and
     a cubic in time) learned by ridge regression on each batch, cross-fitted between two
     halves of the batch so that it stays unbiased (needs ``task.batch_size`` >= 2); or
-    ``es``, antithetic evolution strategies: ``population`` pairs of parameter perturbations
-    of standard deviation ``es_std`` per update, costs replaced by their centred ranks with
-    ``rank_shaping``; both feed the configured optimiser and clipping). ``device``: ``cpu``,
-    ``gpu`` (``gpu:N`` for the N-th; ``cuda`` is the same) or ``auto`` (JAX's default
-    device: a GPU when there is one).
+    ``es`` (also ``mode: es``), antithetic evolution strategies: ``population`` pairs of
+    parameter perturbations of standard deviation ``es_std`` per update, costs replaced by
+    their centred ranks with ``rank_shaping``; both feed the configured optimiser and
+    clipping). ``device``: ``cpu``, ``gpu`` (``gpu:N`` for the N-th; ``cuda`` is the same)
+    or ``auto`` (JAX's default device: a GPU when there is one).
     """
 
-    mode: Literal["closed", "open_white_noise", "open_teacher_plant", "black_box"] = "closed"
+    mode: str = Field("closed", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
     estimator: Literal["reinforce", "es"] = "reinforce"
     exploration_std: float = Field(0.1, gt=0, le=1e6)
     baseline: Literal["batch_mean", "value", "none"] = "batch_mean"
@@ -332,11 +337,6 @@ class TrainingConfig(_Strict):
     input_noise_std: float = Field(1.0, ge=0, le=1e6)
     dtype: Literal["float32", "float64"] = "float32"
     device: str = Field("cpu", pattern=DEVICE_PATTERN)
-
-    @property
-    def needs_teacher(self) -> bool:
-        """Whether the mode imitates a teacher (the open-loop modes)."""
-        return self.mode in ("open_white_noise", "open_teacher_plant")
 
 
 GAIN_FIT_ON_TEST_SET = "test_set"
@@ -519,13 +519,6 @@ class RunConfig(_Strict):
         if self.loss.kind == "tracking" and self.loss.control_cost != 0:
             raise ValueError("loss.control_cost must be 0 for the tracking loss (the paper's has "
                              "none)")
-        if (self.training.mode == "black_box" and self.training.baseline == "value"
-                and self.task.batch_size < 2):
-            raise ValueError("training.baseline 'value' is fitted on one half of the batch "
-                             "and used on the other: it needs task.batch_size >= 2")
-        if self.agent.kind == "static_gain" and self.training.mode == "open_white_noise":
-            raise ValueError("a static-gain agent reads the plant state; it cannot be trained "
-                             "on white-noise inputs")
         return self
 
     def to_json(self) -> str:

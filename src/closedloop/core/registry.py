@@ -53,9 +53,10 @@ AGENT_METHODS = ("parameter_shapes", "init_params", "to_params", "prepare", "ini
 class Registry:
     """Kinds by name: built-ins, registered classes and entry points of ``group``."""
 
-    def __init__(self, what: str, group: str, builtin: dict[str, Any], reserved: tuple[str, ...]
-                 ) -> None:
+    def __init__(self, what: str, group: str, builtin: dict[str, Any], reserved: tuple[str, ...],
+                 key: str | None = None, label: str | None = None) -> None:
         self.what, self.group = what, group
+        self.key, self.label = key or f"{what}.kind", label or f"{what} kind"
         self.builtin, self.reserved = dict(builtin), reserved
         self.registered: dict[str, Any] = {}
 
@@ -68,7 +69,7 @@ class Registry:
         """Add (or replace) kind ``name``."""
         if not isinstance(name, str) or not name or name in self.reserved or name in self.builtin:
             raise ConfigError(f"'{name}' cannot be registered: it is a built-in "
-                              f"{self.what} kind or not a name")
+                              f"{self.label} or not a name")
         self.check(name, cls)
         self.registered[name] = cls
 
@@ -85,14 +86,38 @@ class Registry:
             try:
                 cls = point.load()
             except Exception as exc:          # a broken plug-in: one clear line
-                raise ConfigError(f"{self.what} kind '{name}': its entry point {point.value} "
+                raise ConfigError(f"{self.label} '{name}': its entry point {point.value} "
                                   f"failed to load ({type(exc).__name__}: {exc})") from None
             self.check(name, cls)
             self.registered[name] = cls
             return cls
-        raise ConfigError(f"invalid value for '{self.what}.kind': '{name}' (allowed: "
+        raise ConfigError(f"invalid value for '{self.key}': '{name}' (allowed: "
                           f"{', '.join(self.names())}; a new kind is added with "
                           f"closedloop.register_{self.what} or a '{self.group}' entry point)")
+
+
+class SubclassRegistry(Registry):
+    """Named classes that must subclass ``base`` (no built-ins at construction: the module
+    that defines them adds them to ``builtin``).
+
+    Example
+    -------
+    >>> registry = SubclassRegistry("thing", "example.things", int, key="--thing")
+    >>> registry.register("flag", bool)
+    >>> registry.get("flag")
+    <class 'bool'>
+    """
+
+    def __init__(self, what: str, group: str, base: type, *, key: str | None = None,
+                 label: str | None = None) -> None:
+        super().__init__(what, group, {}, (), key=key, label=label)
+        self.base = base
+
+    def check(self, name: str, cls: Any) -> None:
+        """Refuse anything but a subclass of ``base``."""
+        if not (isinstance(cls, type) and issubclass(cls, self.base)):
+            raise ConfigError(f"{self.label} '{name}': {cls!r} must subclass "
+                              f"{self.base.__module__}.{self.base.__qualname__}")
 
 
 class _PlantRegistry(Registry):

@@ -151,8 +151,8 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
             teacher_params: Params | None = None, teacher_drives: bool = False,
             zero_first_control: bool = True, noise: jax.Array | None = None,
             record_hidden: bool = False, exploration: jax.Array | None = None,
-            exploration_std: float | jax.Array = 0.0, record_inputs: bool = False
-            ) -> Trajectory:
+            exploration_std: float | jax.Array = 0.0, record_inputs: bool = False,
+            node_noise: jax.Array | None = None) -> Trajectory:
     """Run agent (and teacher) for ``steps`` steps; see the module docstring for the variants.
 
     Parameters
@@ -188,6 +188,11 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
         score function of a policy gradient needs).
     record_inputs
         Keep what the agent read (for a value baseline; plant-driven rollouts only).
+    node_noise
+        Node perturbation (black-box rollouts only): standard normal (batch, >= T, N); after
+        each update the agent's hidden state becomes h_t + exploration_std * node_noise_t,
+        and its output is read from that perturbed state (``agent.output``), for agents whose
+        output is a readout of their hidden state.
 
     Returns
     -------
@@ -197,6 +202,8 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
         raise ShapeError("teacher and teacher_params go together")
     if teacher_drives and teacher is None:
         raise ShapeError("teacher_drives needs a teacher")
+    if node_noise is not None and exploration is None:
+        raise ShapeError("node_noise perturbs a black-box rollout: give exploration too")
     prepared = agent.prepare(params)
     teacher_prepared = (None if teacher is None
                         else teacher.prepare(lax.stop_gradient(teacher_params)))
@@ -235,11 +242,14 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
 
     def plant_step(carry: Any, external: Any) -> tuple[Any, Any]:
         x, hidden, teacher_hidden = carry
-        r_t, w_t, e_t = external
+        r_t, w_t, e_t, n_t = external
         observation = agent_observation(agent, plant, x, r_t, w_t)
         hidden, teacher_hidden, u, u_teacher = step_agents(
             hidden, teacher_hidden, observation,
             None if teacher is None else agent_observation(teacher, plant, x, r_t, w_t))
+        if n_t is not None:
+            hidden = lax.stop_gradient(hidden + exploration_std * n_t)
+            u = agent.output(prepared, hidden)
         command = u_teacher if teacher_drives else u
         if black_box:
             command = lax.stop_gradient(u + exploration_std * e_t)
@@ -267,9 +277,11 @@ def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
         head_teacher.append(zero[None])
         head_hidden.append(hidden[None])
     explorations = _time_major(exploration, steps)
+    nodes = _time_major(node_noise, steps)
     tail = (None if references is None else references[first:],
             None if noises is None else noises[first:],
-            None if explorations is None else explorations[first:])
+            None if explorations is None else explorations[first:],
+            None if nodes is None else nodes[first:])
     _, (states, controls, teacher_controls, hiddens, executed, observed) = lax.scan(
         plant_step, (x, hidden, teacher_hidden), tail, length=steps - first)
 

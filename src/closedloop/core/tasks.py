@@ -34,17 +34,19 @@ from closedloop.config import TaskConfig
 
 
 @jax.tree_util.register_dataclass
-@dataclass
+@dataclass(frozen=True)
 class Batch:
-    """The random inputs of one episode batch (a pytree; absent parts are None)."""
+    """The random inputs of one episode batch (a pytree; absent parts are None): initial
+    states, references (and their phases), white-noise inputs, the plant's noise, and what a
+    learning rule draws for itself (``extras``: exploration noise, perturbation directions).
+    Immutable: a changed batch is a new one (``dataclasses.replace``)."""
 
     x0: jax.Array
     reference: jax.Array | None = None
     phases: jax.Array | None = None
     inputs: jax.Array | None = None
     noise: jax.Array | None = None
-    exploration: jax.Array | None = None
-    directions: dict[str, jax.Array] | None = None
+    extras: dict[str, Any] | None = None
 
     @property
     def size(self) -> int:

@@ -21,7 +21,7 @@ import importlib
 import re
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
@@ -44,6 +44,7 @@ from closedloop.paper.base import (
 from closedloop.runs.store import Run
 from closedloop.scale.cluster import SlurmOptions, run_jobs
 from closedloop.scale.jobs import EventCallback, ExecutionResult
+from closedloop.training.loggers import LogSpec
 
 FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6")
 MAIN_SPECTRA = (("di-tanh-closed", "fig1"), ("di-tanh-open", "fig1"),
@@ -222,7 +223,8 @@ def on_device(job: Job, device: str) -> Job:
 def reproduce(out: Path, *, only: list[str] | None = None, quick: bool = False,
               seeds: int = 1, workers: int | None = None, scheduler: str | None = None,
               slurm: SlurmOptions | None = None, device: str = "cpu",
-              on_event: EventCallback | None = None) -> ReproduceResult:
+              on_event: EventCallback | None = None, log: Sequence[LogSpec] = ()
+              ) -> ReproduceResult:
     """Regenerate the selected figures into ``out`` and judge their claims over seeds.
 
     Parameters
@@ -250,6 +252,8 @@ def reproduce(out: Path, *, only: list[str] | None = None, quick: bool = False,
     on_event
         Receives the training events of :func:`closedloop.scale.jobs.execute` (for a
         progress display).
+    log
+        Loggers for every run trained (``--log NAME DIR``; one subfolder per run).
 
     Returns
     -------
@@ -275,7 +279,7 @@ def reproduce(out: Path, *, only: list[str] | None = None, quick: bool = False,
     if device != "cpu":
         jobs = [on_device(job, device) for job in jobs]
     executed = run_jobs(jobs, out / "runs", scheduler=scheduler, workers=workers, slurm=slurm,
-                        on_event=on_event)
+                        on_event=on_event, log=log)
     runs, failures = executed.runs, executed.failed
     trained = time.perf_counter()
 

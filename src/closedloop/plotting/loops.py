@@ -122,12 +122,13 @@ def draw_curl_field(runs: Sequence[Run], switch: int,
     return fig
 
 
-MODE_COLORS = (CLOSED, OPEN, "#2e8b57")
+MODE_COLORS = (CLOSED, OPEN, "#2e8b57", "#8a5ac2")
 
 
 def draw_compare_modes(modes: dict[str, Sequence[Run]]) -> Figure:
-    """Test loss and spectral radius of every seed in each training mode, the first seed's
-    effective-gain paths side by side, and its leading eigenvalues in black-box training."""
+    """Test loss and spectral radius of every seed in each training mode (at most four),
+    the first seed's effective-gain paths side by side, and its leading eigenvalues in the
+    third mode (black-box training)."""
     fig, axes = _figure(2, 2, width=5.0, height=3.6)
     for (label, runs), color in zip(modes.items(), MODE_COLORS, strict=True):
         _curves(axes[0], runs, "test_loss", color, label)
@@ -147,7 +148,29 @@ def draw_compare_modes(modes: dict[str, Sequence[Run]]) -> Figure:
     axes[2].set_xlabel("k1 (position gain)")
     axes[2].set_ylabel("k2 (velocity gain)")
     axes[2].set_title("effective gains over training (first seed; dot: the end)", fontsize=9)
-    black = list(modes.values())[-1]
-    _eigenvalue_paths(axes[3], black[0], "black box, first seed: leading eig over training")
-    fig.suptitle("Double integrator: closed loop, open loop, black box", fontsize=11)
+    label, black = list(modes.items())[min(2, len(modes) - 1)]
+    _eigenvalue_paths(axes[3], black[0], f"{label}, first seed: leading eig over training")
+    fig.suptitle("Double integrator: " + ", ".join(modes), fontsize=11)
+    return fig
+
+
+def draw_spectra(coupled: np.ndarray, recurrent: np.ndarray, title: str) -> Figure:
+    """One epoch's spectra in the complex plane with the unit circle: the coupled matrix P's
+    and the recurrent weights W's (what a live logger shows every so often).
+
+    Example
+    -------
+    >>> figure = draw_spectra(np.array([0.5 + 0.5j, 0.5 - 0.5j]), np.array([0.1, -0.1]), "")
+    >>> len(figure.axes)
+    2
+    """
+    fig, axes = _figure(1, 2, width=3.2, height=3.2)
+    for ax, values, name, color in ((axes[0], coupled, "eig(P)", CLOSED),
+                                    (axes[1], recurrent, "eig(W)", OPEN)):
+        values = np.asarray(values)
+        values = values[np.isfinite(values)]
+        _unit_circle(ax)
+        ax.plot(values.real, values.imag, "o", ms=3, color=color)
+        ax.set_title(name, fontsize=9)
+    fig.suptitle(title, fontsize=10)
     return fig

@@ -37,6 +37,7 @@ import yaml
 
 from closedloop.errors import ClosedLoopError, ConfigError
 from closedloop.scale.jobs import PROGRESS_TOPIC, EventCallback, ExecutionResult, Job, execute
+from closedloop.training.loggers import LogSpec
 
 WORKER_WAIT = 300.0
 """Seconds to wait for the first SLURM worker to join (its batch job may queue)."""
@@ -175,8 +176,9 @@ def _slurm_client(options: SlurmOptions) -> Iterator[Any]:
 def run_jobs(jobs: Sequence[Job], folder: Path, *, scheduler: str | None = None,
              workers: int | None = None, slurm: SlurmOptions | None = None,
              group_size: int | None = None, on_event: EventCallback | None = None,
-             connect_timeout: float = 20.0) -> ExecutionResult:
-    """Make ``jobs``' run files in ``folder`` on a Dask cluster (see :func:`dask_client`).
+             connect_timeout: float = 20.0, log: Sequence[LogSpec] = ()) -> ExecutionResult:
+    """Make ``jobs``' run files in ``folder`` on a Dask cluster (see :func:`dask_client`),
+    each run logged by the loggers ``log`` names.
 
     Events reach ``on_event`` as :func:`closedloop.scale.jobs.execute` sends them, the
     workers' epochs included, from one thread at a time.
@@ -199,4 +201,4 @@ def run_jobs(jobs: Sequence[Job], folder: Path, *, scheduler: str | None = None,
     with dask_client(scheduler, workers, slurm, connect_timeout) as (client, capacity):
         client.subscribe_topic(PROGRESS_TOPIC, lambda event: notify("epoch", event[1]))
         return execute(jobs, folder, client.get_executor(pure=False), capacity=capacity,
-                       group_size=group_size, on_event=notify)
+                       group_size=group_size, on_event=notify, log=log)

@@ -52,6 +52,7 @@ from closedloop.runs.store import (
     partial_dir,
     remove_leftovers,
 )
+from closedloop.training.loggers import LogSpec
 from closedloop.training.trainer import shape_signature
 
 LOCKS_FOLDER = ".locks"
@@ -198,16 +199,18 @@ def ensure_run(config: RunConfig, path: str | os.PathLike[str], *,
 def train_group(configs: Sequence[RunConfig | str], paths: Sequence[str | os.PathLike[str]],
                 initials: Sequence[Mapping[str, Any] | None] | None = None,
                 teachers: Sequence[Teacher | None] | None = None, *, label: str | None = None,
-                progress: Callable[[int, Any], None] | None = None) -> dict[str, str]:
+                progress: Callable[[int, Any], None] | None = None,
+                log: Sequence[LogSpec] = ()) -> dict[str, str]:
     """Make the runs ``paths`` (one per config; configs may be JSON): what a task runs.
 
     Under the lock of every path: finished runs are checked (a finished file with other
     settings is an error) and kept, unfinished ones resumed (together when they were
-    checkpointed at the same epoch, else one by one), the rest trained together. Returns each
-    path's status.
+    checkpointed at the same epoch, else one by one), the rest trained together; each run is
+    logged by the loggers ``log`` names. Returns each path's status.
     """
     from closedloop.runtime import configure_worker
     from closedloop.training import train_ensemble
+    from closedloop.training.loggers import loggers_for
 
     configure_worker()
     configs = [config_from_json(c) if isinstance(c, str) else c for c in configs]
@@ -232,16 +235,19 @@ def train_group(configs: Sequence[RunConfig | str], paths: Sequence[str | os.Pat
         if groups:
             try:
                 train_ensemble([configs[i] for i in unfinished], [paths[i] for i in unfinished],
-                               resume=True, progress=progress)
+                               resume=True, progress=progress,
+                               loggers=loggers_for(log, [paths[i] for i in unfinished]))
             except IncompleteRunError:
                 groups = []      # checkpointed at different epochs: one by one
         if not groups:
             for i in unfinished:
-                train_ensemble([configs[i]], [paths[i]], resume=True, progress=progress)
+                train_ensemble([configs[i]], [paths[i]], resume=True, progress=progress,
+                               loggers=loggers_for(log, [paths[i]]))
         if fresh:
             train_ensemble([configs[i] for i in fresh], [paths[i] for i in fresh],
                            initials=[initials[i] for i in fresh],
-                           teachers=[teachers[i] for i in fresh], progress=progress)
+                           teachers=[teachers[i] for i in fresh], progress=progress,
+                           loggers=loggers_for(log, [paths[i] for i in fresh]))
         return {str(path): load_run(path).status for path in paths}
 
 
@@ -280,7 +286,7 @@ def _chunks(members: list[tuple[Job, JobInputs]], capacity: int, group_size: int
 
 def execute(jobs: Sequence[Job], folder: Path, executor: Executor, *, capacity: int = 1,
             group_size: int | None = None, on_event: EventCallback | None = None,
-            poll: float = 0.3) -> ExecutionResult:
+            poll: float = 0.3, log: Sequence[LogSpec] = ()) -> ExecutionResult:
     """Make every job's run file in ``folder`` (only what is missing), on ``executor``.
 
     Parameters
@@ -300,6 +306,8 @@ def execute(jobs: Sequence[Job], folder: Path, executor: Executor, *, capacity: 
         Receives the events of :data:`EventCallback`.
     poll
         Seconds between looks at the running tasks.
+    log
+        Loggers for every run trained (``--log NAME DIR``; one subfolder per run).
 
     Returns
     -------
@@ -350,7 +358,8 @@ def execute(jobs: Sequence[Job], folder: Path, executor: Executor, *, capacity: 
             future = executor.submit(
                 train_group, [i.config.to_json() for _, i in chunk],
                 [str(folder.resolve() / f"{n}.h5") for n in names],
-                [i.initial for _, i in chunk], [i.teacher for _, i in chunk], label=label)
+                [i.initial for _, i in chunk], [i.teacher for _, i in chunk], label=label,
+                log=list(log))
             running[future] = names
         if not running:
             if not pending:

@@ -11,7 +11,8 @@
   after-effect) and in the coupled spectrum.
 
 * ``compare-modes``: the paper's network on the double integrator trained closed loop, open
-  loop and with the plant as a black box (REINFORCE), from the same initial weights.
+  loop, with the plant as a black box (REINFORCE) and by node perturbation, from the same
+  initial weights.
 
 Every run is a run file in ``OUT/runs`` (a second call reuses finished files and resumes
 unfinished ones); the seeds of one preset train together as one ensemble.
@@ -307,9 +308,10 @@ def _gain_distance(a: Run, b: Run) -> float:
 
 def compare_modes(out: Path, seeds: Sequence[int], epochs: int | None = None,
                   progress: Progress | None = None) -> dict[str, Any]:
-    """The paper's network on the double integrator trained three ways from the same initial
-    weights: closed loop (``di-tanh-closed``), open loop imitating it (``di-tanh-open``) and
-    with the plant as a black box (``di-tanh-blackbox``, REINFORCE).
+    """The paper's network on the double integrator trained four ways from the same initial
+    weights: closed loop (``di-tanh-closed``), open loop imitating it (``di-tanh-open``), with
+    the plant as a black box (``di-tanh-blackbox``, REINFORCE) and by node perturbation
+    (``di-tanh-nodepert``).
 
     Example
     -------
@@ -322,6 +324,9 @@ def compare_modes(out: Path, seeds: Sequence[int], epochs: int | None = None,
     black = _train([load_preset("di-tanh-blackbox", seed=s, epochs=epochs) for s in seeds],
                    [runs / f"blackbox-seed{s}.h5" for s in seeds], None, None,
                    "black box (REINFORCE)", progress)
+    perturbed = _train([load_preset("di-tanh-nodepert", seed=s, epochs=epochs) for s in seeds],
+                       [runs / f"nodepert-seed{s}.h5" for s in seeds], None, None,
+                       "node perturbation", progress)
     plant = plant_from_config(closed[0].config.plant)
     opened = _train([load_preset("di-tanh-open", seed=s, epochs=epochs).model_copy(
         update={"teacher": f"{p.name}@last", "init_from": f"{p.name}@0"})
@@ -330,9 +335,10 @@ def compare_modes(out: Path, seeds: Sequence[int], epochs: int | None = None,
         [load_initial_parameters(f"{p}@0")[0] for p in closed_paths],
         [load_teacher(str(p), plant) for p in closed_paths], "open loop", progress)
     per_seed = []
-    for seed, c, o, b in zip(seeds, closed, opened, black, strict=True):
+    for seed, c, o, b, n in zip(seeds, closed, opened, black, perturbed, strict=True):
         row: dict[str, Any] = {"seed": seed, "c1_supported": judge_c1(c, o).supported}
-        for name, run in (("closed", c), ("open", o), ("black_box", b)):
+        for name, run in (("closed", c), ("open", o), ("black_box", b),
+                          ("node_perturbation", n)):
             stages = run_stages(run).to_json()
             row.update({f"{name}_final_test_loss": float(run.metrics["test_loss"][-1]),
                         f"{name}_stabilisation_epoch": run.stabilization_epoch,
@@ -342,6 +348,11 @@ def compare_modes(out: Path, seeds: Sequence[int], epochs: int | None = None,
         row["black_box_over_closed_final_test_loss"] = (row["black_box_final_test_loss"]
                                                        / row["closed_final_test_loss"])
         row["black_box_gains_from_closed"] = _gain_distance(b, c)
+        test = n.metrics["test_loss"]
+        row["node_perturbation_over_start"] = float(test[-1] / test[0])
+        row["node_perturbation_over_closed_final_test_loss"] = (
+            row["node_perturbation_final_test_loss"] / row["closed_final_test_loss"])
+        row["node_perturbation_gains_from_closed"] = _gain_distance(n, c)
         per_seed.append(row)
     keys = [k for k in per_seed[0] if k != "seed"]
     summary = {"study": "compare-modes", "seeds": list(seeds), "per_seed": per_seed,
@@ -356,11 +367,14 @@ def compare_modes(out: Path, seeds: Sequence[int], epochs: int | None = None,
                    "three stages, closed": sum(r["closed_stage2_end"] is not None
                                                for r in per_seed),
                    "three stages, black box": sum(r["black_box_stage2_end"] is not None
-                                                  for r in per_seed)}}
+                                                  for r in per_seed),
+                   "node perturbation below 0.2x its start (test loss)": sum(
+                       r["node_perturbation_over_start"] < 0.2 for r in per_seed)}}
     from closedloop.plotting.loops import draw_compare_modes
 
     _save(draw_compare_modes({"closed loop": closed, "open loop": opened,
-                              "black box (REINFORCE)": black}), out / "compare-modes")
+                              "black box (REINFORCE)": black,
+                              "node perturbation": perturbed}), out / "compare-modes")
     return summary
 
 
@@ -368,8 +382,8 @@ STUDIES: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "pendulum-pair": ("closed versus open loop on a pendulum held upright", pendulum_pair),
     "curl-field": ("reaching with a point mass, a curl field switched on mid-training",
                    curl_field),
-    "compare-modes": ("the double integrator trained closed loop, open loop and as a black "
-                      "box from the same weights", compare_modes),
+    "compare-modes": ("the double integrator trained closed loop, open loop, as a black box "
+                      "and by node perturbation from the same weights", compare_modes),
 }
 
 

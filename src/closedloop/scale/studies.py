@@ -123,13 +123,6 @@ class LengthRun:
     eigenvalue: np.ndarray
     stabilization_epoch: int | None
 
-    @property
-    def eigenvalue_at_stabilization(self) -> complex | None:
-        """The dominant eigenvalue at the stabilisation epoch (None if never stable)."""
-        if self.stabilization_epoch is None:
-            return None
-        return complex(self.eigenvalue[self.stabilization_epoch])
-
 
 def length_config(run: Run, *, epoch: int, steps: int, epochs: int | None = None
                   ) -> RunConfig:
@@ -182,10 +175,6 @@ class ReducedComparison:
         full = self.full.metrics["train_loss"][1:]
         reduced = self.reduced.metrics["train_loss"][1:]
         return float(np.max(np.abs(np.log10(reduced) - np.log10(full))))
-
-    def final_loss_ratio(self) -> float:
-        """Reduced over full final test loss."""
-        return float(self.reduced.metrics["test_loss"][-1] / self.full.metrics["test_loss"][-1])
 
 
 def reduced_configs(run: Run, *, control_cost: float, start_epoch: int,

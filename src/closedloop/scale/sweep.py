@@ -51,6 +51,8 @@ from closedloop.errors import ClosedLoopError, ConfigError
 from closedloop.runs.store import Run, is_finished, load_run
 from closedloop.scale.cluster import SlurmOptions, run_jobs
 from closedloop.scale.jobs import EventCallback, Job, JobInputs
+from closedloop.training.loggers import LogSpec
+from closedloop.training.rules import rule_for
 from closedloop.training.sources import load_teacher
 
 TEACHER_PRESETS = {"di-tanh-open": "di-tanh-closed", "di-tanh-open-plant": "di-tanh-closed",
@@ -202,7 +204,7 @@ class SweepSpec:
     @property
     def student_mode(self) -> bool:
         """Whether the preset trains open loop (so every point has a teacher)."""
-        return self._resolve(self.preset, list(self.overrides)).training.needs_teacher
+        return rule_for(self._resolve(self.preset, list(self.overrides))).needs_teacher
 
     def _teacher_preset(self) -> str:
         name = self.teacher_preset or TEACHER_PRESETS.get(self.preset)
@@ -351,7 +353,7 @@ def load_spec(folder: str | os.PathLike[str]) -> SweepSpec:
 def run_sweep(spec: SweepSpec, folder: str | os.PathLike[str], *, scheduler: str | None = None,
               workers: int | None = None, slurm: SlurmOptions | None = None,
               group_size: int | None = None, on_event: EventCallback | None = None,
-              connect_timeout: float = 20.0) -> SweepResult:
+              connect_timeout: float = 20.0, log: Sequence[LogSpec] = ()) -> SweepResult:
     """Train every point of ``spec`` into ``folder`` on Dask.
 
     Parameters
@@ -373,6 +375,8 @@ def run_sweep(spec: SweepSpec, folder: str | os.PathLike[str], *, scheduler: str
         and ``("epoch", {"label", "epoch", "total"})`` as the sweep goes.
     connect_timeout
         Seconds to keep trying to reach ``scheduler``.
+    log
+        Loggers for every run trained (one subfolder per run).
 
     Returns
     -------
@@ -398,6 +402,7 @@ def run_sweep(spec: SweepSpec, folder: str | os.PathLike[str], *, scheduler: str
         return SweepResult(folder, names, {}, names, 0.0)
     started = time.perf_counter()
     result = run_jobs(sweep_jobs(spec), runs, scheduler=scheduler, workers=workers, slurm=slurm,
-                      group_size=group_size, on_event=notify, connect_timeout=connect_timeout)
+                      group_size=group_size, on_event=notify, connect_timeout=connect_timeout,
+                      log=log)
     return SweepResult(folder, sorted(result.runs), result.failed, sorted(result.reused),
                        time.perf_counter() - started)

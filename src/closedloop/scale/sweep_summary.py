@@ -40,6 +40,7 @@ from closedloop.analysis.claims import finite
 from closedloop.errors import IncompleteRunError, RunFileError
 from closedloop.runs.store import Run, load_run
 from closedloop.scale.sweep import RUNS_FOLDER, SweepPoint, SweepSpec, load_spec
+from closedloop.training.rules import rule_for
 
 GAIN_COLUMNS = 8
 """Gain columns in the table (``gain_0`` ...); larger gain matrices are cut (the run file has
@@ -83,7 +84,7 @@ def point_row(spec_json: str, point_name: str, folder: str) -> dict[str, Any]:
         return {**row, "status": "incomplete"}
     except RunFileError:
         return {**row, "status": "missing"}
-    judge_stages = not run.config.training.needs_teacher and run.status == "complete"
+    judge_stages = not rule_for(run.config).needs_teacher and run.status == "complete"
     report = analyze_run(run) if judge_stages else None
     row.update(_run_columns(run, report["stages"] if report else run_stages(run).to_json()))
     if report is not None and judges_c2(run):

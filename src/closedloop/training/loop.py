@@ -37,6 +37,7 @@ from closedloop.config import RunConfig, config_difference
 from closedloop.errors import ClosedLoopError, ConfigError, IncompleteRunError
 from closedloop.runs.store import CheckpointState, EpochRecord, RunWriter, Teacher, partial_dir
 from closedloop.runtime import available_cores
+from closedloop.training.loggers import Logger
 from closedloop.training.memory import check_memory
 from closedloop.training.trainer import Trainer, recorded_gains
 
@@ -62,7 +63,8 @@ MemberProgress = Callable[[int, EpochRecord], None]
 def train(config: RunConfig, out: str | os.PathLike[str], *,
           initial: Mapping[str, Any] | None = None, teacher: Teacher | None = None,
           resume: bool = False, overwrite: bool = False,
-          progress: ProgressCallback | None = None) -> TrainResult:
+          progress: ProgressCallback | None = None, loggers: Sequence[Logger] = ()
+          ) -> TrainResult:
     """Train a run and write it to ``out`` (an ``.h5`` run file).
 
     Parameters
@@ -79,6 +81,9 @@ def train(config: RunConfig, out: str | os.PathLike[str], *,
         Replace an existing run (finished or not) at ``out``.
     progress
         Called with every epoch's record.
+    loggers
+        :class:`~closedloop.training.loggers.Logger` objects that receive the run's records
+        as they are written (e.g. a TensorBoard writer).
 
     Example
     -------
@@ -88,7 +93,7 @@ def train(config: RunConfig, out: str | os.PathLike[str], *,
     'complete'
     """
     return train_ensemble([config], [out], initials=[initial], teachers=[teacher],
-                          resume=resume, overwrite=overwrite,
+                          resume=resume, overwrite=overwrite, loggers=[loggers],
                           progress=None if progress is None else
                           lambda _index, record: progress(record))[0]
 
@@ -96,8 +101,8 @@ def train(config: RunConfig, out: str | os.PathLike[str], *,
 def train_ensemble(configs: Sequence[RunConfig], outs: Sequence[str | os.PathLike[str]], *,
                    initials: Sequence[Mapping[str, Any] | None] | None = None,
                    teachers: Sequence[Teacher | None] | None = None, resume: bool = False,
-                   overwrite: bool = False, progress: MemberProgress | None = None
-                   ) -> list[TrainResult]:
+                   overwrite: bool = False, progress: MemberProgress | None = None,
+                   loggers: Sequence[Sequence[Logger]] | None = None) -> list[TrainResult]:
     """Train ``configs`` together, member i recorded to ``outs[i]`` (a normal run file).
 
     Parameters
@@ -111,6 +116,8 @@ def train_ensemble(configs: Sequence[RunConfig], outs: Sequence[str | os.PathLik
         As :func:`train`, for every member together.
     progress
         Called with (member index, record) for every epoch of every member.
+    loggers
+        Per member, the loggers that receive its records.
 
     Example
     -------
@@ -124,6 +131,9 @@ def train_ensemble(configs: Sequence[RunConfig], outs: Sequence[str | os.PathLik
     outs = [Path(o) for o in outs]
     if len(outs) != len(configs) or len(set(outs)) != len(outs):
         raise ConfigError("give one distinct output path per run")
+    loggers = [list(member) for member in loggers] if loggers else [[] for _ in outs]
+    if len(loggers) != len(outs):
+        raise ConfigError("give one list of loggers per run")
     check_memory(list(configs))
     writers = [RunWriter(o, c) for o, c in zip(outs, configs, strict=True)]
     if resume:
@@ -140,7 +150,11 @@ def train_ensemble(configs: Sequence[RunConfig], outs: Sequence[str | os.PathLik
         for index, writer in enumerate(writers):
             writer.start(trainer.parameters_numpy(index), trainer.teacher_sources[index])
         start, done = 0, {}
-    recorder = _Recorder(trainer, writers, done, progress)
+    recorder = _Recorder(trainer, writers, done, progress, loggers)
+    for index, (config, out) in enumerate(zip(configs, outs, strict=True)):
+        if index not in done:
+            for logger in loggers[index]:
+                logger.start(config, out)
     recorder.run(start)
     return recorder.results()
 
@@ -218,8 +232,10 @@ class _Recorder:
     """Turns compiled chunks into records, segments and checkpoints (see the module doc)."""
 
     def __init__(self, trainer: Trainer, writers: Sequence[RunWriter],
-                 done: dict[int, TrainResult], progress: MemberProgress | None) -> None:
+                 done: dict[int, TrainResult], progress: MemberProgress | None,
+                 loggers: Sequence[Sequence[Logger]]) -> None:
         self.trainer, self.writers, self.done, self.progress = trainer, writers, done, progress
+        self.loggers = loggers
         self.last_epoch = trainer.configs[0].training.epochs
         self.last_records: dict[int, EpochRecord] = {}
         # the eigenvalue problems get the cores training leaves free: all but one when the
@@ -238,11 +254,9 @@ class _Recorder:
                 self._shift((first, *trainer.run_chunk(first)), spectra)
             self._shift(None, spectra)      # drain: fetch the last chunk, then write it
             self._shift(None, spectra)
-        for index, writer in enumerate(self.writers):
+        for index in range(len(self.writers)):
             if index not in self.done:     # zero epochs to train, or resumed at the very end
-                writer.finish("complete", None)
-                self.done[index] = TrainResult(writer.path, "complete", None,
-                                               self.last_records.get(index))
+                self._finish(index, "complete", None)
 
     def _shift(self, dispatched: tuple[int, Any, Any] | None, spectra: ThreadPoolExecutor
                ) -> None:
@@ -307,6 +321,8 @@ class _Recorder:
             self.last_records[index] = record
             if self.progress is not None:
                 self.progress(int(index), record)
+            for logger in self.loggers[index]:
+                logger.epoch(record)
         for index in range(trainer.members):
             if index in self.done or not chunk["valid"][index].any():
                 continue
@@ -314,12 +330,18 @@ class _Recorder:
             state = trainer.member_state(index, chunk["state"])
             self.writers[index].save(CheckpointState(last + 1, state))
             diverged_at = int(chunk["state"]["diverged"][index])
-            if diverged_at >= 0 or last == self.last_epoch:
-                status = "diverged" if diverged_at >= 0 else "complete"
-                self.writers[index].finish(status, diverged_at if diverged_at >= 0 else None)
-                self.done[index] = TrainResult(self.writers[index].path, status,
-                                               diverged_at if diverged_at >= 0 else None,
-                                               self.last_records.get(index))
+            if diverged_at >= 0:
+                self._finish(index, "diverged", diverged_at)
+            elif last == self.last_epoch:
+                self._finish(index, "complete", None)
+
+    def _finish(self, index: int, status: str, diverged_at: int | None) -> None:
+        """Member ``index`` has ended: its run file, its result, its loggers."""
+        self.writers[index].finish(status, diverged_at)
+        self.done[index] = TrainResult(self.writers[index].path, status, diverged_at,
+                                       self.last_records.get(index))
+        for logger in self.loggers[index]:
+            logger.finish(status)
 
     def results(self) -> list[TrainResult]:
         return [self.done[index] for index in range(self.trainer.members)]

@@ -11,9 +11,9 @@ therefore equal single runs up to floating-point reduction order.
 
 One compiled call (:meth:`Trainer.run_chunk`) runs ``recording.segment_epochs`` epochs
 (a ``jax.lax.scan``): per epoch it draws the batch from ``fold_in(data key, epoch)``, takes
-the value and gradient of the training loss (``jax.value_and_grad`` of the rollout; nothing is
-differentiated by hand; in ``black_box`` mode the REINFORCE surrogate's gradient, or the
-evolution-strategies estimate, with the plant outside the gradient), clips and updates,
+the learning rule's loss and gradient (:mod:`closedloop.training.rules`: ``jax.value_and_grad``
+of the rollout in closed and open loop, nothing differentiated by hand; for the black-box
+rules an estimate with the plant outside the gradient), clips and updates,
 evaluates the test loss, and returns the records; from a ``perturbation``'s epoch on all of it
 runs on the perturbed plant (one ``lax.cond``);
 the spectra are computed afterwards on the host, in float64 (:mod:`closedloop.training.loop`).
@@ -66,14 +66,14 @@ from closedloop.analysis.gains import (
 )
 from closedloop.config import AgentConfig, RunConfig, config_difference
 from closedloop.core.agents import Agent, Params, build_agent, trainable_names
-from closedloop.core.estimators import es_gradient, reinforce_surrogate, step_costs
-from closedloop.core.losses import control_objective, evaluation_cost, imitation_cost
+from closedloop.core.losses import evaluation_cost
 from closedloop.core.plants import Plant, plant_from_config
-from closedloop.core.rollout import Trajectory, build_loop, rollout
-from closedloop.core.tasks import Batch, probe_errors, probe_set, sample_batch, white_noise_batch
+from closedloop.core.rollout import build_loop, rollout
+from closedloop.core.tasks import Batch, probe_errors, probe_set, sample_batch
 from closedloop.errors import ConfigError, ShapeError
 from closedloop.runs.store import Teacher
 from closedloop.training.optim import Optimizer, global_norm
+from closedloop.training.rules import LearningRule, rule_for
 
 PyTree = Any
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
@@ -221,7 +221,8 @@ class Program:
     """What the compiled code of a trainer depends on: the shape signature, the number of
     members, how they are mapped, where they run, and the teacher's agent (which comes from
     the teacher's run, not from the config). Programs compare by these alone, so trainers of
-    equal shape share compiled code; the fields below them are derived from the config."""
+    equal shape share compiled code; the fields below them are derived from the config
+    (``rule``: the learning rule ``training.mode`` names, :mod:`closedloop.training.rules`)."""
 
     signature: str
     members: int
@@ -229,6 +230,7 @@ class Program:
     device: str
     teacher: Agent | None
     config: RunConfig = field(compare=False)
+    rule: LearningRule = field(compare=False)
     plant: Plant = field(compare=False)
     agent: Agent = field(compare=False)
     optimizer: Optimizer = field(compare=False)
@@ -247,102 +249,13 @@ class Program:
     # -- per member: batches, losses, evaluation ---------------------------------------
 
     def draw_batch(self, key: jax.Array) -> Batch:
-        """One training batch from ``key`` (a member's epoch key)."""
-        config = self.config
-        task = config.task
-        if config.training.mode == "open_white_noise":
-            return white_noise_batch(task.batch_size, task.steps, self.agent.n_inputs,
-                                     config.training.input_noise_std, key, self.dtype)
-        batch_key, noise_key = jax.random.split(key)
-        batch = sample_batch(task, self.plant.n_core_states, batch_key, dt=self.plant.dt,
-                             dtype=self.dtype)
-        batch.x0 = self.plant.initial_states(batch.x0)
-        batch.noise = self.plant.draw_noise(noise_key, task.batch_size, task.steps,
-                                            self.dtype)
-        training = config.training
-        if training.mode == "black_box" and training.estimator == "reinforce":
-            exploration_key = jax.random.fold_in(noise_key, 1)
-            batch.exploration = jax.random.normal(
-                exploration_key, (task.batch_size, task.steps, self.plant.n_inputs),
-                dtype=jnp.float64).astype(self.dtype)
-        if training.mode == "black_box" and training.estimator == "es":
-            shapes = self.agent.parameter_shapes()
-            keys = jax.random.split(jax.random.fold_in(noise_key, 2), len(shapes))
-            batch.directions = {
-                name: jax.random.normal(k, (training.population, *shape),
-                                        dtype=jnp.float64).astype(self.dtype)
-                for (name, shape), k in zip(shapes.items(), keys, strict=True)}
-        return batch
-
-    def trajectory(self, params: Params, batch: Batch, teacher: Params | None) -> Trajectory:
-        """The rollout that training on ``batch`` uses (by ``training.mode``)."""
-        config = self.config
-        mode, steps = config.training.mode, config.task.steps
-        if mode == "open_white_noise":
-            return rollout(None, self.agent, params, steps=steps, inputs=batch.inputs,
-                           teacher=self.teacher, teacher_params=teacher)
-        imitating = config.training.needs_teacher
-        value_baseline = mode == "black_box" and config.training.baseline == "value"
-        return rollout(self.plant, self.agent, params, steps=steps, x0=batch.x0,
-                       reference=batch.reference, noise=batch.noise,
-                       teacher=self.teacher if imitating else None,
-                       teacher_params=teacher if imitating else None,
-                       teacher_drives=mode == "open_teacher_plant",
-                       zero_first_control=config.training.zero_first_control,
-                       exploration=batch.exploration,
-                       exploration_std=self.exploration_std(params),
-                       record_inputs=value_baseline, record_hidden=value_baseline)
+        """One training batch from ``key`` (a member's epoch key), as the learning rule
+        draws it."""
+        return self.rule.draw_batch(self, key)
 
     def loss(self, trainable: Params, constants: PyTree, batch: Batch) -> jax.Array:
-        """The training loss: the control objective in closed loop, the imitation cost in
-        open loop."""
-        params = {**constants["frozen"], **trainable}
-        traj = self.trajectory(params, batch, constants["teacher"])
-        training = self.config.training
-        if training.mode == "closed" or (training.mode, training.estimator) == ("black_box",
-                                                                                "es"):
-            # (evolution strategies take only its values, never its gradient)
-            return control_objective(traj, self.config.loss, self.plant, batch.reference,
-                                     control_cost=constants["control_cost"])
-        if training.mode == "black_box":
-            return self.black_box_loss(traj, batch, constants, self.exploration_std(params))
-        return imitation_cost(traj)
-
-    def exploration_std(self, params: Params) -> jax.Array | float:
-        """The black-box policy's standard deviation: ``training.exploration_std``, times
-        exp(log_std) when the agent learns it (``agent.learned_std``)."""
-        std = self.config.training.exploration_std
-        return std * jnp.exp(params["log_std"]) if "log_std" in params else std
-
-    def es_estimate(self, trainable: Params, constants: PyTree, batch: Batch
-                    ) -> tuple[jax.Array, Params]:
-        """Evolution strategies: the closed-loop cost of ``trainable`` on ``batch`` and the
-        antithetic estimate of its gradient from the batch's perturbation directions (the
-        plant is only run, never differentiated)."""
-        training = self.config.training
-
-        def cost(params: Params) -> jax.Array:
-            return self.loss(params, constants, batch)
-
-        directions = {name: batch.directions[name] for name in trainable}
-        grads = es_gradient(cost, trainable, directions, training.es_std,
-                            training.rank_shaping)
-        return cost(trainable), grads
-
-    def black_box_loss(self, traj: Trajectory, batch: Batch, constants: PyTree,
-                       std: jax.Array | float) -> jax.Array:
-        """REINFORCE: the value is the cost J of the explored episodes (what is recorded as
-        the training loss), the gradient the score-function estimate of grad J (no gradient
-        flows through the plant)."""
-        training = self.config.training
-        executed = Trajectory(traj.states, traj.executed)
-        costs = step_costs(executed, self.config.loss, self.plant, batch.reference,
-                           control_cost=constants["control_cost"])
-        cost = costs.sum(axis=-1).mean(axis=-1)
-        surrogate = reinforce_surrogate(traj, costs, std=std,
-                                        first=1 if training.zero_first_control else 0,
-                                        baseline=training.baseline)
-        return surrogate - lax.stop_gradient(surrogate) + lax.stop_gradient(cost)
+        """The learning rule's training loss of ``batch``."""
+        return self.rule.loss(self, trainable, constants, batch)
 
     def evaluate(self, params: Params, constants: PyTree) -> dict[str, jax.Array]:
         """Test loss and, for regulation, what the effective gains are fitted from: the test
@@ -387,11 +300,7 @@ class Program:
                ) -> tuple[PyTree, jax.Array, jax.Array, jax.Array]:
         """One step on ``batch``: (new state, loss before it, gradient norm before clipping,
         whether both were finite). A non-finite step leaves parameters and optimiser alone."""
-        training = self.config.training
-        if training.mode == "black_box" and training.estimator == "es":
-            loss, grads = self.es_estimate(state["params"], constants, batch)
-        else:
-            loss, grads = jax.value_and_grad(self.loss)(state["params"], constants, batch)
+        loss, grads = self.rule.estimate(self, state["params"], constants, batch)
         norm = global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(norm)
         params, opt = self.optimizer.update(state["params"], state["opt"], grads, norm=norm,
@@ -547,8 +456,7 @@ def _test_batch(program: Program) -> Batch:
                          dt=program.plant.dt,
                          initial_state_range=config.evaluation.initial_state_range,
                          dtype=program.dtype, every_target=True)
-    batch.x0 = program.plant.initial_states(batch.x0)
-    return batch
+    return replace(batch, x0=program.plant.initial_states(batch.x0))
 
 
 def _gain_fit_batch(program: Program) -> Batch:
@@ -573,8 +481,7 @@ def _uniform_gain_fit_batch(program: Program) -> Batch:
                          batch_size=evaluation.gain_fit_states, steps=config.test_steps,
                          dt=program.plant.dt, initial_state_range=evaluation.gain_fit_range,
                          dtype=program.dtype, every_target=True)
-    batch.x0 = program.plant.initial_states(batch.x0)
-    return batch
+    return replace(batch, x0=program.plant.initial_states(batch.x0))
 
 
 def _stack(trees: Sequence[PyTree]) -> PyTree:
@@ -618,14 +525,15 @@ class Trainer:
         self.device = resolve_device(config.training.device)
         self.plant, self.agent = build_loop(config)
         self.perturbed_plant = perturbed_plant(config, self.plant)
+        self.rule = rule_for(config)
         self.plant_jacobian_failure = plant_jacobian_failure(self.plant)
         if self.plant_jacobian_failure is not None:
-            if config.training.mode == "closed":
+            if self.rule.differentiates_plant:
                 raise ConfigError(
                     f"plant.kind '{config.plant.kind}' cannot be differentiated "
-                    f"({self.plant_jacobian_failure}), and training.mode 'closed' "
-                    "backpropagates through it; train it as a black box "
-                    "(training.mode=black_box)")
+                    f"({self.plant_jacobian_failure}), and training.mode "
+                    f"'{config.training.mode}' backpropagates through it; train it as a "
+                    "black box (training.mode=black_box)")
             warnings.warn(f"plant.kind '{config.plant.kind}' cannot be differentiated: its "
                           "loop's spectrum is not recorded (NaN)", stacklevel=2)
         self.teacher_sources = teachers
@@ -634,8 +542,8 @@ class Trainer:
         self.program = Program(
             signature=program_signature(config), members=self.members,
             batching="map" if self.device.platform == "cpu" else "vmap",
-            device=str(self.device), config=config, plant=self.plant, agent=self.agent,
-            teacher=self.teacher_agent,
+            device=str(self.device), config=config, rule=self.rule, plant=self.plant,
+            agent=self.agent, teacher=self.teacher_agent,
             optimizer=Optimizer(config.training.optimizer, config.training.clip_norm is not None),
             perturbed=self.perturbed_plant)
         self.snapshot_interval = config.recording.snapshot_interval(self.agent.size)
@@ -671,22 +579,22 @@ class Trainer:
                              ) from None
 
     def _teacher_agent(self, teachers: Sequence[Teacher | None]) -> Agent | None:
-        mode = self.configs[0].training.mode
-        if not self.configs[0].training.needs_teacher:
-            return None
-        if any(t is None for t in teachers):
-            raise ConfigError(f"training.mode '{mode}' needs a teacher (--teacher RUN[@EPOCH], "
-                              "gain:K or lqr)")
-        agents = {build_agent(AgentConfig.model_validate_json(t.agent_config),
-                              self.agent.n_inputs, self.plant.n_inputs, self.plant.n_states)
-                  for t in teachers}
-        if len(agents) > 1:
-            raise ConfigError("runs trained together need teachers of the same kind and size")
-        agent = agents.pop()
-        if mode == "open_white_noise" and agent.reads_state:
-            raise ConfigError("a static-gain teacher reads the plant state; white-noise "
-                              "imitation needs an RNN teacher (use a teacher-driven-plant "
-                              "preset such as di-tanh-open-plant)")
+        """The teachers' agent (None for a rule without a teacher), after the rule has
+        checked the student and the teacher."""
+        config = self.configs[0]
+        agent = None
+        if self.rule.needs_teacher:
+            if any(t is None for t in teachers):
+                raise ConfigError(f"training.mode '{config.training.mode}' needs a teacher "
+                                  "(--teacher RUN[@EPOCH], gain:K or lqr)")
+            agents = {build_agent(AgentConfig.model_validate_json(t.agent_config),
+                                  self.agent.n_inputs, self.plant.n_inputs,
+                                  self.plant.n_states) for t in teachers}
+            if len(agents) > 1:
+                raise ConfigError("runs trained together need teachers of the same kind and "
+                                  "size")
+            agent = agents.pop()
+        self.rule.check(config, self.agent, agent)
         return agent
 
     def _constants(self, params: Sequence[Params], teachers: Sequence[Teacher | None]

@@ -1,0 +1,44 @@
+"""Open loop on the teacher's plant (science 2): the teacher drives the plant; the student
+reads the same observations and imitates the teacher's outputs. No gradient reaches the
+plant (the student never drives it).
+
+Example
+-------
+>>> from closedloop.config import load_preset
+>>> from closedloop.training.rules import rule_for
+>>> type(rule_for(load_preset("di-tanh-open-plant"))).__name__
+'TeacherDrivenImitation'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import jax
+
+from closedloop.core.losses import imitation_cost
+from closedloop.core.tasks import Batch
+from closedloop.training.rules.base import LearningRule
+
+if TYPE_CHECKING:
+    from closedloop.core.agents import Params
+    from closedloop.training.trainer import Program
+
+
+@dataclass(frozen=True)
+class TeacherDrivenImitation(LearningRule):
+    """``training.mode: open_teacher_plant``: the loss is the imitation cost on episodes the
+    teacher drives."""
+
+    description: ClassVar[str] = "open loop, on the teacher's plant"
+    needs_teacher: ClassVar[bool] = True
+    differentiates_plant: ClassVar[bool] = False
+
+    def loss(self, program: Program, trainable: Params, constants: Any, batch: Batch
+             ) -> jax.Array:
+        """The imitation cost of the student along the teacher-driven episodes."""
+        traj = self.episode(program, self.parameters(trainable, constants), batch,
+                            teacher=program.teacher, teacher_params=constants["teacher"],
+                            teacher_drives=True)
+        return imitation_cost(traj)
