@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -52,6 +52,9 @@ from closedloop.training.sources import (
     load_teacher,
     parse_run_reference,
 )
+
+if TYPE_CHECKING:
+    from closedloop.training.loggers import LogSpec
 
 err_console = Console(stderr=True)
 
@@ -124,7 +127,7 @@ def log_option(command: Callable[..., Any]) -> Callable[..., Any]:
                              "closedloop.register_logger.")(command)
 
 
-def _log_specs(items: tuple[tuple[str, Path], ...]) -> list[Any]:
+def _log_specs(items: tuple[tuple[str, Path], ...]) -> list[LogSpec]:
     """The ``--log`` items as checked specs (an unknown name fails before any work)."""
     from closedloop.training.loggers import LogSpec
 

@@ -166,7 +166,7 @@ def test_an_unknown_rule_names_the_key_and_the_known_rules():
 
 
 @pytest.mark.parametrize("name, cls", [("closed", HalfClosedLoop), ("x", dict),
-                                       ("", HalfClosedLoop)])
+                                       ("", HalfClosedLoop), ("no-loss", LearningRule)])
 def test_what_cannot_be_registered(name, cls):
     with pytest.raises(ConfigError):
         register_rule(name, cls)

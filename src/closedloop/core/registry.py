@@ -114,10 +114,13 @@ class SubclassRegistry(Registry):
         self.base = base
 
     def check(self, name: str, cls: Any) -> None:
-        """Refuse anything but a subclass of ``base``."""
+        """Refuse anything but a subclass of ``base`` that defines its abstract methods."""
         if not (isinstance(cls, type) and issubclass(cls, self.base)):
             raise ConfigError(f"{self.label} '{name}': {cls!r} must subclass "
                               f"{self.base.__module__}.{self.base.__qualname__}")
+        if getattr(cls, "__abstractmethods__", None):
+            raise ConfigError(f"{self.label} '{name}': {cls.__name__} must define "
+                              f"{', '.join(sorted(cls.__abstractmethods__))}()")
 
 
 class _PlantRegistry(Registry):

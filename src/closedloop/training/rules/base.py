@@ -35,6 +35,7 @@ Example
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -53,7 +54,7 @@ PyTree = Any
 
 
 @dataclass(frozen=True)
-class LearningRule:
+class LearningRule(ABC):
     """How a batch becomes a loss and a gradient. Subclass it as a frozen dataclass.
 
     A subclass writes
@@ -100,10 +101,10 @@ class LearningRule:
     needs_teacher: ClassVar[bool] = False
     differentiates_plant: ClassVar[bool] = True
 
+    @abstractmethod
     def loss(self, program: Program, trainable: Params, constants: PyTree, batch: Batch
              ) -> jax.Array:
         """The training loss of ``batch``."""
-        raise NotImplementedError(f"{type(self).__name__} must define loss()")
 
     def estimate(self, program: Program, trainable: Params, constants: PyTree, batch: Batch
                  ) -> tuple[jax.Array, Params]:
@@ -129,6 +130,7 @@ class LearningRule:
 
     def check(self, config: RunConfig, agent: Agent, teacher: Agent | None) -> None:
         """Refuse what this rule cannot train (nothing by default)."""
+        return None
 
     # -- what a subclass gets -------------------------------------------------------------
 
