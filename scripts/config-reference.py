@@ -8,9 +8,16 @@ import json
 from pathlib import Path
 
 from closedloop.config import schema
+from closedloop.core.agents import AGENTS
+
+AGENT_KINDS = [(f"agent (kind: {kind})", cls.config_class)
+               for kind, cls in AGENTS.builtin.items()]
+AGENT_KINDS.append(("agent (a registered kind without a config class)",
+                    schema.RegisteredAgentConfig))
+"""Each built-in agent kind's own fields (those every kind has are under ``agent``)."""
 
 SECTIONS = [("(top level)", schema.RunConfig), ("plant", schema.PlantConfig),
-            ("agent", schema.AgentConfig), ("agent.init.NAME", schema.InitSpec),
+            ("agent", schema.AgentConfig), *AGENT_KINDS, ("agent.init.NAME", schema.InitSpec),
             ("task", schema.TaskConfig), ("loss", schema.LossConfig),
             ("training", schema.TrainingConfig), ("evaluation", schema.EvaluationConfig),
             ("recording", schema.RecordingConfig), ("perturbation", schema.PerturbationConfig)]
@@ -36,10 +43,13 @@ def field_type(annotation: object) -> str:
 def main() -> None:
     lines = [INTRO]
     for name, model in SECTIONS:
-        lines += [f"## `{name}`", "", inspect.cleandoc(model.__doc__ or ""), "",
+        text = inspect.cleandoc(model.__doc__ or "").split("\nExample\n-------")[0].strip()
+        lines += [f"## `{name}`", "", text, "",
                   "| field | type | default |", "|---|---|---|"]
         for field, info in model.model_fields.items():
             if name == "(top level)" and field in NESTED:
+                continue
+            if name.startswith("agent (") and field in schema.AgentConfig.model_fields:
                 continue
             default = "required" if info.is_required() else \
                 f"`{json.dumps(info.get_default(call_default_factory=True))}`"

@@ -14,6 +14,8 @@ from closedloop.config import RunConfig, load_preset
 from closedloop.runs import Run
 
 SMALL = ["agent.size=8", "task.batch_size=16", "task.steps=20", "recording.segment_epochs=4"]
+SMALL_UNSIZED = [s for s in SMALL if not s.startswith("agent.size")]
+"""SMALL for agent kinds without a size (``mlp``, ``static_gain``, ``overlaps``)."""
 TINY_FLOAT64 = ["agent.size=6", "task.batch_size=3", "task.steps=8", "training.dtype=float64"]
 """Smaller still, in float64: for losses and gradients checked against NumPy loops and finite
 differences (shared by tests/core, so each preset compiles once)."""

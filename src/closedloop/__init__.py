@@ -23,8 +23,9 @@ from closedloop.config import RunConfig, load_preset, preset_names
 from closedloop.runs import Run, load_run
 
 if TYPE_CHECKING:
+    from closedloop.core.agents import register_agent
     from closedloop.core.mechanics import NonlinearPlant
-    from closedloop.core.registry import register_agent, register_plant
+    from closedloop.core.registry import register_plant
     from closedloop.training import Trainer, train, train_ensemble
     from closedloop.training.rules import register_rule
 
@@ -36,7 +37,7 @@ _LAZY = {"Trainer": "closedloop.training", "train": "closedloop.training",
          "train_ensemble": "closedloop.training",
          "NonlinearPlant": "closedloop.core.mechanics",
          "register_plant": "closedloop.core.registry",
-         "register_agent": "closedloop.core.registry",
+         "register_agent": "closedloop.core.agents",
          "register_rule": "closedloop.training.rules"}
 
 

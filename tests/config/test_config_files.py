@@ -108,9 +108,11 @@ def test_the_field_reference_lists_every_field():
     from pathlib import Path
 
     from closedloop.config import schema
+    from closedloop.core.agents import AGENTS
 
     text = (Path(__file__).parents[2] / "docs" / "config.md").read_text()
-    models = [schema.RunConfig, schema.PlantConfig, schema.AgentConfig, schema.InitSpec,
+    kinds = [cls.config_class for cls in AGENTS.builtin.values()]
+    models = [schema.RunConfig, schema.PlantConfig, schema.AgentConfig, *kinds, schema.InitSpec,
               schema.TaskConfig, schema.LossConfig, schema.TrainingConfig,
               schema.EvaluationConfig, schema.RecordingConfig, schema.PerturbationConfig]
     missing = [f"{m.__name__}.{f}" for m in models for f in m.model_fields

@@ -5,19 +5,28 @@ truths: the cells' equations written here in NumPy (column vectors, the maths' l
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from pydantic import Field
 
 import closedloop
 from closedloop.analysis.coupling import coupled_jacobian
-from closedloop.config import AgentConfig, load_preset
-from closedloop.core.agents import GRUAgent, MLPAgent, RNNAgent, build_agent
+from closedloop.config import agent_config, build_config, config_from_json, load_preset
+from closedloop.core.agents import (
+    GRUAgent,
+    MLPAgent,
+    NetworkConfig,
+    RNNAgent,
+    build_agent,
+    register_agent,
+)
 from closedloop.core.plants import double_integrator
-from closedloop.core.registry import register_agent
 from closedloop.core.rollout import rollout
 from closedloop.errors import ConfigError, ShapeError
 from closedloop.training.trainer import Trainer
@@ -141,7 +150,7 @@ def test_gru_default_init_is_pytorchs():
 def test_vanilla_is_the_elman_rnn():
     rng = np.random.default_rng(4)
     n_in, size, n_out = 2, 5, 1
-    config = AgentConfig(kind="vanilla", size=size, bias=True, output_bias=True)
+    config = agent_config(kind="vanilla", size=size, bias=True, output_bias=True)
     agent = build_agent(config, n_in, n_out)
     assert isinstance(agent, RNNAgent) and agent.alpha == 1.0
     W, W_in = rng.normal(size=(size, size)), rng.normal(size=(size, n_in))
@@ -153,11 +162,10 @@ def test_vanilla_is_the_elman_rnn():
     expected = np.tanh(W @ h + W_in @ y + b)
     np.testing.assert_allclose(np.asarray(h_next[0]), expected, rtol=1e-12)
     np.testing.assert_allclose(np.asarray(u[0]), W_out @ expected + b_out, rtol=1e-12)
-    assert build_agent(AgentConfig(kind="vanilla", size=3, dt=0.5, tau=0.5), 1, 1).alpha == 1.0
-    assert set(build_agent(AgentConfig(kind="vanilla", size=3), 1, 1).parameter_shapes()) == {
+    assert set(build_agent(agent_config(kind="vanilla", size=3), 1, 1).parameter_shapes()) == {
         "W_in", "W", "W_out"}
-    with pytest.raises(ConfigError, match=r"agent\.dt"):
-        build_agent(AgentConfig(kind="vanilla", size=3, dt=0.5, tau=1.0), 1, 1)
+    with pytest.raises(ConfigError, match=r"unknown key 'agent\.dt'"):   # discrete time
+        load_preset("di-tanh-closed", ["agent.kind=vanilla", "agent.dt=0.5"])
 
 
 def mlp_numpy(maths: list[tuple[np.ndarray, np.ndarray]], y: np.ndarray) -> np.ndarray:
@@ -181,8 +189,8 @@ def mlp_jacobian_numpy(maths: list[tuple[np.ndarray, np.ndarray]], y: np.ndarray
 
 
 def random_mlp(rng: np.random.Generator) -> tuple[MLPAgent, dict, list]:
-    agent = build_agent(AgentConfig(kind="mlp", hidden_sizes=[5, 3], bias=True,
-                                    output_bias=True, size=77), 1, 1)
+    agent = build_agent(agent_config(kind="mlp", hidden_sizes=[5, 3], bias=True,
+                                     output_bias=True), 1, 1)
     widths = (1, 5, 3, 1)
     maths = [(rng.normal(size=(o, i)) / np.sqrt(i), 0.3 * rng.normal(size=o))
              for i, o in itertools.pairwise(widths)]
@@ -194,7 +202,7 @@ def random_mlp(rng: np.random.Generator) -> tuple[MLPAgent, dict, list]:
 def test_mlp_closed_loop_is_the_hand_written_loop():
     rng = np.random.default_rng(5)
     agent, params, maths = random_mlp(rng)
-    assert isinstance(agent, MLPAgent) and agent.size == 1      # agent.size is not used
+    assert isinstance(agent, MLPAgent) and agent.size == 1      # the command it holds
     plant = double_integrator()
     A, B, C = plant.A, plant.B, plant.C
     x0, steps = rng.uniform(-1, 1, size=(3, 2)), 6
@@ -242,25 +250,47 @@ def test_mlp_default_init_scales_by_fan_in():
         MLPAgent(n_inputs=1, n_outputs=2, size=3)
 
 
-def test_kind_specific_agent_fields_are_checked():
-    with pytest.raises(ValueError, match=r"agent\.hidden_sizes is for agent\.kind 'mlp'"):
-        AgentConfig(kind="gru", hidden_sizes=[8])
+def test_each_kind_validates_its_own_fields():
+    for agent, words in (({"kind": "gru", "hidden_sizes": [8]}, "'agent.hidden_sizes'"),
+                         ({"kind": "rnn", "params": {"x": 1}}, "'agent.params'"),
+                         ({"kind": "gru", "size": 3, "dt": 0.5}, "'agent.dt'"),
+                         ({"kind": "mlp", "size": 3}, "'agent.size'")):
+        with pytest.raises(ConfigError, match=f"unknown key {words} \\(allowed: kind, "):
+            build_config({"agent": agent})
     with pytest.raises(ValueError, match="at most 8"):
-        AgentConfig(kind="mlp", hidden_sizes=[4] * 9)
+        agent_config(kind="mlp", hidden_sizes=[4] * 9)
     with pytest.raises(ValueError, match=r"agent\.init\.W2: unknown parameter.*W0, W1, b0"):
-        AgentConfig(kind="mlp", hidden_sizes=[4, 4], init={"W2": {"gain": 2.0}})
+        agent_config(kind="mlp", hidden_sizes=[4, 4], init={"W2": {"gain": 2.0}})
     with pytest.raises(ValueError, match=r"agent\.trainable\.W: unknown parameter.*W_yr"):
-        AgentConfig(kind="gru", trainable={"W": False})
-    with pytest.raises(ValueError, match=r"agent\.params are for registered agent kinds"):
-        AgentConfig(kind="rnn", params={"x": 1})
-    with pytest.raises(ConfigError, match=r"agent\.dt"):
-        build_agent(AgentConfig(kind="gru", size=3, dt=0.5), 1, 1)
-    agent = build_agent(AgentConfig(kind="gru", size=3, trainable={"W_hn": False}), 1, 1)
+        agent_config(kind="gru", trainable={"W": False})
+    with pytest.raises(ConfigError, match=r"agent\.rank must be <= agent\.size"):
+        build_config({"agent": {"kind": "lowrank", "size": 4, "rank": 9}})
+    agent = build_agent(agent_config(kind="gru", size=3, trainable={"W_hn": False}), 1, 1)
     assert not agent.is_trainable("W_hn") and agent.is_trainable("W_out")
-    # a stored config of any kind (every field set) reads back
-    for kind in ("rnn", "gru", "mlp", "vanilla"):
-        config = AgentConfig(kind=kind)
-        assert AgentConfig.model_validate_json(config.model_dump_json()) == config
+    # a config of any kind reads back from JSON, alone and inside a run's config
+    for kind in ("rnn", "lowrank", "overlaps", "gru", "mlp", "vanilla", "static_gain"):
+        config = agent_config(kind=kind)
+        assert agent_config(json.loads(config.model_dump_json())) == config
+        run = build_config({"agent": {"kind": kind}})
+        assert config_from_json(run.to_json()) == run and run.agent == config
+
+
+def test_switching_the_kind_by_override_keeps_the_fields_it_shares():
+    """``--set agent.kind=...`` on a preset of another kind: the preset's fields the new kind
+    lacks go, fields set on the command line stay (and are refused if it lacks them)."""
+    preset = load_preset("di-tanh-closed")
+    mlp = load_preset("di-tanh-closed", ["agent.kind=mlp", "agent.init={}",
+                                         "agent.trainable={}"]).agent
+    assert (type(mlp).__name__, mlp.activation, mlp.hidden_sizes) == ("MLPConfig", "tanh",
+                                                                       [64, 64])
+    gru = load_preset("di-tanh-closed", ["agent.size=12", "agent.kind=gru", "agent.init={}",
+                                         "agent.trainable={}"]).agent
+    assert gru.size == 12 and not hasattr(gru, "dt")
+    vanilla = load_preset("di-tanh-closed", ["agent.kind=vanilla"]).agent
+    assert vanilla.init == preset.agent.init           # the names fit: kept
+    with pytest.raises(ConfigError, match=r"unknown key 'agent\.size'"):
+        load_preset("di-tanh-closed", ["agent.kind=mlp", "agent.size=4", "agent.init={}",
+                                       "agent.trainable={}"])
 
 
 SMALL = ["agent.size=8", "agent.init={}", "agent.trainable={}", "task.batch_size=16",
@@ -270,7 +300,8 @@ SMALL = ["agent.size=8", "agent.init={}", "agent.trainable={}", "task.batch_size
 @pytest.mark.parametrize("kind, extra", [("gru", ["agent.bias=true"]), ("vanilla", []),
                                          ("mlp", ["agent.hidden_sizes=[8, 8]"])])
 def test_every_new_kind_trains(kind, extra):
-    config = load_preset("di-tanh-closed", [f"agent.kind={kind}", *SMALL, *extra], epochs=4)
+    small = [s for s in SMALL if kind != "mlp" or s != "agent.size=8"]   # an MLP has no size
+    config = load_preset("di-tanh-closed", [f"agent.kind={kind}", *small, *extra], epochs=4)
     trainer = Trainer(config)
     losses = []
     for epoch in range(1, 4):
@@ -301,8 +332,8 @@ class ScaledRNN(RNNAgent):
 
 def test_registered_and_unknown_agent_kinds():
     register_agent("test-agent", ScaledRNN)
-    config = AgentConfig(kind="test-agent", size=4, params={"readout_scale": 2.0, "tau": 2.0},
-                         trainable={"W": False})
+    config = agent_config(kind="test-agent", size=4, params={"readout_scale": 2.0, "tau": 2.0},
+                          trainable={"W": False})
     agent = build_agent(config, 1, 1)
     assert isinstance(agent, ScaledRNN)
     assert (agent.size, agent.readout_scale, agent.alpha) == (4, 2.0, 0.5)
@@ -311,8 +342,50 @@ def test_registered_and_unknown_agent_kinds():
                               "W_out": np.ones((4, 1))}, jnp.float64)
     assert float(agent.output(agent.prepare(params), jnp.ones((1, 4)))[0, 0]) == 8.0
     with pytest.raises(ConfigError, match=r"cannot be built from agent\.params"):
-        build_agent(AgentConfig(kind="test-agent", size=4, params={"nope": 1}), 1, 1)
+        build_agent(agent_config(kind="test-agent", size=4, params={"nope": 1}), 1, 1)
     with pytest.raises(ConfigError, match=r"'agent\.kind'.*'no-such-agent'.*gru"):
-        build_agent(AgentConfig(kind="no-such-agent"), 1, 1)
+        build_agent(agent_config(kind="no-such-agent"), 1, 1)
     with pytest.raises(ConfigError, match=r"agent\.kind"):
         load_preset("di-tanh-closed", ["agent.kind=_bad"])
+
+
+class LeakyConfig(NetworkConfig):
+    """A user kind's own config: the network fields and a leak."""
+
+    kind: str = "test-leaky"
+    leak: float = Field(0.5, gt=0, le=1)
+
+
+@dataclass(frozen=True)
+class LeakyRNN(RNNAgent):
+    """A user kind in one class: an RNN whose alpha is its ``leak``."""
+
+    leak: float = 0.5
+    config_class: ClassVar[type] = LeakyConfig
+
+    @property
+    def alpha(self) -> float:
+        return self.leak
+
+
+def test_a_user_kind_brings_its_own_config(tmp_path):
+    register_agent("test-leaky", LeakyRNN)
+    config = load_preset("di-tanh-closed", ["agent.kind=test-leaky", "agent.leak=0.25",
+                                            *SMALL], epochs=2)
+    assert type(config.agent) is LeakyConfig and config.agent.size == 8
+    agent = build_agent(config.agent, 1, 1)
+    assert isinstance(agent, LeakyRNN) and agent.alpha == 0.25
+    # h' = h + leak (tanh(W h + W_in y) - h), by hand
+    params = agent.init_params(jax.random.key(3), jnp.float64)
+    h, y = np.full((1, 8), 0.3), np.ones((1, 1))
+    expected = h + 0.25 * (np.tanh(h @ np.asarray(params["W"]) + y @ np.asarray(params["W_in"]))
+                           - h)
+    np.testing.assert_allclose(agent.step(params, jnp.asarray(h), jnp.asarray(y))[0], expected,
+                               rtol=1e-12)
+    with pytest.raises(ConfigError, match=r"'agent\.leak': 2\.0"):
+        load_preset("di-tanh-closed", ["agent.kind=test-leaky", "agent.leak=2.0"])
+    with pytest.raises(ConfigError, match=r"unknown key 'agent\.dt'"):
+        load_preset("di-tanh-closed", ["agent.kind=test-leaky", "agent.dt=0.5"])
+    result = closedloop.train(config, tmp_path / "leaky.h5")
+    assert result.status == "complete"
+    assert closedloop.load_run(tmp_path / "leaky.h5").config.agent == config.agent

@@ -26,7 +26,7 @@ from closedloop.config.schema import GAIN_FIT_ON_TEST_SET
 from closedloop.errors import ConfigError, IncompleteRunError
 from closedloop.runs.store import Run, load_run, partial_dir
 from closedloop.training import Trainer, train
-from tests.conftest import SMALL, small_config
+from tests.conftest import SMALL, SMALL_UNSIZED, small_config
 from tests.test_cli import assert_one_line_error, run_cli
 from tests.training.test_training import assert_same_run
 
@@ -240,8 +240,10 @@ def test_runs_from_before_the_gain_fit_settings_read_as_fitted_on_the_test_set(
 def _stored_config_text(path: Path) -> str:
     import h5py
 
+    from closedloop.runs.store import _attribute
+
     with h5py.File(path, "r") as handle:
-        return str(handle.attrs["config"])
+        return _attribute(handle, "config")
 
 
 def test_an_unfinished_run_from_before_the_gain_fit_settings_resumes_as_it_began(
@@ -274,3 +276,59 @@ def test_an_unfinished_run_from_before_the_gain_fit_settings_resumes_as_it_began
     assert train(config, cut, resume=True).status == "complete"
     assert load_run(cut).config == config
     assert_same_run(tmp_path / "whole.h5", cut)
+
+
+# -- runs from before each agent kind had a config class of its own ---------------------------
+
+FLAT_AGENT = {"kind": "rnn", "size": 100, "activation": "tanh", "dt": 1.0, "tau": 1.0,
+              "bias": False, "output_bias": False, "rank": 1, "random_gain": 0.0,
+              "prescribed_overlap": None, "gain": None, "overlaps": None,
+              "hidden_sizes": [64, 64], "learned_std": False, "params": {}, "init": {},
+              "trainable": {}}
+"""The one agent config of earlier versions, every kind's field at its default: what they
+stored for a kind whatever its own fields were."""
+
+def test_runs_stored_with_every_kinds_agent_fields_read_and_resume(tmp_path: Path) -> None:
+    """An MLP run whose stored config carries every kind's agent fields (as earlier versions
+    wrote it, with ``size`` 100 which an MLP never used) reads as an MLP run; unfinished, it
+    resumes bit for bit as the uninterrupted run; and a teacher stored that way teaches."""
+    from closedloop.config import load_preset
+    from closedloop.core.agents import StaticGain
+    from closedloop.runs.store import Teacher
+
+    config = load_preset("di-tanh-closed", ["agent.kind=mlp", "agent.hidden_sizes=[6]",
+                                            "agent.init={}", "agent.trainable={}",
+                                            *SMALL_UNSIZED], epochs=8)
+    flat = {**FLAT_AGENT, "kind": "mlp", "hidden_sizes": [6]}
+    train(config, tmp_path / "whole.h5")
+    cut = tmp_path / "cut.h5"
+
+    class Stop(Exception):
+        pass
+
+    def stop(record):
+        if record.epoch == 5:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(config, cut, progress=stop)
+    stored = partial_dir(cut) / "config.json"
+    stored.write_text(json.dumps({**json.loads(stored.read_text()), "agent": flat}))
+    assert train(config, cut, resume=True).status == "complete"
+    assert_same_run(tmp_path / "whole.h5", cut)
+
+    import h5py
+
+    from closedloop.runs.store import DIGEST, _attrs_digest
+
+    with h5py.File(cut, "r+") as handle:      # the finished file, as that version wrote it
+        handle.attrs["config"] = json.dumps({**json.loads(handle.attrs["config"]),
+                                             "agent": flat})
+        handle.attrs[DIGEST] = _attrs_digest(handle)
+    assert load_run(cut).config == config
+
+    gain = np.array([[-0.4, -1.2]])
+    teacher = Teacher("gain:-0.4,-1.2", json.dumps({**FLAT_AGENT, "kind": "static_gain",
+                                                    "gain": gain.tolist()}), {"K": gain})
+    trainer = Trainer(load_preset("di-tanh-open-plant", SMALL, epochs=2), teachers=teacher)
+    assert trainer.teacher_agent == StaticGain(2, 1, ((-0.4, -1.2),))

@@ -564,3 +564,18 @@ def test_the_reproduce_report_handles_a_diverged_run(tmp_path, monkeypatch):
     page = result.page.read_text()
     assert "C1" in page and "not supported" in page
     assert (tmp_path / "out" / "fig1.png").stat().st_size > 0    # drawn with the short run
+
+
+def test_text_attributes_are_fixed_length(finished_pair):
+    """Text attributes are stored as fixed-length strings in the object header: a damaged
+    global-heap record (where variable-length strings live) made the HDF5 library loop forever
+    on reading one, and fixed-length bytes are covered by the attribute digest instead."""
+    import h5py
+
+    with h5py.File(finished_pair[1], "r") as handle:
+        nodes = [handle, handle["teacher"]]
+        texts = [(node, name) for node in nodes for name in node.attrs
+                 if h5py.check_string_dtype(node.attrs.get_id(name).dtype) is not None]
+        assert len(texts) >= 8
+        for node, name in texts:
+            assert h5py.check_string_dtype(node.attrs.get_id(name).dtype).length is not None, name

@@ -44,7 +44,13 @@ from closedloop.scale.sweep_summary import summarize_sweep, support_fractions, w
 from closedloop.training import train
 from closedloop.training.loggers import LogSpec
 from closedloop.training.sources import load_teacher
-from tests.conftest import SMALL, TOLERANCE, max_relative_difference, read_events
+from tests.conftest import (
+    SMALL,
+    SMALL_UNSIZED,
+    TOLERANCE,
+    max_relative_difference,
+    read_events,
+)
 
 DASK = Path(sys.executable).with_name("dask")
 SET_SMALL = [arg for setting in SMALL for arg in ("--set", setting)]
@@ -294,21 +300,23 @@ def test_local_sweep_equals_single_runs_skips_finished_and_summarises(tmp_path):
 
 
 AGENT_KINDS = {
-    "rnn": ("di-tanh-closed", ()),
-    "lowrank": ("di-lowrank-closed", ()),
-    "overlaps": ("di-reduced-closed", ("agent.overlaps=[-0.02, 0.5, 0.02, 0.1]",)),
-    "static_gain": ("di-tanh-closed", ("agent.kind=static_gain", "agent.gain=[[-0.3, -0.9]]",
-                                       "agent.init={}", "agent.trainable={}",
-                                       "loss.kind=per_sample", "loss.control_cost=1.0")),
+    "rnn": ("di-tanh-closed", SMALL),
+    "lowrank": ("di-lowrank-closed", SMALL),
+    "overlaps": ("di-reduced-closed", (*SMALL_UNSIZED, "agent.overlaps=[-0.02, 0.5, 0.02, 0.1]")),
+    "static_gain": ("di-tanh-closed", (*SMALL_UNSIZED, "agent.kind=static_gain",
+                                       "agent.gain=[[-0.3, -0.9]]", "agent.init={}",
+                                       "agent.trainable={}", "loss.kind=per_sample",
+                                       "loss.control_cost=1.0")),
 }
+"""A preset of each kind and its small settings (kinds without a size have none set)."""
 
 
 @pytest.mark.parametrize("kind", sorted(AGENT_KINDS))
 def test_sweeps_of_every_agent_kind_equal_single_runs(tmp_path, kind):
     """Every agent kind sweeps: two seeds trained as one task equal each seed trained alone
     (a static gain's sweep used to fail, as ensembles needed RNN agents)."""
-    preset, extra = AGENT_KINDS[kind]
-    spec = SweepSpec(preset, seeds=[0, 1], epochs=3, overrides=[*SMALL, *extra])
+    preset, settings = AGENT_KINDS[kind]
+    spec = SweepSpec(preset, seeds=[0, 1], epochs=3, overrides=list(settings))
     result = execute(sweep_jobs(spec), tmp_path / "runs", InlineExecutor(), capacity=1)
     assert not result.failed and len(result.runs) == 2
     for point in spec.points():

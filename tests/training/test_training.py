@@ -14,12 +14,12 @@ import h5py
 import numpy as np
 import pytest
 
-from closedloop.config import RunConfig
+from closedloop.config import RunConfig, load_preset
 from closedloop.core.plants import plant_from_config
 from closedloop.runs.store import EpochRecord, load_run, partial_dir
 from closedloop.training import OutputExistsError, Trainer, train
 from closedloop.training.sources import load_initial_parameters, load_teacher
-from tests.conftest import SMALL, small_config
+from tests.conftest import SMALL, SMALL_UNSIZED, small_config
 
 # the double integrator of the presets (dt = 1, position observed), written out
 A = np.array([[1.0, 1.0], [0.0, 1.0]])
@@ -277,10 +277,10 @@ def test_gains_fitted_on_the_test_set_are_the_papers_estimate(tmp_path: Path,
 def test_effective_gains_of_a_static_gain_are_its_gain(gain_fit: list[str]) -> None:
     """A linear controller u = K x has effective gains K, whatever states they are fitted on
     (float64: to round-off)."""
-    config = small_config(extra=("agent.kind=static_gain", "agent.gain=[[-0.3, -0.9]]",
-                                 "agent.init={}", "agent.trainable={}",
-                                 "loss.kind=per_sample", "loss.control_cost=1.0",
-                                 "training.dtype=float64", *gain_fit), epochs=0)
+    config = load_preset("di-tanh-closed", [
+        *SMALL_UNSIZED, "agent.kind=static_gain", "agent.gain=[[-0.3, -0.9]]", "agent.init={}",
+        "agent.trainable={}", "loss.kind=per_sample", "loss.control_cost=1.0",
+        "training.dtype=float64", *gain_fit], epochs=0)
     trainer = Trainer(config)
     np.testing.assert_allclose(trainer.evaluate()[0]["gains"], [[-0.3, -0.9]], rtol=0,
                                atol=1e-12)

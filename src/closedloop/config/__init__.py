@@ -21,21 +21,25 @@ from closedloop.config.overrides import (
     resolve_config,
 )
 from closedloop.config.schema import (
-    PARAMETER_NAMES,
     AgentConfig,
     EvaluationConfig,
     InitSpec,
     LossConfig,
     PlantConfig,
     RecordingConfig,
+    RegisteredAgentConfig,
     RunConfig,
     TaskConfig,
     TrainingConfig,
+    agent_config,
+    agent_config_class,
     plant_matrices,
+    stored_agent_fields,
 )
 
-__all__ = ["PARAMETER_NAMES", "AgentConfig", "EvaluationConfig", "InitSpec", "LossConfig",
-           "PlantConfig", "RecordingConfig", "RunConfig", "TaskConfig", "TrainingConfig",
-           "apply_overrides", "build_config", "config_difference", "config_from_json",
-           "is_config_file", "load_preset", "parse_override", "plant_matrices", "preset_dict",
-           "preset_names", "preset_yaml", "resolve_config"]
+__all__ = ["AgentConfig", "EvaluationConfig", "InitSpec", "LossConfig", "PlantConfig",
+           "RecordingConfig", "RegisteredAgentConfig", "RunConfig", "TaskConfig",
+           "TrainingConfig", "agent_config", "agent_config_class", "apply_overrides",
+           "build_config", "config_difference", "config_from_json", "is_config_file",
+           "load_preset", "parse_override", "plant_matrices", "preset_dict", "preset_names",
+           "preset_yaml", "resolve_config", "stored_agent_fields"]

@@ -25,7 +25,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from closedloop.config.schema import AgentConfig, InitSpec, RunConfig
+from closedloop.config.schema import (
+    AgentConfig,
+    InitSpec,
+    RunConfig,
+    agent_config_class,
+    stored_agent_fields,
+)
 from closedloop.errors import ConfigError
 
 
@@ -115,6 +121,9 @@ def preset_yaml(name: str, plant: dict[str, Any] | None = None) -> str:
     True
     """
     data = load_preset(name).model_dump(mode="json")
+    common = ("learned_std", "init", "trainable")       # after the kind's own fields
+    data["agent"] = {**{k: v for k, v in data["agent"].items() if k not in common},
+                     **{k: data["agent"][k] for k in common}}
     if plant is not None:
         data["plant"] = plant
     for key in SHOWN_OMITTED:
@@ -199,11 +208,28 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def build_config(data: dict[str, Any]) -> RunConfig:
-    """Validate a mapping into a :class:`RunConfig`, turning errors into one clear line."""
+    """Validate a mapping into a :class:`RunConfig`, turning errors into one clear line (the
+    ``agent`` section by its kind's config class).
+
+    Example
+    -------
+    >>> build_config({"agent": {"kind": "mlp", "size": 4}})
+    Traceback (most recent call last):
+    ...
+    closedloop.errors.ConfigError: unknown key 'agent.size' (allowed: kind, learned_std, init, \
+trainable, hidden_sizes, activation, bias, output_bias)
+    """
+    agent = data.get("agent")
+    if isinstance(agent, dict) and isinstance(agent.get("kind", "rnn"), str):
+        model = agent_config_class(agent.get("kind", "rnn"))
+        try:
+            data = {**data, "agent": model.model_validate(agent)}
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, model, ["agent"])) from None
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, data)) from None
+        raise ConfigError(_describe(exc, RunConfig)) from None
 
 
 def load_preset(name: str, overrides: list[str] | None = None, seed: int | None = None,
@@ -237,7 +263,7 @@ def resolve_config(data: dict[str, Any], overrides: list[str] | None = None,
                                                     and epochs is not None):
             option = "--seed/--seeds" if key == "seed" else "--epochs"
             raise ConfigError(f"'{key}' is set by {option}; do not also --set it")
-    data = apply_overrides(data, overrides or [])
+    data = _agent_kind_switched(data, apply_overrides(data, overrides or []), overrides or [])
     if seed is not None:
         data["seed"] = seed
     if epochs is not None:
@@ -250,6 +276,24 @@ def resolve_config(data: dict[str, Any], overrides: list[str] | None = None,
         raise ConfigError(f"{source}: {exc}") from None
 
 
+def _agent_kind_switched(before: dict[str, Any], after: dict[str, Any], overrides: list[str]
+                         ) -> dict[str, Any]:
+    """Where ``--set agent.kind=...`` names another kind than the preset's, the preset's agent
+    fields the new kind does not have are dropped (fields set by overrides are kept, and
+    refused if the kind has no such field)."""
+    old, new = (part.get("agent") for part in (before, after))
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return after
+    kind = new.get("kind", "rnn")
+    if kind == old.get("kind", "rnn") or not isinstance(kind, str):
+        return after
+    fields = agent_config_class(kind).model_fields
+    overridden = {path[1] for path in (parse_override(text)[0] for text in overrides)
+                  if len(path) > 1 and path[0] == "agent"}
+    return {**after, "agent": {key: value for key, value in new.items()
+                               if key in fields or key in overridden}}
+
+
 def config_from_json(text: str) -> RunConfig:
     """Parse a config stored by :meth:`RunConfig.to_json`."""
     try:
@@ -258,16 +302,20 @@ def config_from_json(text: str) -> RunConfig:
         raise ConfigError(f"stored config is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError("stored config is not a JSON object")
+    if isinstance(data.get("agent"), dict):
+        data["agent"] = stored_agent_fields(data["agent"])
     return build_config(data)
 
 
-def _describe(exc: ValidationError, data: dict[str, Any]) -> str:
+def _describe(exc: ValidationError, model: type[BaseModel], prefix: list[str] | None = None
+              ) -> str:
+    """One line for the first error of validating ``model`` at dotted path ``prefix``."""
     error = exc.errors()[0]
     loc = [str(p) for p in error["loc"] if not str(p).startswith(("function-", "literal["))]
-    key = ".".join(loc)
+    key = ".".join([*(prefix or []), *loc])
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        parent = _model_at(loc[:-1])
+        parent = _model_at(model, loc[:-1])
         allowed = ", ".join(parent.model_fields) if parent is not None else ""
         return f"unknown key '{key}'" + (f" (allowed: {allowed})" if allowed else "")
     if not key:
@@ -279,13 +327,13 @@ def _describe(exc: ValidationError, data: dict[str, Any]) -> str:
     return f"invalid value for '{key}': {shown} ({message})"
 
 
-def _model_at(path: list[str]) -> type[BaseModel] | None:
-    """The config model at a dotted path (``agent.init.W`` is an :class:`InitSpec`)."""
-    model: type[BaseModel] = RunConfig
+def _model_at(model: type[BaseModel], path: list[str]) -> type[BaseModel] | None:
+    """The config model at a dotted path below ``model`` (``init.W`` of an agent's config is
+    an :class:`InitSpec`)."""
     parts = list(path)
     while parts:
         part = parts.pop(0)
-        if model is AgentConfig and part == "init":
+        if issubclass(model, AgentConfig) and part == "init":
             if not parts:
                 return None
             parts.pop(0)

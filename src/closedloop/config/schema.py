@@ -6,7 +6,7 @@ the key, the value and what is allowed (see :mod:`closedloop.config.overrides` f
 
 Example
 -------
->>> config = RunConfig(agent=AgentConfig(size=8))
+>>> config = RunConfig(agent={"kind": "rnn", "size": 8})
 >>> config.agent.size, config.training.optimizer, config.plant.kind
 (8, 'sgd', 'integrator')
 """
@@ -15,29 +15,20 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    field_validator,
+    model_validator,
+)
 
 from closedloop.errors import ShapeError
-
-PARAMETER_NAMES: dict[str, tuple[str, ...]] = {
-    "rnn": ("W_in", "W", "W_out", "b", "b_out"),
-    "lowrank": ("m", "z", "u", "v", "W_rand"),
-    "static_gain": ("K",),
-    "overlaps": ("s_zm", "s_zu", "s_vm", "s_vu"),
-    "vanilla": ("W_in", "W", "W_out", "b", "b_out"),
-    "gru": ("W_yr", "W_yz", "W_yn", "W_hr", "W_hz", "W_hn", "b_yr", "b_yz", "b_yn", "b_hr",
-            "b_hz", "b_hn", "W_out", "b_out"),
-    "mlp": (*(f"W{i}" for i in range(8)), *(f"b{i}" for i in range(8)), "W_out", "b_out"),
-}
-"""Parameter names of each built-in agent kind (its keys are the built-in kinds; a registered
-kind's names are its own and are not checked here). ``b`` and ``b_out`` (``rnn``,
-``vanilla``), the six gate biases ``b_y*``, ``b_h*`` (``gru``) and ``b0``..``b7`` (``mlp``)
-exist only when biases are on, ``b_out`` only with ``output_bias``; ``W_rand`` only when
-``random_gain`` > 0 (it is never trained); an ``mlp`` has ``W0``..``W{L-1}`` for its L
-hidden layers (at most 8)."""
 
 
 def plant_matrices(A: Any, B: Any, C: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -165,58 +156,59 @@ class PlantConfig(_Strict):
         return self
 
 
-class AgentConfig(_Strict):
-    """The controller (science 1.2).
+AGENT_KIND_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]*$"
+"""What ``agent.kind`` (and ``plant.kind``) may be: a name."""
 
-    ``rnn``: continuous-time rate RNN, Euler-discretised; ``vanilla``: the discrete (Elman)
-    RNN h' = phi(W h + W_in y + b), i.e. ``rnn`` with dt = tau (alpha = 1; dt != tau is
-    refused); ``lowrank``: linear RNN with W = U V^T + random_gain * W_rand; ``gru``: a gated
-    recurrent unit (PyTorch's cell; ``activation`` is its candidate's, tanh in the standard
-    cell; with ``bias`` false, the default, it is the bias-free cell; dt = tau);
-    ``mlp``: a feedforward policy u_t = MLP(y_t) without memory, hidden layers of widths
-    ``hidden_sizes`` (at most 8) with ``activation``, a linear output layer, hidden-layer
-    biases when ``bias``, an output bias when ``output_bias``; its hidden state is the command
-    it holds, so its size is the plant's input count and ``size`` is not used (dt = tau);
-    ``static_gain``: u = K x on the full state (initial ``gain``); ``overlaps``: the reduced
-    rank-1 model of science 3.1 trained directly on its four order parameters (initial
-    ``overlaps`` = [s_zm, s_zu, s_vm, s_vu], or ``--init-from`` a low-rank run).
-    Any other ``kind`` names a kind registered with ``closedloop.register_agent`` (or an entry
-    point), built as ``cls(n_inputs=..., n_outputs=..., size=size, **params)``; ``params``
-    is for such kinds only. ``learned_std`` adds the parameter ``log_std`` (one per output,
-    initially 0) for black-box training: the Gaussian policy's standard deviation is
-    ``training.exploration_std * exp(log_std)``, learned with the rest.
-    ``init`` and ``trainable`` are keyed by parameter name (:data:`PARAMETER_NAMES`: ``W_in``,
-    ``W``, ``W_out`` for ``rnn``; ``m``, ``z``, ``u``, ``v`` for ``lowrank``; ``K`` for
-    ``static_gain``; ``W_yr`` ... ``W_out`` for ``gru``; ``W0``, ``b0``, ... ``W_out`` for
-    ``mlp``).
+
+class AgentConfig(_Strict):
+    """The controller (science 1.2): what every agent kind's config has.
+
+    ``kind`` names the agent; each kind's own fields (``size``, ``activation``, ``rank``,
+    ``hidden_sizes``, ...) live in its config class, a subclass of this one defined next to
+    the agent it builds (:mod:`closedloop.core.agents`; the sections below list each
+    kind's), so each kind validates its own fields and a kind a user registers brings its
+    own. :func:`agent_config` picks the class from ``kind``; a run's ``agent`` section is
+    validated the same way. ``--set agent.kind=...`` on a preset of another kind keeps the
+    preset's fields the new kind has and drops the others.
+
+    ``learned_std`` adds the parameter ``log_std`` (one per output, initially 0) for
+    black-box training: the Gaussian policy's standard deviation is
+    ``training.exploration_std * exp(log_std)``, learned with the rest. ``init`` and
+    ``trainable`` are keyed by parameter name (the kind's :meth:`parameter_names`).
+
+    A subclass adds fields and, where it names its parameters, overrides
+    :meth:`parameter_names`; :meth:`arguments` says how its fields become the agent's
+    keyword arguments.
+
+    Example
+    -------
+    >>> config = agent_config({"kind": "gru", "size": 8, "trainable": {"W_hn": False}})
+    >>> type(config).__name__, config.size, config.frozen()
+    ('GRUConfig', 8, frozenset({'W_hn'}))
     """
 
-    kind: str = Field("rnn", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
-    size: int = Field(100, ge=1, le=100_000)
-    activation: Literal["tanh", "relu", "linear"] = "tanh"
-    dt: float = Field(1.0, gt=0, le=1e3)
-    tau: float = Field(1.0, gt=0, le=1e6)
-    bias: bool = False
-    output_bias: bool = False
-    rank: int = Field(1, ge=1, le=100_000)
-    random_gain: float = Field(0.0, ge=0, le=1e3)
-    prescribed_overlap: float | None = Field(None, ge=-1e3, le=1e3)
-    gain: list[list[float]] | None = None
-    overlaps: list[float] | None = Field(None, min_length=4, max_length=4)
-    hidden_sizes: list[int] = Field(default_factory=lambda: [64, 64], max_length=8)
+    kind: str = Field("rnn", pattern=AGENT_KIND_PATTERN)
     learned_std: bool = False
-    params: dict[str, float | int | bool | str | list[float] | list[int]] = Field(
-        default_factory=dict)
     init: dict[str, InitSpec] = Field(default_factory=dict)
     trainable: dict[str, bool] = Field(default_factory=dict)
 
+    def parameter_names(self) -> tuple[str, ...] | None:
+        """The names ``init`` and ``trainable`` may use (None: not checked here)."""
+        return None
+
+    def arguments(self) -> dict[str, Any]:
+        """The kind's own fields as keyword arguments of its agent class (lists as tuples:
+        an agent is a hashed, static argument of compiled code)."""
+        return {name: _hashable(getattr(self, name)) for name in type(self).model_fields
+                if name not in AgentConfig.model_fields}
+
+    def frozen(self) -> frozenset[str]:
+        """Names of the parameters ``trainable`` freezes."""
+        return frozenset(name for name, flag in self.trainable.items() if not flag)
+
     @model_validator(mode="after")
     def _check_names(self) -> AgentConfig:
-        allowed = PARAMETER_NAMES.get(self.kind)   # None: a registered kind names its own
-        if self.kind == "mlp":
-            layers = range(len(self.hidden_sizes))
-            allowed = (*(f"W{i}" for i in layers), *(f"b{i}" for i in layers), "W_out",
-                       "b_out")
+        allowed = self.parameter_names()
         if allowed is not None and self.learned_std:
             allowed = (*allowed, "log_std")
         for section in ("init", "trainable"):
@@ -227,27 +219,107 @@ class AgentConfig(_Strict):
                         f"'{self.kind}' (allowed: {', '.join(allowed)}; "
                         f"agent.{section}={{}} clears a preset's)"
                     )
-        if self.kind == "lowrank" and self.rank > self.size:
-            raise ValueError("agent.rank must be <= agent.size")
-        if self.dt > self.tau:
-            raise ValueError("agent.dt must be <= agent.tau (dt/tau > 1 overshoots)")
-        for name, kinds in (("gain", ("static_gain",)), ("overlaps", ("overlaps",)),
-                            ("prescribed_overlap", ("lowrank",)),
-                            ("random_gain", ("lowrank",))):
-            if name in self.model_fields_set and getattr(self, name) not in (None, 0.0) \
-                    and self.kind not in kinds:
-                raise ValueError(f"agent.{name} is for agent.kind '{kinds[0]}', not "
-                                 f"'{self.kind}'")
-        if self.kind != "mlp" and self.hidden_sizes != [64, 64]:   # the default round-trips
-            raise ValueError(f"agent.hidden_sizes is for agent.kind 'mlp', not '{self.kind}'")
-        if not all(1 <= width <= 100_000 for width in self.hidden_sizes):
-            raise ValueError("agent.hidden_sizes must be widths between 1 and 100000")
-        if self.params and self.kind in PARAMETER_NAMES:
-            raise ValueError(f"agent.params are for registered agent kinds; agent.kind "
-                             f"'{self.kind}' is set by its own fields")
-        if self.gain is not None and (not self.gain or len({len(r) for r in self.gain}) != 1):
-            raise ValueError("agent.gain must be a non-empty rectangular matrix")
         return self
+
+
+class RegisteredAgentConfig(AgentConfig):
+    """The config of a registered agent kind that brings no config class of its own: its
+    class is built as ``cls(n_inputs=..., n_outputs=..., size=size, **params)``.
+
+    Example
+    -------
+    >>> RegisteredAgentConfig(kind="mine", size=4, params={"gain": 2.0}).arguments()
+    {'size': 4, 'gain': 2.0}
+    """
+
+    size: int = Field(100, ge=1, le=100_000)
+    params: dict[str, float | int | bool | str | list[float] | list[int]] = Field(
+        default_factory=dict)
+
+    def arguments(self) -> dict[str, Any]:
+        """``size`` and the ``params``."""
+        return {"size": self.size, **{k: _hashable(v) for k, v in self.params.items()}}
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def agent_config_class(kind: str) -> type[AgentConfig]:
+    """The config class of agent kind ``kind``.
+
+    Kinds live with their agents: the agent registry (:data:`closedloop.core.agents.AGENTS`:
+    the built-ins, kinds registered with ``closedloop.register_agent`` and entry points of
+    ``closedloop.agents``) is asked, as for a plug-in, and a class without a config class of
+    its own (``config_class``, defined by the class itself, not inherited) gets
+    :class:`RegisteredAgentConfig`.
+
+    Raises
+    ------
+    ConfigError
+        For a kind no registry knows, listing the kinds allowed.
+
+    Example
+    -------
+    >>> agent_config_class("lowrank").__name__
+    'LowRankConfig'
+    """
+    from importlib import import_module
+
+    cls = import_module("closedloop.core.agents").AGENTS.get(kind)
+    return vars(cls).get("config_class", RegisteredAgentConfig)
+
+
+def agent_config(data: Mapping[str, Any] | AgentConfig | None = None, /, **fields: Any
+                 ) -> AgentConfig:
+    """An agent's config of any kind, validated by its kind's class (``kind`` defaults to
+    ``rnn``); keyword arguments are fields.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown kind; pydantic's ``ValidationError`` for fields the kind refuses.
+
+    Example
+    -------
+    >>> agent_config(kind="lowrank", size=5, activation="linear").rank
+    1
+    """
+    if isinstance(data, AgentConfig):
+        data = data.model_dump()
+    merged = {**(data or {}), **fields}
+    kind = merged.get("kind", "rnn")
+    if not isinstance(kind, str):
+        return AgentConfig.model_validate(merged)      # the base refuses the kind
+    return agent_config_class(kind).model_validate(merged)
+
+
+_FLAT_AGENT_FIELDS = frozenset({
+    "kind", "size", "activation", "dt", "tau", "bias", "output_bias", "rank", "random_gain",
+    "prescribed_overlap", "gain", "overlaps", "hidden_sizes", "learned_std", "params", "init",
+    "trainable"})
+"""The agent section's fields when one class held every kind's: what run files written then
+carry (a name outside it is not dropped, so that a misspelt field is still refused)."""
+
+
+def stored_agent_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """An agent section as run files written before agent kinds had config classes of their
+    own stored it (every kind's fields, those of other kinds at values the builder ignored)
+    reduced to its kind's fields; a section of the current format passes unchanged.
+
+    Example
+    -------
+    >>> stored_agent_fields({"kind": "mlp", "size": 100, "dt": 1.0, "hidden_sizes": [8]})
+    {'kind': 'mlp', 'hidden_sizes': [8]}
+    """
+    kind = data.get("kind", "rnn")
+    if not isinstance(kind, str):
+        return dict(data)
+    fields = agent_config_class(kind).model_fields
+    return {key: value for key, value in data.items()
+            if key in fields or key not in _FLAT_AGENT_FIELDS}
 
 
 class TaskConfig(_Strict):
@@ -473,7 +545,7 @@ class RunConfig(_Strict):
     description: str = ""
     seed: int = Field(0, ge=0, lt=2**63)
     plant: PlantConfig = Field(default_factory=PlantConfig)
-    agent: AgentConfig = Field(default_factory=AgentConfig)
+    agent: SerializeAsAny[AgentConfig] = Field(default_factory=lambda: agent_config())
     task: TaskConfig = Field(default_factory=TaskConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -482,6 +554,15 @@ class RunConfig(_Strict):
     teacher: str | None = None
     init_from: str | None = None
     perturbation: PerturbationConfig | None = None
+
+    @field_validator("agent", mode="before")
+    @classmethod
+    def _agent_of_its_kind(cls, value: Any) -> Any:
+        if isinstance(value, AgentConfig) and type(value) is not AgentConfig:
+            return value
+        if isinstance(value, (Mapping, AgentConfig)):
+            return agent_config(value)
+        return value
 
     def plant_at(self, epoch: int) -> PlantConfig:
         """The plant training uses at update ``epoch`` (the perturbed one from its epoch on).

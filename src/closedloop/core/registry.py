@@ -1,5 +1,6 @@
-"""Registries of plant and agent kinds: what a config's ``plant.kind`` and ``agent.kind`` may
-name beyond the built-ins.
+"""Registries of named kinds (the plant registry here; agents, learning rules and loggers
+keep theirs with their base classes): what a config's ``plant.kind`` may name beyond the
+built-ins.
 
 A user adds a kind in one of two ways:
 
@@ -41,14 +42,6 @@ from closedloop.errors import ConfigError
 
 LINEAR_PLANT_KINDS = ("integrator", "point_mass_2d", "linear")
 """Plant kinds built from matrices (:mod:`closedloop.core.plants`)."""
-
-BUILTIN_AGENT_KINDS = ("rnn", "lowrank", "static_gain", "overlaps", "gru", "vanilla", "mlp")
-"""Agent kinds built into :func:`closedloop.core.agents.build_agent`."""
-
-AGENT_METHODS = ("parameter_shapes", "init_params", "to_params", "prepare", "initial_hidden",
-                 "step", "output", "is_trainable", "recurrent_matrix")
-"""What an agent class must define (the interface of :mod:`closedloop.core.agents`)."""
-
 
 class Registry:
     """Kinds by name: built-ins, registered classes and entry points of ``group``."""
@@ -138,16 +131,7 @@ class _PlantRegistry(Registry):
                               "inputs (state_names, input_names)")
 
 
-class _AgentRegistry(Registry):
-    def check(self, name: str, cls: Any) -> None:
-        missing = [m for m in AGENT_METHODS if not callable(getattr(cls, m, None))]
-        if not isinstance(cls, type) or missing:
-            raise ConfigError(f"agent kind '{name}': {cls!r} lacks {', '.join(missing)} (see "
-                              "closedloop.core.agents for the interface)")
-
-
 PLANTS = _PlantRegistry("plant", "closedloop.plants", BUILTIN_PLANTS, LINEAR_PLANT_KINDS)
-AGENTS = _AgentRegistry("agent", "closedloop.agents", {}, BUILTIN_AGENT_KINDS)
 
 
 def register_plant(name: str, cls: type[NonlinearPlant]) -> None:
@@ -160,16 +144,3 @@ def register_plant(name: str, cls: type[NonlinearPlant]) -> None:
     >>> register_plant("my-pendulum", Pendulum)
     """
     PLANTS.register(name, cls)
-
-
-def register_agent(name: str, cls: type) -> None:
-    """Make ``agent.kind: name`` build ``cls``, called as ``cls(n_inputs=..., n_outputs=...,
-    size=..., **agent.params)``; it implements the agent interface of
-    :mod:`closedloop.core.agents` (:data:`AGENT_METHODS`).
-
-    Example
-    -------
-    >>> from closedloop.core.agents import GRUAgent
-    >>> register_agent("my-gru", GRUAgent)
-    """
-    AGENTS.register(name, cls)

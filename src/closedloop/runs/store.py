@@ -410,13 +410,13 @@ def _pack(records: list[EpochRecord]) -> dict[str, np.ndarray]:
 def _write_h5(handle: h5py.File, config: RunConfig, segments: list[Path],
               initial: Mapping[str, np.ndarray], teacher: Teacher | None, status: str,
               diverged_epoch: int | None) -> None:
-    handle.attrs["format"] = FORMAT
+    _write_text(handle, "format", FORMAT)
     handle.attrs["format_version"] = FORMAT_VERSION
-    handle.attrs["config"] = config.to_json()
-    handle.attrs["preset"] = config.preset
+    _write_text(handle, "config", config.to_json())
+    _write_text(handle, "preset", config.preset)
     handle.attrs["seed"] = config.seed
-    handle.attrs["closedloop_version"] = __version__
-    handle.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    _write_text(handle, "closedloop_version", __version__)
+    _write_text(handle, "created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     handle.attrs["diverged_epoch"] = -1 if diverged_epoch is None else diverged_epoch
     total = sum(_segment_range(s)[1] - _segment_range(s)[0] + 1 for s in segments)
     datasets: dict[str, h5py.Dataset] = {}
@@ -460,13 +460,34 @@ def _write_h5(handle: h5py.File, config: RunConfig, segments: list[Path],
         _checked_dataset(group, name, values)
     if teacher is not None:
         group = handle.create_group("teacher")
-        group.attrs["source"] = teacher.source
-        group.attrs["agent_config"] = teacher.agent_config
+        _write_text(group, "source", teacher.source)
+        _write_text(group, "agent_config", teacher.agent_config)
         for name, values in teacher.parameters.items():
             _checked_dataset(group, name, values)
-    handle.attrs["status"] = status
+    _write_text(handle, "status", status)
     # the digest goes last: a file without it (or with another) never reads as complete
-    handle.attrs[DIGEST] = _attrs_digest(handle)
+    _write_text(handle, DIGEST, _attrs_digest(handle))
+
+
+def _write_text(node: h5py.Group, name: str, text: str) -> None:
+    """A text attribute as a fixed-length UTF-8 string, stored in the object's header.
+
+    Variable-length strings live in the file's global heap, and a damaged heap record can make
+    the HDF5 library loop forever on reading any of them; a fixed-length one is only bytes,
+    which the attribute digest checks. Files written with variable-length strings read as
+    before (:func:`_attribute`).
+    """
+    data = text.encode("utf-8")
+    node.attrs.create(name, np.array(data, dtype=h5py.string_dtype("utf-8", max(len(data), 1))))
+
+
+def _attribute(node: h5py.Group, name: str, default: Any = None) -> Any:
+    """Attribute ``name`` of ``node`` (``default`` when absent), text decoded to ``str``
+    whether it was stored with fixed or variable length."""
+    value = node.attrs.get(name, default)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value
 
 
 def _checked_dataset(group: h5py.Group, name: str, values: np.ndarray) -> None:
@@ -478,10 +499,11 @@ def _checked_dataset(group: h5py.Group, name: str, values: np.ndarray) -> None:
 def _attrs_digest(handle: h5py.File) -> str:
     """SHA-256 of every attribute of the file and its groups (the digest itself excluded)."""
     digest = hashlib.sha256()
-    items: list[tuple[str, Any]] = [(f"/{k}", v) for k, v in handle.attrs.items() if k != DIGEST]
+    items: list[tuple[str, Any]] = [(f"/{k}", _attribute(handle, k)) for k in handle.attrs
+                                    if k != DIGEST]
     for name in ("teacher",):
         if name in handle:
-            items += [(f"/{name}/{k}", v) for k, v in handle[name].attrs.items()]
+            items += [(f"/{name}/{k}", _attribute(handle[name], k)) for k in handle[name].attrs]
     for key, value in sorted(items, key=lambda item: item[0]):
         digest.update(key.encode())
         digest.update(repr(value.tolist() if isinstance(value, np.ndarray | np.generic)
@@ -565,10 +587,11 @@ class Run:
 
 @contextmanager
 def _damage_is_corruption(path: Path) -> Iterator[None]:
-    """HDF5's errors on a damaged file (a failed checksum, a broken header) as RunFileError."""
+    """HDF5's errors on a damaged file (a failed checksum, a broken header) as RunFileError
+    (h5py raises RuntimeError where iterating a damaged header's attributes fails)."""
     try:
         yield
-    except (KeyError, ValueError, TypeError, OSError) as exc:
+    except (KeyError, ValueError, TypeError, OSError, RuntimeError) as exc:
         if isinstance(exc, RunFileError):
             raise
         raise RunFileError(f"{path}: corrupt run file ({exc})") from None
@@ -652,21 +675,21 @@ def stored_config(text: str) -> RunConfig:
 
 
 def _read(path: Path, handle: h5py.File) -> Run:
-    if handle.attrs.get("format") != FORMAT:
+    if _attribute(handle, "format") != FORMAT:
         raise RunFileError(f"{path}: not a closedloop run file (HDF5 without format "
                            f"'{FORMAT}')")
     version = int(handle.attrs.get("format_version", -1))
     if version != FORMAT_VERSION:
         raise RunFileError(f"{path}: run-file format version {version} is not supported "
                            f"(this closedloop reads {FORMAT_VERSION})")
-    stored_digest = handle.attrs.get(DIGEST)
+    stored_digest = _attribute(handle, DIGEST)
     if stored_digest is not None and stored_digest != _attrs_digest(handle):
         raise RunFileError(f"{path}: corrupt run file (its attributes do not match their "
                            "checksum)")
-    status = handle.attrs.get("status")
+    status = _attribute(handle, "status")
     if status not in ("complete", "diverged"):
         raise IncompleteRunError(f"{path}: incomplete run file (no final status)")
-    config = stored_config(handle.attrs["config"])
+    config = stored_config(_attribute(handle, "config"))
     metrics = {name: handle[f"metrics/{name}"][()] for name in METRIC_NAMES}
     for name in OPTIONAL_METRICS:
         if f"metrics/{name}" in handle:
@@ -686,7 +709,8 @@ def _read(path: Path, handle: h5py.File) -> Run:
     teacher = None
     if "teacher" in handle:
         group = handle["teacher"]
-        teacher = Teacher(str(group.attrs["source"]), str(group.attrs["agent_config"]),
+        teacher = Teacher(str(_attribute(group, "source")),
+                          str(_attribute(group, "agent_config")),
                           {k: group[k][()] for k in group})
     diverged = int(handle.attrs.get("diverged_epoch", -1))
     return Run(path=path, config=config, status=str(status),

@@ -30,7 +30,7 @@ def estimated_memory(config: RunConfig) -> int:
     """
     element = 8 if config.training.dtype == "float64" else 4
     n_x = plant_from_config(config.plant).n_states      # also refuses a bad plant early
-    size = config.agent.size
+    size = getattr(config.agent, "size", 1)    # the hidden units, for kinds that have them
     width = size + 2 * n_x + 8
     chunk = config.recording.segment_epochs
     parameters = (8 + 2 * chunk) * (size * size + 2 * width * size) * element

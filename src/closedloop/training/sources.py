@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from closedloop.analysis.gains import lqr_gain
-from closedloop.config import AgentConfig
+from closedloop.config import AgentConfig, agent_config
 from closedloop.errors import ConfigError
 from closedloop.runs.store import Teacher, load_run
 
@@ -97,5 +97,5 @@ def load_teacher(text: str, plant: LinearPlant) -> Teacher:
 
 
 def _static_teacher(source: str, gain: np.ndarray) -> Teacher:
-    config = AgentConfig(kind="static_gain", gain=gain.tolist())
+    config = agent_config(kind="static_gain", gain=gain.tolist())
     return Teacher(source, config.model_dump_json(), {"K": gain})

@@ -64,7 +64,7 @@ from closedloop.analysis.gains import (
     gains_from_normal_equations,
     sobol_states,
 )
-from closedloop.config import AgentConfig, RunConfig, config_difference
+from closedloop.config import RunConfig, agent_config, config_difference, stored_agent_fields
 from closedloop.core.agents import Agent, Params, build_agent, trainable_names
 from closedloop.core.losses import evaluation_cost
 from closedloop.core.plants import Plant, plant_from_config
@@ -587,7 +587,7 @@ class Trainer:
             if any(t is None for t in teachers):
                 raise ConfigError(f"training.mode '{config.training.mode}' needs a teacher "
                                   "(--teacher RUN[@EPOCH], gain:K or lqr)")
-            agents = {build_agent(AgentConfig.model_validate_json(t.agent_config),
+            agents = {build_agent(agent_config(stored_agent_fields(json.loads(t.agent_config))),
                                   self.agent.n_inputs, self.plant.n_inputs,
                                   self.plant.n_states) for t in teachers}
             if len(agents) > 1:
