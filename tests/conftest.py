@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
+from closedloop.analysis.claims import CLOSED, OPENED, Claim
 from closedloop.config import RunConfig, load_preset
 from closedloop.runs import Run
 
@@ -81,3 +83,19 @@ def read_events(folder: Path) -> tuple[dict[str, dict[int, float]], dict[str, li
                 elif value.HasField("simple_value"):
                     scalars.setdefault(value.tag, {})[event.step] = value.simple_value
     return scalars, images
+
+
+class StudentLearns(Claim):
+    """A claim as a user writes one, about a closed/open pair and shown in figure 1: its case
+    names the runs a consumer laid out in its roles, so that a test sees them."""
+
+    id = "student-learns"
+    statement = "The open-loop student ends below its epoch-0 test loss."
+    roles: ClassVar = {CLOSED: "the teacher", OPENED: "its student"}
+    figure = "fig1"
+
+    def judge(self, closed: Run, opened: Run):
+        test = opened.metrics["test_loss"]
+        return self.judgement("final test loss < epoch-0 test loss", {},
+                              {"falls": bool(test[-1] < test[0])},
+                              case=f"{closed.path.stem} taught {opened.path.stem}")

@@ -23,6 +23,7 @@ from closedloop.config import RunConfig, load_preset, preset_names
 from closedloop.runs import Run, load_run
 
 if TYPE_CHECKING:
+    from closedloop.analysis.claims import register_claim
     from closedloop.core.agents import register_agent
     from closedloop.core.mechanics import NonlinearPlant
     from closedloop.core.registry import register_plant
@@ -30,15 +31,16 @@ if TYPE_CHECKING:
     from closedloop.training.rules import register_rule
 
 __all__ = ["NonlinearPlant", "Run", "RunConfig", "Trainer", "__version__", "load_preset",
-           "load_run", "preset_names", "register_agent", "register_plant", "register_rule", "train",
-           "train_ensemble"]
+           "load_run", "preset_names", "register_agent", "register_claim", "register_plant",
+           "register_rule", "train", "train_ensemble"]
 
 _LAZY = {"Trainer": "closedloop.training", "train": "closedloop.training",
          "train_ensemble": "closedloop.training",
          "NonlinearPlant": "closedloop.core.mechanics",
          "register_plant": "closedloop.core.registry",
          "register_agent": "closedloop.core.agents",
-         "register_rule": "closedloop.training.rules"}
+         "register_rule": "closedloop.training.rules",
+         "register_claim": "closedloop.analysis.claims"}
 
 
 def __getattr__(name: str) -> Any:

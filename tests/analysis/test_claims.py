@@ -9,19 +9,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from closedloop.analysis.claims import (
-    COMPLEX_PAIR_CASE,
-    REAL_PAIR_CASE,
-    Claim,
-    initial_overlap,
-    judge_c2,
-    pair_imaginary_part,
-)
+from closedloop.analysis.claims import CLAIMS, Judgement, register_claim, registered_claims
+from closedloop.analysis.claims.c2 import COMPLEX_PAIR_CASE, REAL_PAIR_CASE, initial_overlap
+from closedloop.analysis.claims.c4 import pair_imaginary_part
 from closedloop.core.agents import order_parameters
 from closedloop.errors import ConfigError
 from closedloop.runs.store import load_run
 from closedloop.training import train
-from tests.conftest import small_config
+from tests.conftest import StudentLearns, small_config
 
 
 def _cubic_roots(overlaps: dict[str, float]) -> np.ndarray:
@@ -46,7 +41,7 @@ def prescribed(tmp_path_factory):
 @pytest.mark.parametrize(("value", "case"), [(0.1, REAL_PAIR_CASE), (-0.1, COMPLEX_PAIR_CASE)])
 def test_c2_judges_each_seed_by_its_initial_overlap(prescribed, value, case):
     run = prescribed[value]
-    claim = judge_c2(run)
+    claim = CLAIMS.get("C2").judge(run)
     overlaps = order_parameters(run.parameters(0))
     assert initial_overlap(run) == pytest.approx(value, abs=1e-6)
     assert claim.case == case
@@ -65,13 +60,13 @@ def test_c2_judges_each_seed_by_its_initial_overlap(prescribed, value, case):
 def test_c2_refuses_a_network_it_is_not_about():
     tanh = SimpleNamespace(config=small_config("di-tanh-closed", epochs=1), path=Path("t.h5"))
     with pytest.raises(ConfigError, match="C2 is judged on rank-1 low-rank runs"):
-        judge_c2(tanh)
+        CLAIMS.get("C2").judge(tanh)
 
 
 def test_a_claim_is_supported_when_every_part_holds():
-    both = Claim("C0", "s", "c", {}, {"a": True, "b": True})
-    one = Claim("C0", "s", "c", {}, {"a": True, "b": False})
-    empty = Claim("C0", "s", "c", {}, {})
+    both = Judgement("C0", "s", "c", {}, {"a": True, "b": True})
+    one = Judgement("C0", "s", "c", {}, {"a": True, "b": False})
+    empty = Judgement("C0", "s", "c", {}, {})
     assert both.supported and not one.supported and not empty.supported
     assert one.failed == ["b"] and both.failed == []
 
@@ -84,3 +79,17 @@ def test_c4_reads_the_complex_pair_even_when_a_real_eigenvalue_dominates():
     run = SimpleNamespace(coupled_eigenvalues=values)
     assert pair_imaginary_part(run, 0) == pytest.approx(0.612)
     assert pair_imaginary_part(run, 1) is None
+
+
+
+def test_claims_are_registered_by_id_and_a_wrong_one_is_refused(monkeypatch):
+    monkeypatch.setattr(CLAIMS, "registered", {})
+    with pytest.raises(ConfigError, match="must be an instance of a subclass"):
+        register_claim(StudentLearns)                      # the class, not a claim
+    with pytest.raises(ConfigError, match="'C1' cannot be registered: it is a built-in"):
+        register_claim(type("Again", (StudentLearns,), {"id": "C1"})())
+    with pytest.raises(ConfigError, match=r"'C9'.*allowed: C1, C1b"):
+        CLAIMS.get("C9")
+    register_claim(StudentLearns())
+    assert CLAIMS.get("student-learns").statement == StudentLearns.statement
+    assert "student-learns" in [claim.id for claim in registered_claims()]

@@ -20,22 +20,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from closedloop.analysis.claims import (
-    COMPLEX_PAIR_CASE,
-    REAL_PAIR_CASE,
-    Claim,
-    judge_c1,
-    judge_c1b,
-    judge_c2,
-    judge_c3,
-    judge_c4,
-    judge_c5,
-    stage1_curves,
-)
+from closedloop.analysis.claims import CLAIMS, Judgement
+from closedloop.analysis.claims.c2 import COMPLEX_PAIR_CASE, REAL_PAIR_CASE
+from closedloop.analysis.claims.c3 import stage1_curves
 from closedloop.analysis.summary import analyze_run
 from closedloop.analysis.theory import SurrogatePath
 from closedloop.config import load_preset
 from closedloop.runs.store import CheckpointState, EpochRecord, Run, RunWriter, load_run
+
+C1, C1B, C2, C3, C4, C5 = (CLAIMS.get(c) for c in ("C1", "C1b", "C2", "C3", "C4", "C5"))
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -83,14 +76,14 @@ def write_run(path: Path, *, test_loss: np.ndarray, spectrum: np.ndarray,
     return load_run(path)
 
 
-def part(claim: Claim, words: str) -> str:
+def part(claim: Judgement, words: str) -> str:
     """The one named part of ``claim``'s criterion whose name contains ``words``."""
     names = [name for name in claim.checks if words in name]
     assert len(names) == 1, (words, list(claim.checks))
     return names[0]
 
 
-def assert_only_part_flips(inside: Claim, outside: Claim, words: str) -> None:
+def assert_only_part_flips(inside: Judgement, outside: Judgement, words: str) -> None:
     """``inside`` meets every part of its criterion; ``outside`` misses exactly the part
     named by ``words``, and has the same parts."""
     assert list(inside.checks) == list(outside.checks)
@@ -143,18 +136,18 @@ def c1_runs(folder: Path, *, open_test: list[float] | None = None,
 
 def test_c1_pair_at_the_edges_of_its_criterion_is_supported(tmp_path):
     closed, opened = c1_runs(tmp_path)
-    claim = judge_c1(closed, opened)
+    claim = C1.judge(closed, opened)
     assert claim.supported, claim.failed
     assert claim.measured["open_peak_epoch"] == 2
     assert claim.measured["open_peak_over_lowest_before"] == 10.0
     assert claim.measured["final_gain_distance"] == 0.1
     assert claim.measured["final_test_loss_relative_difference"] == 0.25
-    assert judge_c1b(closed, opened).supported
+    assert C1B.judge(closed, opened).supported
 
 
 def test_c1_peak_ten_times_its_earlier_low(tmp_path):
-    inside = judge_c1(*c1_runs(tmp_path / "in"))                  # 10.0 / 1.0 = 10x
-    outside = judge_c1(*c1_runs(tmp_path / "out", open_test=[2.0, 1.0, 9.9, 4.0, 1.0, 0.625]))
+    inside = C1.judge(*c1_runs(tmp_path / "in"))                  # 10.0 / 1.0 = 10x
+    outside = C1.judge(*c1_runs(tmp_path / "out", open_test=[2.0, 1.0, 9.9, 4.0, 1.0, 0.625]))
     assert outside.measured["open_peak_over_lowest_before"] == pytest.approx(9.9)
     assert_only_part_flips(inside, outside, "far above its earlier values")
 
@@ -162,7 +155,7 @@ def test_c1_peak_ten_times_its_earlier_low(tmp_path):
 def test_c1_peak_ten_times_the_low_before_it_not_after_it(tmp_path):
     """The low the peak is compared with is the lowest test loss *before* the peak: a lower
     value after the peak (0.5, 20x below it) changes nothing."""
-    later_low = judge_c1(*c1_runs(tmp_path / "a", open_test=[2.0, 1.0, 9.9, 0.5, 1.0, 0.625]))
+    later_low = C1.judge(*c1_runs(tmp_path / "a", open_test=[2.0, 1.0, 9.9, 0.5, 1.0, 0.625]))
     assert later_low.failed == [part(later_low, "far above its earlier values")]
 
 
@@ -171,8 +164,8 @@ def test_c1_peak_above_the_epoch_0_value(tmp_path):
     boundary (starts at 10.0, level with the later peak) the highest test loss is epoch 0's
     own, so the peak is epoch 0 and it is not 10x anything before it either: this part can
     only fail together with the peak-factor part (see the report on C1)."""
-    inside = judge_c1(*c1_runs(tmp_path / "in", open_test=[9.9, 1.0, 10.0, 4.0, 1.0, 0.625]))
-    outside = judge_c1(*c1_runs(tmp_path / "out",
+    inside = C1.judge(*c1_runs(tmp_path / "in", open_test=[9.9, 1.0, 10.0, 4.0, 1.0, 0.625]))
+    outside = C1.judge(*c1_runs(tmp_path / "out",
                                 open_test=[10.0, 1.0, 10.0, 4.0, 1.0, 0.625]))
     assert inside.supported, inside.failed
     assert outside.measured["open_peak_epoch"] == 0
@@ -181,24 +174,24 @@ def test_c1_peak_above_the_epoch_0_value(tmp_path):
 
 
 def test_c1_closed_loss_never_above_1_1_times_its_start(tmp_path):
-    inside = judge_c1(*c1_runs(tmp_path / "in"))                  # 1.1 x 1.0
-    outside = judge_c1(*c1_runs(tmp_path / "out",
+    inside = C1.judge(*c1_runs(tmp_path / "in"))                  # 1.1 x 1.0
+    outside = C1.judge(*c1_runs(tmp_path / "out",
                                 closed_test=[1.0, 1.111, 0.8, 0.6, 0.55, 0.5]))  # 1.111x
     assert_only_part_flips(inside, outside, "no closed-loop rise")
 
 
 def test_c1_final_gains_within_ten_percent(tmp_path):
-    inside = judge_c1(*c1_runs(tmp_path / "in"))                  # |(0, -0.125)| / 1.25
-    outside = judge_c1(*c1_runs(tmp_path / "out", open_final_gains=(-0.75, -1.12625)))
+    inside = C1.judge(*c1_runs(tmp_path / "in"))                  # |(0, -0.125)| / 1.25
+    outside = C1.judge(*c1_runs(tmp_path / "out", open_final_gains=(-0.75, -1.12625)))
     assert outside.measured["final_gain_distance"] == pytest.approx(0.101)
     assert_only_part_flips(inside, outside, "same final gains")
 
 
 def test_c1_final_test_losses_within_25_percent(tmp_path):
-    inside = judge_c1(*c1_runs(tmp_path / "in"))                  # 0.625 against 0.5
-    below = judge_c1(*c1_runs(tmp_path / "below",
+    inside = C1.judge(*c1_runs(tmp_path / "in"))                  # 0.625 against 0.5
+    below = C1.judge(*c1_runs(tmp_path / "below",
                               open_test=[2.0, 1.0, 10.0, 4.0, 1.0, 0.375]))  # 0.375: -25 %
-    outside = judge_c1(*c1_runs(tmp_path / "out",
+    outside = C1.judge(*c1_runs(tmp_path / "out",
                                 open_test=[2.0, 1.0, 10.0, 4.0, 1.0, 0.62625]))  # +25.25 %
     assert below.supported, below.failed
     assert_only_part_flips(inside, outside, "same final test loss")
@@ -219,8 +212,8 @@ def test_c1b_student_gains_at_the_peak_unstable_oscillatory(tmp_path, inside, ou
     assert np.all(values.imag != 0) and np.all(np.abs(values) > 1)
     values = _static_gain_loop(*outside)
     assert np.all(values.imag == 0) or np.all(np.abs(values) < 1)
-    claim_in = judge_c1b(*c1_runs(tmp_path / "in", open_peak_gains=inside))
-    claim_out = judge_c1b(*c1_runs(tmp_path / "out", open_peak_gains=outside))
+    claim_in = C1B.judge(*c1_runs(tmp_path / "in", open_peak_gains=inside))
+    claim_out = C1B.judge(*c1_runs(tmp_path / "out", open_peak_gains=outside))
     assert claim_in.measured["region_of_open_gains_at_peak"] == "unstable-oscillatory"
     assert_only_part_flips(claim_in, claim_out, "unstable-oscillatory")
 
@@ -229,8 +222,8 @@ def test_c1b_student_stabilises_later(tmp_path):
     """The closed loop is stable (rho(P) < 1) from epoch 3 on. The student's rho(P) is
     exactly 1 at epoch 3, which is not stable, so it stabilises at epoch 4: later (inside);
     at 0.999 it stabilises at epoch 3: at the same epoch, not later (outside)."""
-    inside = judge_c1b(*c1_runs(tmp_path / "in"))
-    outside = judge_c1b(*c1_runs(tmp_path / "out", open_radius=[1.3, 1.2, 1.5, 0.999, 0.9,
+    inside = C1B.judge(*c1_runs(tmp_path / "in"))
+    outside = C1B.judge(*c1_runs(tmp_path / "out", open_radius=[1.3, 1.2, 1.5, 0.999, 0.9,
                                                                  0.8]))
     assert (inside.measured["stabilization_epoch_closed"],
             inside.measured["stabilization_epoch_open"]) == (3, 4)
@@ -309,7 +302,7 @@ def test_c2_fixtures_read_as_science_4_describes(tmp_path):
     assert [m["epoch"] for m in analyze_run(real)["merges"]] == [3]
     assert analyze_run(complex_)["stages"] == {"stage1_end": 0 + 5, "stage2_end": STABLE_FROM}
     assert analyze_run(complex_)["merges"] == []
-    real_claim, complex_claim = judge_c2(real), judge_c2(complex_)
+    real_claim, complex_claim = C2.judge(real), C2.judge(complex_)
     assert (real_claim.case, complex_claim.case) == (REAL_PAIR_CASE, COMPLEX_PAIR_CASE)
     assert real_claim.supported and complex_claim.supported
     np.testing.assert_allclose(real_claim.measured["dominant_eigenvalue_epoch_0"], [1.2, 0])
@@ -322,7 +315,7 @@ def test_c2_fixtures_read_as_science_4_describes(tmp_path):
 def test_c2_case_is_sigma_zm_positive_or_not(tmp_path, s_zm, case):
     """sigma_zm <= 0 is the complex-pair case, as the criterion says; any positive value is
     the real-pair case."""
-    claim = judge_c2(c2_run(tmp_path / "run.h5", COMPLEX_PAIR_CASE, s_zm=s_zm))
+    claim = C2.judge(c2_run(tmp_path / "run.h5", COMPLEX_PAIR_CASE, s_zm=s_zm))
     assert claim.case == case
 
 
@@ -331,8 +324,8 @@ def test_c2_a_network_that_starts_complex_needs_no_stage_1_drop(tmp_path):
     with the complex pair starts where stage 1 ends and is supported; one that starts with a
     real pair fails on exactly that part."""
     flat_start = stage_losses(start=99.0)
-    complex_ = judge_c2(c2_run(tmp_path / "complex.h5", COMPLEX_PAIR_CASE, flat_start))
-    real = judge_c2(c2_run(tmp_path / "real.h5", REAL_PAIR_CASE, flat_start))
+    complex_ = C2.judge(c2_run(tmp_path / "complex.h5", COMPLEX_PAIR_CASE, flat_start))
+    real = C2.judge(c2_run(tmp_path / "real.h5", REAL_PAIR_CASE, flat_start))
     assert complex_.supported, complex_.failed
     assert not any("stage 1 drops" in name for name in complex_.checks)
     assert complex_.measured["stage1_drop"] == 1.0       # still measured and reported
@@ -340,8 +333,8 @@ def test_c2_a_network_that_starts_complex_needs_no_stage_1_drop(tmp_path):
 
 
 def test_c2_real_pair_stage_1_drops_the_loss_ten_times(tmp_path):
-    inside = judge_c2(c2_run(tmp_path / "in.h5", REAL_PAIR_CASE))     # 990 / 99 = 10x
-    outside = judge_c2(c2_run(tmp_path / "out.h5", REAL_PAIR_CASE,
+    inside = C2.judge(c2_run(tmp_path / "in.h5", REAL_PAIR_CASE))     # 990 / 99 = 10x
+    outside = C2.judge(c2_run(tmp_path / "out.h5", REAL_PAIR_CASE,
                               stage_losses(start=9.9 * 99)))          # 9.9x
     assert inside.measured["stage1_drop"] == 10.0
     assert_only_part_flips(inside, outside, "stage 1 drops")
@@ -351,9 +344,9 @@ def test_c2_real_pair_merges_by_the_end_of_stage_1(tmp_path):
     """The merge at the last epoch of stage 1 is by its end; one epoch later is not."""
     run = c2_run(tmp_path / "run.h5", REAL_PAIR_CASE)
     stage1_end = analyze_run(run)["stages"]["stage1_end"]
-    inside = judge_c2(run, with_stages(run, merges=[stage1_end]))
-    outside = judge_c2(run, with_stages(run, merges=[stage1_end + 1]))
-    none = judge_c2(run, with_stages(run, merges=[]))
+    inside = C2.judge(run, with_stages(run, merges=[stage1_end]))
+    outside = C2.judge(run, with_stages(run, merges=[stage1_end + 1]))
+    none = C2.judge(run, with_stages(run, merges=[]))
     assert_only_part_flips(inside, outside, "merges into a complex pair")
     assert none.failed == outside.failed
 
@@ -361,8 +354,8 @@ def test_c2_real_pair_merges_by_the_end_of_stage_1(tmp_path):
 def test_c2_complex_pair_is_complex_at_epoch_0(tmp_path):
     """Read from eig(P), not from sigma_zm: a network with sigma_zm < 0 whose recorded
     dominant eigenvalue at epoch 0 is real (1.05, merging at epoch 1) fails that part only."""
-    inside = judge_c2(c2_run(tmp_path / "in.h5", COMPLEX_PAIR_CASE))
-    outside = judge_c2(c2_run(tmp_path / "out.h5", COMPLEX_PAIR_CASE,
+    inside = C2.judge(c2_run(tmp_path / "in.h5", COMPLEX_PAIR_CASE))
+    outside = C2.judge(c2_run(tmp_path / "out.h5", COMPLEX_PAIR_CASE,
                               first_row=np.array([1.05, 0.95, S_VU])))
     assert outside.case == COMPLEX_PAIR_CASE
     assert_only_part_flips(inside, outside, "complex from epoch 0")
@@ -373,15 +366,15 @@ def test_c2_stage_1_ends_before_stabilisation(tmp_path, case):
     """Stage 1 ending one epoch before stabilisation is before it; ending at it is not (the
     loss drops, read at those epochs, hold either way)."""
     run = c2_run(tmp_path / "run.h5", case)
-    inside = judge_c2(run, with_stages(run, stage1_end=STABLE_FROM - 1))
-    outside = judge_c2(run, with_stages(run, stage1_end=STABLE_FROM))
+    inside = C2.judge(run, with_stages(run, stage1_end=STABLE_FROM - 1))
+    outside = C2.judge(run, with_stages(run, stage1_end=STABLE_FROM))
     assert_only_part_flips(inside, outside, "ends before stabilisation")
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_c2_stage_2_is_a_plateau(tmp_path, case):
-    inside = judge_c2(c2_run(tmp_path / "in.h5", case))               # 99 / 10 = 9.9x
-    outside = judge_c2(c2_run(tmp_path / "out.h5", case,
+    inside = C2.judge(c2_run(tmp_path / "in.h5", case))               # 99 / 10 = 9.9x
+    outside = C2.judge(c2_run(tmp_path / "out.h5", case,
                               stage_losses(start=1000.0, plateau=100.0)))   # 100 / 10 = 10x
     assert outside.measured["stage2_drop"] == 10.0
     assert_only_part_flips(inside, outside, "plateau")
@@ -389,8 +382,8 @@ def test_c2_stage_2_is_a_plateau(tmp_path, case):
 
 @pytest.mark.parametrize("case", CASES)
 def test_c2_stage_3_drops_the_loss_ten_times(tmp_path, case):
-    inside = judge_c2(c2_run(tmp_path / "in.h5", case))               # 10 / 1 = 10x
-    outside = judge_c2(c2_run(tmp_path / "out.h5", case, stage_losses(final=10 / 9.9)))
+    inside = C2.judge(c2_run(tmp_path / "in.h5", case))               # 10 / 1 = 10x
+    outside = C2.judge(c2_run(tmp_path / "out.h5", case, stage_losses(final=10 / 9.9)))
     assert inside.measured["stage3_drop"] == 10.0
     assert_only_part_flips(inside, outside, "stage 3 drops")
 
@@ -435,8 +428,8 @@ def theory_curves(gap: float = 1.1, excluded_gap: float = 5.0
 
 def test_c3_theory_within_1_1_decades_where_sigma_zm_is_at_least_0_05(tmp_path):
     runs = c3_runs(tmp_path)
-    inside = judge_c3(runs, c3_histories(), theory_curves(gap=1.1))
-    outside = judge_c3(runs, c3_histories(), theory_curves(gap=1.111))
+    inside = C3.judge(runs, c3_histories(), theory_curves(gap=1.1))
+    outside = C3.judge(runs, c3_histories(), theory_curves(gap=1.111))
     assert inside.measured["max_log10_gap"] == 1.1
     assert_only_part_flips(inside, outside, "theory matches simulation")
 
@@ -445,8 +438,8 @@ def test_c3_theory_gap_inside_0_05_is_not_compared(tmp_path):
     """Five decades at |sigma_zm| = 0.049 (where the formula's dropped prefactor dominates)
     are outside the regime; the same five decades at 0.05 are in it."""
     runs = c3_runs(tmp_path)
-    assert judge_c3(runs, c3_histories(), theory_curves(excluded_gap=5.0)).supported
-    at_edge = judge_c3(runs, c3_histories(), theory_curves(gap=5.0, excluded_gap=0.0))
+    assert C3.judge(runs, c3_histories(), theory_curves(excluded_gap=5.0)).supported
+    at_edge = C3.judge(runs, c3_histories(), theory_curves(gap=5.0, excluded_gap=0.0))
     assert at_edge.failed == [part(at_edge, "theory matches simulation")]
 
 
@@ -467,8 +460,8 @@ def test_c3_sigma_zm_before_stage_3_in_minus_0_1_to_0(tmp_path, inside, outside,
     runs = c3_runs(tmp_path)
     curves = theory_curves()
     key = "stabilising" if where == "at-stabilisation" else "last"
-    claim_in = judge_c3(runs, c3_histories(**{key: inside}), curves)
-    claim_out = judge_c3(runs, c3_histories(**{key: outside}), curves)
+    claim_in = C3.judge(runs, c3_histories(**{key: inside}), curves)
+    claim_out = C3.judge(runs, c3_histories(**{key: outside}), curves)
     assert sorted(claim_in.measured["judged_at_epoch"]) == [C3_STABLE_FROM, C3_EPOCHS - 1]
     assert inside in claim_in.measured["sigma_zm_before_stage3"]
     assert_only_part_flips(claim_in, claim_out, "small negative sigma_zm")
@@ -478,8 +471,8 @@ def test_c3_reads_sigma_zm_before_stage_3_moves_it(tmp_path):
     """Stage 3 moving sigma_zm out of [-0.1, 0) after stabilisation does not count; being
     out of it at stabilisation does, whatever comes after."""
     runs, curves = c3_runs(tmp_path), theory_curves()
-    assert judge_c3(runs, c3_histories(stabilising=-0.05, stage3=-0.5), curves).supported
-    late = judge_c3(runs, c3_histories(stabilising=-0.5, stage3=-0.05), curves)
+    assert C3.judge(runs, c3_histories(stabilising=-0.05, stage3=-0.5), curves).supported
+    late = C3.judge(runs, c3_histories(stabilising=-0.5, stage3=-0.05), curves)
     assert late.failed == [part(late, "small negative sigma_zm")]
 
 
@@ -540,7 +533,7 @@ def retrained_runs(folder: Path, imag: Mapping[int, float] | None = None,
 
 def test_c4_fixture_reads_the_pair_at_stabilisation(tmp_path):
     runs = retrained_runs(tmp_path)
-    claim = judge_c4(runs[10], runs, surrogate_paths(CROSSINGS))
+    claim = C4.judge(runs[10], runs, surrogate_paths(CROSSINGS))
     assert claim.supported, claim.failed
     assert claim.measured["stabilization_epoch_by_T"] == [C4_STABLE_FROM] * len(LENGTHS)
     assert claim.measured["imag_at_stabilization_by_T"] == pytest.approx(
@@ -551,8 +544,8 @@ def test_c4_fixture_reads_the_pair_at_stabilisation(tmp_path):
 def test_c4_at_least_three_alphas_cross(tmp_path):
     runs = retrained_runs(tmp_path)
     two = {**CROSSINGS, 0.32: None}
-    inside = judge_c4(runs[10], runs, surrogate_paths(CROSSINGS))
-    outside = judge_c4(runs[10], runs, surrogate_paths(two))
+    inside = C4.judge(runs[10], runs, surrogate_paths(CROSSINGS))
+    outside = C4.judge(runs[10], runs, surrogate_paths(two))
     assert outside.measured["crossing_alphas"] == [0.30, 0.31]
     assert_only_part_flips(inside, outside, "alphas cross")
 
@@ -562,8 +555,8 @@ def test_c4_crossing_imaginary_part_strictly_decreases_with_alpha(tmp_path):
     the order of alpha, whatever order they come in."""
     runs = retrained_runs(tmp_path)
     level = {**CROSSINGS, 0.32: 0.29}
-    inside = judge_c4(runs[10], runs, surrogate_paths(CROSSINGS)[::-1])
-    outside = judge_c4(runs[10], runs, surrogate_paths(level))
+    inside = C4.judge(runs[10], runs, surrogate_paths(CROSSINGS)[::-1])
+    outside = C4.judge(runs[10], runs, surrogate_paths(level))
     assert_only_part_flips(inside, outside, "decreases with alpha")
 
 
@@ -580,8 +573,8 @@ def test_c4_every_length_stabilises_with_a_complex_pair(tmp_path, variant):
         outside_runs = retrained_runs(tmp_path / "out", T200={"last": [1.0, *pair(0.9, 0.1)]})
     else:
         outside_runs = retrained_runs(tmp_path / "out", T200={"real_pair": True})
-    inside = judge_c4(inside_runs[10], inside_runs, paths)
-    outside = judge_c4(outside_runs[10], outside_runs, paths)
+    inside = C4.judge(inside_runs[10], inside_runs, paths)
+    outside = C4.judge(outside_runs[10], outside_runs, paths)
     assert inside.measured["stabilization_epoch_by_T"][-1] == C4_STABLE_FROM
     assert outside.measured["imag_at_stabilization_by_T"][-1] is None
     assert_only_part_flips(inside, outside, "every T stabilises")
@@ -592,8 +585,8 @@ def test_c4_imaginary_part_at_stabilisation_strictly_decreases_with_t(tmp_path):
     level = dict(zip(LENGTHS, (0.30, 0.25, 0.20, 0.20, 0.10), strict=True))
     inside_runs = retrained_runs(tmp_path / "in")
     outside_runs = retrained_runs(tmp_path / "out", level)
-    inside = judge_c4(inside_runs[10], inside_runs, paths)
-    outside = judge_c4(outside_runs[10], outside_runs, paths)
+    inside = C4.judge(inside_runs[10], inside_runs, paths)
+    outside = C4.judge(outside_runs[10], outside_runs, paths)
     assert_only_part_flips(inside, outside, "decreases with T")
 
 
@@ -628,7 +621,7 @@ def c5_pairs(folder: Path, final: Mapping[float, float] | None = None,
 
 
 def test_c5_pairs_at_the_edges_of_the_criterion_are_supported(tmp_path):
-    claim = judge_c5(c5_pairs(tmp_path))
+    claim = C5.judge(c5_pairs(tmp_path))
     assert claim.supported, claim.failed
     assert claim.measured["final_test_loss_ratio"] == [1.25, 0.8]
     assert claim.measured["max_log10_training_loss_gap"] == [0.5, 0.0]
@@ -638,13 +631,13 @@ def test_c5_pairs_at_the_edges_of_the_criterion_are_supported(tmp_path):
                          ids=["above-1.25", "below-1/1.25"])
 def test_c5_final_test_losses_within_a_factor_1_25(tmp_path, final):
     """1.25 x 1.01 is out above, 0.8 / 1.01 below; one beta out is enough."""
-    inside = judge_c5(c5_pairs(tmp_path / "in"))
-    outside = judge_c5(c5_pairs(tmp_path / "out", final=final))
+    inside = C5.judge(c5_pairs(tmp_path / "in"))
+    outside = C5.judge(c5_pairs(tmp_path / "out", final=final))
     assert_only_part_flips(inside, outside, "final test losses agree")
 
 
 def test_c5_training_losses_within_half_a_decade_at_every_epoch(tmp_path):
-    inside = judge_c5(c5_pairs(tmp_path / "in"))                     # 10^0.5 against 1
-    outside = judge_c5(c5_pairs(tmp_path / "out", epoch3={0.0: 1.0, 2.0: 10 ** -0.505}))
+    inside = C5.judge(c5_pairs(tmp_path / "in"))                     # 10^0.5 against 1
+    outside = C5.judge(c5_pairs(tmp_path / "out", epoch3={0.0: 1.0, 2.0: 10 ** -0.505}))
     assert outside.measured["max_log10_training_loss_gap"][1] == pytest.approx(0.505)
     assert_only_part_flips(inside, outside, "training-loss curves agree")

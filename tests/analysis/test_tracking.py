@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from closedloop.analysis.claims import judge_acquisitions, low_to_high, one_at_a_time
+from closedloop.analysis.claims import CLAIMS
+from closedloop.analysis.claims.c6 import low_to_high, one_at_a_time
 from closedloop.analysis.tracking import (
     Acquisition,
     Probes,
@@ -193,13 +194,14 @@ def _staircase(relative_errors=(0.0, 0.0, 0.0, 0.0), ends=(30, 60, 90, 120),
     return out
 
 
+C6 = CLAIMS.get("C6")
 DEGRADED = [{"frequency": 0.1, "during": 0.3, "rise": 1.1, "recovery": 1 / 1.1}]
 TOGETHER = [Acquisition(f, 0, 10 + i, 40) for i, f in enumerate(FREQUENCIES)]
 
 
 def _failed(found=None, degraded=DEGRADED, open_found=TOGETHER) -> list[str]:
-    claim = judge_acquisitions(_staircase() if found is None else found, degraded,
-                               open_found, 1000)
+    claim = C6.judge_acquisitions(_staircase() if found is None else found, degraded,
+                                  open_found, 1000)
     return claim.failed
 
 
@@ -262,7 +264,7 @@ def test_c6_on_the_authors_figure():
     imag = (0.584, 1.250, 1.821, 2.542)
     found = [Acquisition(f, None, end - 100, end, outlier=complex(-0.4, im))
              for f, end, im in zip(FREQUENCIES, ends, imag, strict=True)]
-    claim = judge_acquisitions(found, DEGRADED, TOGETHER, 10_000)
+    claim = C6.judge_acquisitions(found, DEGRADED, TOGETHER, 10_000)
     assert claim.supported
     errors = claim.measured["outlier_relative_error"]
     np.testing.assert_allclose(errors, [-0.0705, -0.0053, -0.0339, 0.0114], atol=5e-4)

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import time
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -94,6 +95,34 @@ def test_second_reproduce_reuses_the_runs(report, capsys, tmp_path):
     assert "report:" in capsys.readouterr().out
 
 
+def test_a_claim_a_user_registers_is_judged_with_its_figure(report, monkeypatch, tmp_path):
+    """A registered claim shown in figure 1 is judged on the runs the figure lays out in its
+    roles; one whose roles the figure does not lay out is reported as not judged, with why."""
+    from closedloop.analysis.claims import CLAIMS, RUN
+    from closedloop.runs import load_run
+    from tests.conftest import StudentLearns
+
+    class Lone(StudentLearns):
+        id = "lone-run"
+        roles: ClassVar = {RUN: "a run figure 1 does not lay out"}
+
+    for claim in (StudentLearns(), Lone()):
+        monkeypatch.setitem(CLAIMS.registered, claim.id, claim)
+    again = tmp_path / "again"
+    shutil.copytree(report[0] / "runs", again / "runs")
+    result = reproduce(again, quick=True, only=["fig1"], workers=1)
+    claims = {c["id"]: c for c in result.results["claims"]}
+    assert list(claims) == ["C1", "lone-run", "student-learns"]
+    assert claims["C1"] == next(c for c in report[1].results["claims"] if c["id"] == "C1")
+    test = load_run(again / "runs" / "di-tanh-open-s0.h5").metrics["test_loss"]
+    mine = claims["student-learns"]
+    assert mine["figure"] == "fig1" and mine["per_seed"] == [bool(test[-1] < test[0])]
+    assert mine["table"][0]["case"] == "di-tanh-closed-s0 taught di-tanh-open-s0"
+    assert claims["lone-run"]["verdict"] == "not supported"
+    assert "needs the runs run" in claims["lone-run"]["table"][0]["failed"][0]
+    assert StudentLearns.statement in (again / "index.html").read_text()
+
+
 def test_unknown_figure_is_refused(capsys, tmp_path):
     assert main(["reproduce", "--only", "fig9", "--out", str(tmp_path)]) == 2
     assert "unknown figure 'fig9'" in capsys.readouterr().err
@@ -132,9 +161,9 @@ def test_report_in_headless_chromium(report):
 def test_support_over_seeds_is_a_fraction():
     """Seeds that could not be judged count against the claim, with their reason."""
     from closedloop.paper import _claim_record
-    from closedloop.paper.base import Claim
+    from closedloop.paper.base import Judgement
 
-    claims = [(seed, Claim("C9", "s", "c", {"x": seed}, {"x is even": seed % 2 == 0},
+    claims = [(seed, Judgement("C9", "s", "c", {"x": seed}, {"x is even": seed % 2 == 0},
                            {"x": seed})) for seed in range(3)]
     record = _claim_record("fig1", "C9", [*claims, (3, "run r-s3 could not be made: boom")])
     assert record["support"] == 0.5

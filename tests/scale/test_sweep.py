@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from closedloop.analysis.claims import CLAIMS
 from closedloop.cli import main
 from closedloop.config import load_preset
 from closedloop.core.plants import plant_from_config
@@ -48,13 +49,13 @@ from tests.conftest import (
     SMALL,
     SMALL_UNSIZED,
     TOLERANCE,
+    StudentLearns,
     max_relative_difference,
     read_events,
 )
 
 DASK = Path(sys.executable).with_name("dask")
 SET_SMALL = [arg for setting in SMALL for arg in ("--set", setting)]
-
 
 
 
@@ -238,7 +239,7 @@ def test_sweep_jobs_build_students_in_the_driver_and_run_only_what_is_missing(tm
 # -- running --------------------------------------------------------------------------------
 
 
-def test_local_sweep_equals_single_runs_skips_finished_and_summarises(tmp_path):
+def test_local_sweep_equals_single_runs_skips_finished_and_summarises(tmp_path, monkeypatch):
     spec = SweepSpec("di-tanh-open", {"loss.control_cost": ["0", "1"]}, seeds=[0, 1],
                      epochs=30, overrides=SMALL)
     events: list[tuple[str, object]] = []
@@ -255,12 +256,14 @@ def test_local_sweep_equals_single_runs_skips_finished_and_summarises(tmp_path):
     assert sum(len(v) for k, v in events if k == "done") == 8
     assert any(k == "epoch" for k, _ in events)          # per-epoch progress reached us
     _check_sweep_folder(spec, tmp_path / "sweep", tmp_path / "alone")
+    teachers = {point.name: point.teacher for point in spec.points()}
 
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep" / RUNS_FOLDER).glob("*.h5")}
     again = run_sweep(spec, tmp_path / "sweep", workers=1)
     assert sorted(again.skipped) == sorted(p.name for p in spec.points())
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
+    monkeypatch.setitem(CLAIMS.registered, StudentLearns.id, StudentLearns())
     summary = summarize_sweep(tmp_path / "sweep", workers=1)
     assert len(summary.rows) == 8
     assert [row["name"] for row in summary.rows] == [p.name for p in spec.points()]
@@ -283,7 +286,22 @@ def test_local_sweep_equals_single_runs_skips_finished_and_summarises(tmp_path):
         assert (row["c1_supported"] is None) == (row["role"] != "student")
         assert (row["c1b_supported"] is None) == (row["role"] != "student")
         assert row.get("c2_supported") is None    # C2 is about the low-rank network, not tanh
+        assert row.get("c6_supported") is None    # C6 is about tracking pairs
+        if row["role"] == "student":              # the user's claim, on the spec's pairs
+            assert row["student-learns_case"] == f"{teachers[row['name']]} taught {row['name']}"
+            assert row["student-learns_supported"] == bool(test[-1] < test[0])
+            assert row["student-learns_failed"] == (None if test[-1] < test[0] else "falls")
+        else:
+            assert row["student-learns_supported"] is None
     assert summary.support["C1"]["judged"] == 4
+    students = [row for row in summary.rows if row["role"] == "student"]
+    assert summary.support["student-learns"] == {
+        "supported": sum(not row["student-learns_failed"] for row in students), "judged": 4,
+        "fraction": sum(not row["student-learns_failed"] for row in students) / 4}
+    assert all(summary.support[f"student-learns ({teachers[row['name']]} taught {row['name']})"]
+               ["judged"] == 1 for row in students)
+    # worker processes judge the claims registered here, too
+    assert summarize_sweep(tmp_path / "sweep", workers=2).rows == summary.rows
     written = write_summary(summary, tmp_path / "sweep")
     import pyarrow.parquet as pq
 
@@ -368,11 +386,11 @@ def test_support_fractions_count_per_claim():
             {"c1_supported": None, "c2_supported": None, "preset": "x"}]
     support = support_fractions(rows)
     assert support["C1"] == {"supported": 1, "judged": 2, "fraction": 0.5}
-    assert support["C2 (di-lowrank-closed)"] == {"supported": 2, "judged": 3,
-                                                 "fraction": 2 / 3}
-    assert support["C2 (di-lowrank-closed, real)"]["judged"] == 1
-    assert support["C2 (di-lowrank-closed, complex)"] == {"supported": 1, "judged": 2,
-                                                          "fraction": 0.5}
+    assert support["C1b"] == {"supported": 0, "judged": 0, "fraction": None}
+    assert support["C2"] == {"supported": 2, "judged": 3, "fraction": 2 / 3}
+    assert support["C2 (real)"]["judged"] == 1
+    assert support["C2 (complex)"] == {"supported": 1, "judged": 2, "fraction": 0.5}
+    assert "C3" not in support         # judged on a seed's runs together, not run by run
 
 
 def _wait_for(condition, timeout: float, what: str) -> None:

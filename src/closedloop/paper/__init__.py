@@ -3,7 +3,8 @@
 ``reproduce`` collects every figure's jobs for each seed, trains what is missing as tasks of
 a Dask cluster (a local one by default; the runs of one job over seeds train together as one
 ensemble, a student after its teacher, a retraining after the run it starts from), judges
-each claim per seed by its written criterion (:mod:`closedloop.analysis.claims`), draws the
+every registered claim a figure shows (:mod:`closedloop.analysis.claims`) per seed by its
+written criterion, on the runs the figure module lays out in the claim's roles, draws the
 figures (PNG and SVG; seed 0, with the seeds' spread shaded), and writes ``results.json`` and
 a self-contained ``index.html`` with every claim's support over seeds and the numbers behind
 it.
@@ -30,13 +31,14 @@ from typing import Any
 import numpy as np
 
 from closedloop import __version__
+from closedloop.analysis.claims import Claim, registered_claims
 from closedloop.config.schema import DEVICE_PATTERN
 from closedloop.errors import ClosedLoopError, ConfigError
 from closedloop.paper.base import (
-    Claim,
     FigureAnalysis,
     Job,
     JobInputs,
+    Judgement,
     Settings,
     finite,
     run_name,
@@ -60,6 +62,17 @@ def figure_module(name: str) -> ModuleType:
     return importlib.import_module(f"closedloop.paper.{name}")
 
 
+def figure_claims(name: str) -> list[Claim]:
+    """The registered claims that figure ``name`` shows (its module lays out their runs).
+
+    Example
+    -------
+    >>> [claim.id for claim in figure_claims("fig3")]
+    ['C2', 'C3']
+    """
+    return [claim for claim in registered_claims() if claim.figure == name]
+
+
 @dataclass
 class ReproduceResult:
     """Where the report is, and the judged claims."""
@@ -75,16 +88,16 @@ def _verdict(votes: list[bool]) -> str:
             else f"partly supported ({sum(votes)}/{len(votes)} seeds)")
 
 
-def _claim_record(figure: str, claim_id: str, per_seed: list[tuple[int, Claim | str]]
+def _claim_record(figure: str, claim_id: str, per_seed: list[tuple[int, Judgement | str]]
                   ) -> dict[str, Any]:
-    """One claim over seeds: a judged :class:`Claim` per seed, or the reason it could not be
+    """One claim over seeds: a :class:`Judgement` per seed, or the reason it could not be
     judged for that seed (its runs could not be made, its analysis failed), which counts as
     not supported."""
-    judged = [(seed, claim) for seed, claim in per_seed if isinstance(claim, Claim)]
+    judged = [(seed, claim) for seed, claim in per_seed if isinstance(claim, Judgement)]
     first_seed, first = judged[0] if judged else (per_seed[0][0], None)
     table, cases = [], {}
     for seed, claim in per_seed:
-        if isinstance(claim, Claim):
+        if isinstance(claim, Judgement):
             table.append({"seed": seed, "supported": claim.supported, "case": claim.case,
                           "failed": claim.failed, "numbers": finite(claim.numbers)})
             if claim.case is not None:
@@ -102,7 +115,7 @@ def _claim_record(figure: str, claim_id: str, per_seed: list[tuple[int, Claim | 
             "seeds": [seed for seed, _ in per_seed], "per_seed": votes,
             "support": sum(votes) / len(votes), "verdict": _verdict(votes),
             "cases": cases, "table": table,
-            "measured_per_seed": [finite(c.measured) if isinstance(c, Claim) else None
+            "measured_per_seed": [finite(c.measured) if isinstance(c, Judgement) else None
                                   for _, c in per_seed]}
 
 
@@ -142,9 +155,11 @@ def seed_spread(curves: list[np.ndarray], quantiles: tuple[float, float] = SPREA
 def _figure_over_seeds(name: str, module: ModuleType, executed: ExecutionResult,
                        settings: Settings, out: Path, images: dict[str, Path]
                        ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Judge one figure's claims for every seed, draw it (the first seed, with the seeds'
-    spread), and draw each claim's distribution over seeds; images go to ``images``.
-    Returns the figure's report entry and its claim records."""
+    """Judge the claims one figure shows for every seed (each on its own: one that cannot be
+    judged does not keep the others from it; the first seed's from the figure's analysis where
+    it judges them, as it reads its data from them), draw it (the first seed, with the seeds'
+    spread), and draw each claim's distribution over seeds; images go to ``images``. Returns
+    the figure's report entry and its claim records."""
     import matplotlib.pyplot as plt
 
     from closedloop.plotting.claims import draw_claim_seeds
@@ -152,25 +167,30 @@ def _figure_over_seeds(name: str, module: ModuleType, executed: ExecutionResult,
 
     runs, first = executed.runs, settings.seeds[0]
     entry: dict[str, Any] = {"figure": name, "title": module.TITLE}
-    per_seed: dict[str, list[tuple[int, Claim | str]]] = {c: [] for c in module.CLAIMS}
+    claims = figure_claims(name)
+    per_seed: dict[str, list[tuple[int, Judgement | str]]] = {c.id: [] for c in claims}
     analysis: FigureAnalysis | None = None
     curves: dict[str, list[np.ndarray]] = {key: [] for key in module.CURVES}
     for seed in settings.seeds:
         try:
+            shown: dict[str, Judgement] = {}
             if seed == first:
                 analysis = module.analyze(runs, settings, seed)
-                judged = analysis.claims
-            else:
-                judged = module.judge(runs, settings, seed)
+                shown = {judgement.id: judgement for judgement in analysis.judgements}
+            laid_out = module.roles(runs, settings, seed)
         except ANALYSIS_ERRORS as exc:
             reason = _failure(exc, executed.failed)
             if seed == first:
                 entry["error"] = reason
-            for claim_id in module.CLAIMS:
-                per_seed[claim_id].append((seed, reason))
+            for claim in claims:
+                per_seed[claim.id].append((seed, reason))
             continue
-        for claim in judged:
-            per_seed[claim.id].append((seed, claim))
+        for claim in claims:
+            try:
+                judged = shown[claim.id] if claim.id in shown else claim.judge_runs(laid_out)
+            except ANALYSIS_ERRORS as exc:
+                judged = _failure(exc, executed.failed)
+            per_seed[claim.id].append((seed, judged))
         for key, (stem, metric) in module.CURVES.items():
             curves[key].append(runs[run_name(stem, seed)].metrics[metric])
     if analysis is not None:

@@ -1,16 +1,18 @@
-"""What a figure module declares: jobs (runs to train), claims (judged), and figure data.
+"""What a figure module declares: jobs (runs to train), its claims' runs by role, and figure
+data.
 
 A figure module (``fig1`` ... ``fig6``) provides
 
 * ``jobs(settings, seed) -> list[Job]``: the runs it needs (:class:`closedloop.scale.jobs.Job`);
   a job names the runs it depends on and builds its config (and initial weights, teacher) from
   them once they exist;
-* ``CLAIMS``: the ids of the claims it judges, and ``CURVES``: the loss curves whose spread
-  over seeds its figure shades (data key -> (run stem, metric));
-* ``judge(runs, settings, seed) -> list[Claim]``: its claims for one seed, judged by the
-  functions of :mod:`closedloop.analysis.claims`;
-* ``analyze(runs, settings, seed) -> FigureAnalysis``: the same claims, and the data the
-  plotting module draws (for the seed shown).
+* ``roles(runs, settings, seed) -> dict``: one seed's runs laid out by the roles of the claims
+  it shows (the registered claims of :mod:`closedloop.analysis.claims` whose ``figure`` names
+  it), so that ``reproduce`` judges each of them, a user's included;
+* ``CURVES``: the loss curves whose spread over seeds its figure shades (data key -> (run
+  stem, metric));
+* ``analyze(runs, settings, seed) -> FigureAnalysis``: the data the plotting module draws
+  (for the seed shown), and the judgements of the claims it reads that data from.
 
 Run files are named after jobs, so figures that need the same run share it, and a second
 ``reproduce`` reuses every finished file whose config is unchanged.
@@ -26,11 +28,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from closedloop.analysis.claims import Claim, finite
+from closedloop.analysis.claims import Judgement, finite
 from closedloop.runs.store import Run
 from closedloop.scale.jobs import Job, JobInputs
 
-__all__ = ["Claim", "FigureAnalysis", "Job", "JobInputs", "Settings", "finite", "run_name",
+__all__ = ["FigureAnalysis", "Job", "JobInputs", "Judgement", "Settings", "finite", "run_name",
            "source"]
 
 
@@ -48,9 +50,9 @@ class Settings:
 
 @dataclass
 class FigureAnalysis:
-    """Claims and drawing data of one figure for one seed."""
+    """Judged claims and drawing data of one figure for one seed."""
 
-    claims: list[Claim]
+    judgements: list[Judgement]
     data: dict[str, Any] = field(default_factory=dict)
 
 

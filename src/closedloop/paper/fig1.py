@@ -1,18 +1,17 @@
-"""Figure 1: closed versus open loop (science 2, 7.1) and claim C1 (judged by
-:func:`closedloop.analysis.claims.judge_c1`)."""
+"""Figure 1: closed versus open loop (science 2, 7.1) and claim C1
+(:mod:`closedloop.analysis.claims.c1`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from closedloop.analysis.claims import Claim, judge_c1
+from closedloop.analysis.claims import CLAIMS
 from closedloop.analysis.summary import run_stages
 from closedloop.paper.base import FigureAnalysis, Job, Settings
-from closedloop.paper.pair import pair_jobs, pair_names
+from closedloop.paper.pair import pair_jobs, pair_names, pair_roles
 from closedloop.runs.store import Run
 
 TITLE = "Closed versus open loop: the open-loop student's transient peak"
-CLAIMS = ("C1",)
 CURVES = {"closed_train": ("di-tanh-closed", "train_loss"),
           "closed_test": ("di-tanh-closed", "test_loss"),
           "open_train": ("di-tanh-open", "train_loss"),
@@ -25,17 +24,16 @@ def jobs(settings: Settings, seed: int) -> list[Job]:
     return pair_jobs(settings, seed)
 
 
-def judge(runs: Mapping[str, Run], settings: Settings, seed: int) -> list[Claim]:
-    """Claim C1 of one seed."""
-    closed_name, open_name = pair_names(seed)
-    return [judge_c1(runs[closed_name], runs[open_name])]
+def roles(runs: Mapping[str, Run], settings: Settings, seed: int) -> dict[str, Run]:
+    """The closed/open pair of one seed."""
+    return pair_roles(runs, *pair_names(seed))
 
 
 def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAnalysis:
     """Loss curves of both runs, the closed run's stages, and claim C1."""
     closed_name, open_name = pair_names(seed)
     closed, opened = runs[closed_name], runs[open_name]
-    claim = judge_c1(closed, opened)
+    claim = CLAIMS.get("C1").judge(closed, opened)
     stages = run_stages(closed)
     data = {
         "epochs": closed.epochs, "open_epochs": opened.epochs,

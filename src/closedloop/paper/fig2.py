@@ -1,5 +1,5 @@
-"""Figure 2: the pair in gain space (science 5, 7.2) and claim C1b (judged by
-:func:`closedloop.analysis.claims.judge_c1b`).
+"""Figure 2: the pair in gain space (science 5, 7.2) and claim C1b
+(:mod:`closedloop.analysis.claims.c1b`).
 
 The gain paths are the runs' recorded effective gains, fitted every epoch on the states
 ``evaluation.gain_fit_states`` names (``gain_fit`` in the drawing data says which): by default
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from closedloop.analysis.claims import Claim, judge_c1b
+from closedloop.analysis.claims import CLAIMS
 from closedloop.analysis.gains import (
     classify_static_gains,
     equivalent_costs,
@@ -26,11 +26,10 @@ from closedloop.analysis.gains import (
 from closedloop.analysis.summary import run_stages
 from closedloop.core.plants import plant_from_config
 from closedloop.paper.base import FigureAnalysis, Job, Settings
-from closedloop.paper.pair import pair_jobs, pair_names
+from closedloop.paper.pair import pair_jobs, pair_names, pair_roles
 from closedloop.runs.store import Run
 
 TITLE = "Gain space: stability regions, loss landscape and the two gain trajectories"
-CLAIMS = ("C1b",)
 GRID = (-1.2, 0.6, 200)            # science 5's landscape grid (k1 and k2)
 VELOCITY_GRID = (-1.4, 0.6, 220)   # k2 reaches a little lower, to show the LQR gain
 CURVES: dict[str, tuple[str, str]] = {}
@@ -42,10 +41,9 @@ def jobs(settings: Settings, seed: int) -> list[Job]:
     return pair_jobs(settings, seed)
 
 
-def judge(runs: Mapping[str, Run], settings: Settings, seed: int) -> list[Claim]:
-    """Claim C1b of one seed."""
-    closed_name, open_name = pair_names(seed)
-    return [judge_c1b(runs[closed_name], runs[open_name])]
+def roles(runs: Mapping[str, Run], settings: Settings, seed: int) -> dict[str, Run]:
+    """The closed/open pair of one seed (shared with figure 1)."""
+    return pair_roles(runs, *pair_names(seed))
 
 
 def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAnalysis:
@@ -55,7 +53,7 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
     closed, opened = runs[closed_name], runs[open_name]
     gains_closed = closed.metrics["gains"][:, 0]
     gains_open = opened.metrics["gains"][:, 0]
-    claim = judge_c1b(closed, opened)
+    claim = CLAIMS.get("C1b").judge(closed, opened)
     peak = claim.measured["open_peak_epoch"]
 
     plant = plant_from_config(closed.config.plant)

@@ -1,21 +1,23 @@
-"""Figure 3: stage 1, negative position feedback (science 4, 7.3); claims C2 and C3 (judged by
-:func:`closedloop.analysis.claims.judge_c2` and :func:`~closedloop.analysis.claims.judge_c3`)."""
+"""Figure 3: stage 1, negative position feedback (science 4, 7.3); claims C2 and C3
+(:mod:`closedloop.analysis.claims.c2`, :mod:`~closedloop.analysis.claims.c3`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from closedloop.analysis.claims import COMPLEX_PAIR_CASE, judge_c2, judge_c3, stage1_curves
+from closedloop.analysis.claims import CLAIMS, RUN
+from closedloop.analysis.claims.c2 import COMPLEX_PAIR_CASE
+from closedloop.analysis.claims.c3 import stage1_curves
 from closedloop.analysis.summary import analyze_run, order_parameter_history
-from closedloop.paper.base import Claim, FigureAnalysis, Job, JobInputs, Settings, run_name
+from closedloop.paper.base import FigureAnalysis, Job, JobInputs, Settings, run_name
 from closedloop.paper.lowrank import long_rollout, lowrank_job, lowrank_name
 from closedloop.runs.store import Run
 from closedloop.scale.studies import overlap_config
 
 TITLE = "Stage 1: negative position feedback"
-CLAIMS = ("C2", "C3")
 CURVES = {"train": ("di-lowrank-closed", "train_loss"),
           "test": ("di-lowrank-closed", "test_loss")}
 """Curves whose spread over seeds the figure shades: data key -> (run stem, metric)."""
@@ -46,9 +48,10 @@ def _overlap_runs(runs: Mapping[str, Run], settings: Settings, seed: int) -> dic
     return {float(v): runs[overlap_name(v, seed)] for v in overlap_values(settings)}
 
 
-def judge(runs: Mapping[str, Run], settings: Settings, seed: int) -> list[Claim]:
-    """Claims C2 and C3 of one seed."""
-    return [judge_c2(runs[lowrank_name(seed)]), judge_c3(_overlap_runs(runs, settings, seed))]
+def roles(runs: Mapping[str, Run], settings: Settings, seed: int) -> dict[str, Any]:
+    """The low-rank run (C2's) and the runs from prescribed sigma_zm (C3's) of one seed."""
+    return {RUN: runs[lowrank_name(seed)],
+            "overlap_runs": _overlap_runs(runs, settings, seed)}
 
 
 def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAnalysis:
@@ -61,12 +64,12 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
     overlap_runs = _overlap_runs(runs, settings, seed)
     histories = {v: order_parameter_history(r) for v, r in overlap_runs.items()}
     curves = stage1_curves()
-    c3 = judge_c3(overlap_runs, histories, curves)
+    c3 = CLAIMS.get("C3").judge(overlap_runs, histories, curves)
     gap = c3.measured["max_log10_gap"]
     settled = c3.measured["sigma_zm_before_stage3"]
     grid, simulated, theory = curves          # the curves C3 judges
 
-    c2 = judge_c2(run, report)
+    c2 = CLAIMS.get("C2").judge(run, report)
     s1, s2 = stages["stage1_end"], stages["stage2_end"]
     merges = c2.measured["merge_epochs"]
     onset = 0 if c2.case == COMPLEX_PAIR_CASE else merges[0] if merges else None

@@ -1,19 +1,20 @@
-"""Figure 4: stage 2, building a world model (science 4, 7.4); claim C4 (judged by
-:func:`closedloop.analysis.claims.judge_c4`)."""
+"""Figure 4: stage 2, building a world model (science 4, 7.4); claim C4
+(:mod:`closedloop.analysis.claims.c4`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from closedloop.analysis.claims import START_EPOCH, judge_c4, surrogate_paths
+from closedloop.analysis.claims import CLAIMS, RUN
+from closedloop.analysis.claims.c4 import START_EPOCH, surrogate_paths
 from closedloop.analysis.summary import run_stages
-from closedloop.paper.base import Claim, FigureAnalysis, Job, JobInputs, Settings, run_name
+from closedloop.paper.base import FigureAnalysis, Job, JobInputs, Settings, run_name
 from closedloop.paper.lowrank import dominant_path, long_rollout, lowrank_job, lowrank_name
 from closedloop.runs.store import Run
 from closedloop.scale.studies import length_config
 
 TITLE = "Stage 2: the zig-zag to stabilisation, a trade-off set by alpha and by T"
-CLAIMS = ("C4",)
 CURVES = {"train": ("di-lowrank-closed", "train_loss"),
           "test": ("di-lowrank-closed", "test_loss")}
 """Curves whose spread over seeds the figure shades: data key -> (run stem, metric)."""
@@ -49,9 +50,9 @@ def _retrained(runs: Mapping[str, Run], settings: Settings, seed: int) -> dict[i
     return {steps: runs[length_name(steps, seed)] for steps in lengths(settings)}
 
 
-def judge(runs: Mapping[str, Run], settings: Settings, seed: int) -> list[Claim]:
-    """Claim C4 of one seed."""
-    return [judge_c4(runs[lowrank_name(seed)], _retrained(runs, settings, seed))]
+def roles(runs: Mapping[str, Run], settings: Settings, seed: int) -> dict[str, Any]:
+    """The low-rank run of one seed and its retraining with other episode lengths (C4's)."""
+    return {RUN: runs[lowrank_name(seed)], "retrained": _retrained(runs, settings, seed)}
 
 
 def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAnalysis:
@@ -60,7 +61,7 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
     stages = run_stages(run).to_json()
     paths = surrogate_paths(run)
     retrained = _retrained(runs, settings, seed)
-    claim = judge_c4(run, retrained, paths)
+    claim = CLAIMS.get("C4").judge(run, retrained, paths)
     crossing = [(p.alpha, p.crossing_point) for p in paths if p.crossing_step is not None]
     sweep = [(steps, dominant_path(r), r.stabilization_epoch) for steps, r in retrained.items()]
     imag = claim.measured["imag_at_stabilization_by_T"]

@@ -1,20 +1,19 @@
 """Figure 5: stage 3, policy refinement, and the reduced model (science 4, 7.5); claim C5
-(judged by :func:`closedloop.analysis.claims.judge_c5`)."""
+(:mod:`closedloop.analysis.claims.c5`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from closedloop.analysis.claims import judge_c5
+from closedloop.analysis.claims import CLAIMS
 from closedloop.analysis.summary import run_stages
 from closedloop.errors import ConfigError
-from closedloop.paper.base import Claim, FigureAnalysis, Job, JobInputs, Settings, run_name
+from closedloop.paper.base import FigureAnalysis, Job, JobInputs, Settings, run_name
 from closedloop.paper.lowrank import long_rollout, lowrank_job, lowrank_name
 from closedloop.runs.store import Run
 from closedloop.scale.studies import reduced_configs
 
 TITLE = "Stage 3: refinement after stabilisation, and the four-overlap reduced model"
-CLAIMS = ("C5",)
 CONTROL_COSTS = (0.0, 0.5, 2.0, 5.0)
 CURVES = {"train": ("di-lowrank-closed", "train_loss"),
           "test": ("di-lowrank-closed", "test_loss")}
@@ -56,9 +55,10 @@ def _pairs(runs: Mapping[str, Run], settings: Settings, seed: int
             for beta in costs(settings)}
 
 
-def judge(runs: Mapping[str, Run], settings: Settings, seed: int) -> list[Claim]:
-    """Claim C5 of one seed."""
-    return [judge_c5(_pairs(runs, settings, seed))]
+def roles(runs: Mapping[str, Run], settings: Settings, seed: int
+          ) -> dict[str, dict[float, tuple[Run, Run]]]:
+    """The full and reduced models of one seed per control cost (C5's)."""
+    return {"pairs": _pairs(runs, settings, seed)}
 
 
 def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAnalysis:
@@ -66,7 +66,7 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
     run = runs[lowrank_name(seed)]
     stages = run_stages(run).to_json()
     pairs = _pairs(runs, settings, seed)
-    claim = judge_c5(pairs)
+    claim = CLAIMS.get("C5").judge(pairs)
     comparisons = [{"beta": beta, "start": int(run.stabilization_epoch),
                     "full": full.metrics["train_loss"], "reduced": reduced.metrics["train_loss"],
                     "full_eig": full.coupled_eigenvalues[-1][:3],

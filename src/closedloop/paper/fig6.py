@@ -1,5 +1,4 @@
-"""Figure 6: tracking (science 6, 7.6); claim C6 (judged by
-:func:`closedloop.analysis.claims.judge_c6`)."""
+"""Figure 6: tracking (science 6, 7.6); claim C6 (:mod:`closedloop.analysis.claims.c6`)."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from closedloop.analysis.claims import Claim, judge_acquisitions, judge_c6
+from closedloop.analysis.claims import CLAIMS
 from closedloop.analysis.replay import replay, run_model
 from closedloop.analysis.tracking import (
     ACQUIRED,
@@ -20,12 +19,11 @@ from closedloop.analysis.tracking import (
 )
 from closedloop.core.tasks import sample_batch, time_grid
 from closedloop.paper.base import FigureAnalysis, Job, Settings, run_name
-from closedloop.paper.pair import closed_open_jobs
+from closedloop.paper.pair import closed_open_jobs, pair_roles
 from closedloop.runs.store import Run
 from closedloop.training.trainer import key_from_seed
 
 TITLE = "Tracking: a staircase, frequencies acquired from low to high"
-CLAIMS = ("C6",)
 HUMAN = (0.125, 0.20, 0.30, 0.475)     # normalised acquisition times digitised in the paper
 CURVES = {"closed_test": ("tracking-closed", "test_loss"),
           "open_test": ("tracking-open", "test_loss")}
@@ -50,10 +48,9 @@ def _positions(run: Run, epoch: int, reference: np.ndarray) -> np.ndarray:
     return traj.states[:, 1:] @ plant.C.T
 
 
-def judge(runs: Mapping[str, Run], settings: Settings, seed: int) -> list[Claim]:
-    """Claim C6 of one seed."""
-    closed_name, open_name = names(seed)
-    return [judge_c6(runs[closed_name], runs[open_name])]
+def roles(runs: Mapping[str, Run], settings: Settings, seed: int) -> dict[str, Run]:
+    """The closed-loop tracking run of one seed and its open-loop twin."""
+    return pair_roles(runs, *names(seed))
 
 
 def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAnalysis:
@@ -63,8 +60,8 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
     total = closed.last_epoch
     probes = probe_errors(closed)
     found = acquisitions(probes, closed)
-    claim = judge_acquisitions(found, degradations(probes, found),
-                               find_acquisitions(probe_errors(opened)), total)
+    claim = CLAIMS.get("C6").judge_acquisitions(
+        found, degradations(probes, found), find_acquisitions(probe_errors(opened)), total)
     ends = [a.end for a in found]
     frequencies = probes.frequencies
 

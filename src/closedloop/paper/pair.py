@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from closedloop.analysis.claims import CLOSED, OPENED
 from closedloop.config import load_preset
 from closedloop.core.plants import plant_from_config
 from closedloop.paper.base import Job, JobInputs, Settings, run_name, source
@@ -16,6 +17,18 @@ from closedloop.training.sources import load_teacher
 def pair_names(seed: int) -> tuple[str, str]:
     """(closed, open) job names for a seed."""
     return run_name("di-tanh-closed", seed), run_name("di-tanh-open", seed)
+
+
+def pair_roles(runs: Mapping[str, Run], closed: str, opened: str) -> dict[str, Run]:
+    """The runs named ``closed`` and ``opened`` in the roles of a claim about a closed/open
+    pair.
+
+    Example
+    -------
+    >>> pair_roles({"a-s0": "closed run", "b-s0": "open run"}, "a-s0", "b-s0")
+    {'closed': 'closed run', 'opened': 'open run'}
+    """
+    return {CLOSED: runs[closed], OPENED: runs[opened]}
 
 
 def closed_open_jobs(closed_preset: str, open_preset: str, seed: int, epochs: int,

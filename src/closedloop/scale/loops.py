@@ -34,7 +34,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from closedloop.analysis.claims import CLOSED_RISE, PEAK_FACTOR, judge_c1
+from closedloop.analysis.claims import CLAIMS
+from closedloop.analysis.claims.c1 import CLOSED_RISE, PEAK_FACTOR
 from closedloop.analysis.coupling import operating_point_spectra
 from closedloop.analysis.replay import closed_loop
 from closedloop.analysis.summary import run_stages
@@ -122,7 +123,7 @@ def pendulum_pair(out: Path, seeds: Sequence[int], epochs: int | None = None,
                     initials, teachers, "pendulum open", progress)
     per_seed = []
     for seed, c, o in zip(seeds, closed, opened, strict=True):
-        claim = judge_c1(c, o)
+        claim = CLAIMS.get("C1").judge(c, o)
         stages = run_stages(c).to_json()
         open_rise, open_rise_epoch = largest_rise(o.metrics["test_loss"])
         closed_rise, _ = largest_rise(c.metrics["test_loss"])
@@ -334,9 +335,9 @@ def compare_modes(out: Path, seeds: Sequence[int], epochs: int | None = None,
         [runs / f"open-seed{s}.h5" for s in seeds],
         [load_initial_parameters(f"{p}@0")[0] for p in closed_paths],
         [load_teacher(str(p), plant) for p in closed_paths], "open loop", progress)
-    per_seed = []
+    per_seed, c1 = [], CLAIMS.get("C1")
     for seed, c, o, b, n in zip(seeds, closed, opened, black, perturbed, strict=True):
-        row: dict[str, Any] = {"seed": seed, "c1_supported": judge_c1(c, o).supported}
+        row: dict[str, Any] = {"seed": seed, "c1_supported": c1.judge(c, o).supported}
         for name, run in (("closed", c), ("open", o), ("black_box", b),
                           ("node_perturbation", n)):
             stages = run_stages(run).to_json()

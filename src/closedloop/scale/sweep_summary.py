@@ -1,6 +1,7 @@
-"""The tidy table of a sweep: one row per run, with the claims of the reproduce report judged
-per run by the same functions (:mod:`closedloop.analysis.claims`): C1 and C1b per closed/open
-pair, C2 per rank-1 low-rank closed-loop run.
+"""The tidy table of a sweep: one row per run, with every registered claim
+(:mod:`closedloop.analysis.claims`) about one run or about a closed/open pair judged per run,
+by the objects ``reproduce`` judges with, wherever it applies: of the paper's, C1 and C1b on
+regulation pairs, C6 on tracking pairs, C2 on rank-1 low-rank closed-loop runs.
 
 ``closedloop sweep-summary DIR`` writes ``DIR/summary.csv``, ``DIR/summary.parquet``,
 ``DIR/support.json`` and ``DIR/summary.png``.
@@ -11,10 +12,12 @@ column per grid key (named by the key), ``status`` (complete, diverged, incomple
 ``stage1_end``, ``stage2_end``, ``initial_test_loss``, ``final_train_loss``,
 ``final_test_loss``, ``peak_test_loss`` (the largest test loss after epoch 0),
 ``peak_epoch``, ``peak_ratio`` (peak over epoch 0), ``gain_0`` ... (the final effective gain
-matrix, flattened row-major; regulation tasks only), ``c1_supported`` and ``c1b_supported``
-(students of a regulation task; C1b for the double integrator's two gains), and for
-rank-1 low-rank closed-loop runs ``c2_supported``, ``c2_case`` (real pair at the start or
-complex from the start) and ``c2_failed`` (the parts of the criterion that do not hold).
+matrix, flattened row-major; regulation tasks only), and per claim judged on the run
+``<id>_supported`` (``c1_supported``), ``<id>_failed`` (the parts of its criterion that do
+not hold) and, for a claim judged by case, ``<id>_case`` (C2: real pair at the start or
+complex from the start). A claim about one run (role ``run``) is judged on every finished run
+trained without a teacher; a claim about a pair (roles ``closed``, ``opened``) on every
+finished student with its finished teacher.
 
 Example
 -------
@@ -36,7 +39,15 @@ from typing import Any
 
 import numpy as np
 
-from closedloop.analysis.claims import finite
+from closedloop.analysis.claims import (
+    CLOSED,
+    OPENED,
+    RUN,
+    Claim,
+    Judgement,
+    finite,
+    registered_claims,
+)
 from closedloop.errors import IncompleteRunError, RunFileError
 from closedloop.runs.store import Run, load_run
 from closedloop.scale.sweep import RUNS_FOLDER, SweepPoint, SweepSpec, load_spec
@@ -56,8 +67,42 @@ def _config_value(config_data: dict[str, Any], key: str) -> Any:
     return node if isinstance(node, (int, float, str, bool)) or node is None else json.dumps(node)
 
 
-def point_row(spec_json: str, point_name: str, folder: str) -> dict[str, Any]:
-    """The table row of one point (reads its run file, and its teacher's for C1).
+LAYOUTS = (frozenset({RUN}), frozenset({CLOSED, OPENED}))
+"""The roles in which a sweep lays out its runs for claims: one run, a closed/open pair."""
+
+
+def sweep_claims() -> list[Claim]:
+    """The registered claims a sweep judges: those about one run or a closed/open pair.
+
+    Example
+    -------
+    >>> [claim.id for claim in sweep_claims()][:4]
+    ['C1', 'C1b', 'C2', 'C6']
+    """
+    return [claim for claim in registered_claims() if set(claim.roles) in LAYOUTS]
+
+
+def claim_columns(judgement: Judgement) -> dict[str, Any]:
+    """The columns of one judged claim in a row: ``<id>_supported``, ``<id>_case`` for a claim
+    judged by case, and ``<id>_failed``.
+
+    Example
+    -------
+    >>> claim_columns(Judgement("C0", "s", "c", {}, {"a": True, "b": False}))
+    {'c0_supported': False, 'c0_failed': 'b'}
+    """
+    prefix = judgement.id.lower()
+    columns: dict[str, Any] = {f"{prefix}_supported": judgement.supported}
+    if judgement.case is not None:
+        columns[f"{prefix}_case"] = judgement.case
+    columns[f"{prefix}_failed"] = "; ".join(judgement.failed) or None
+    return columns
+
+
+def point_row(spec_json: str, point_name: str, folder: str,
+              claims: Sequence[Claim] | None = None) -> dict[str, Any]:
+    """The table row of one point (reads its run file, and its teacher's for claims about a
+    closed/open pair), with ``claims`` (default :func:`sweep_claims`) judged where they apply.
 
     Example
     -------
@@ -66,9 +111,6 @@ def point_row(spec_json: str, point_name: str, folder: str) -> dict[str, Any]:
     >>> row["c1_supported"]                                              # doctest: +SKIP
     True
     """
-    from closedloop.analysis.claims import judge_c1, judge_c1b, judge_c2, judges_c2
-    from closedloop.analysis.summary import analyze_run, run_stages
-
     spec = SweepSpec.from_json(spec_json)
     point = next(p for p in spec.points() if p.name == point_name)
     config = spec.config(point)
@@ -84,27 +126,33 @@ def point_row(spec_json: str, point_name: str, folder: str) -> dict[str, Any]:
         return {**row, "status": "incomplete"}
     except RunFileError:
         return {**row, "status": "missing"}
-    judge_stages = not rule_for(run.config).needs_teacher and run.status == "complete"
-    report = analyze_run(run) if judge_stages else None
-    row.update(_run_columns(run, report["stages"] if report else run_stages(run).to_json()))
-    if report is not None and judges_c2(run):
-        c2 = judge_c2(run, report)
-        row.update(c2_supported=c2.supported, c2_case=c2.case,
-                   c2_failed="; ".join(c2.failed) or None)
-    if point.teacher is not None and run.status == "complete":
-        try:
-            teacher = load_run(runs / f"{point.teacher}.h5")
-        except RunFileError:
-            teacher = None
-        if (teacher is not None and teacher.status == "complete" and "gains" in run.metrics
-                and "gains" in teacher.metrics):       # a regulation pair (not tracking)
-            row["c1_supported"] = judge_c1(teacher, run).supported
-            if run.metrics["gains"].shape[-1] == 2:    # gain space of the double integrator
-                row["c1b_supported"] = judge_c1b(teacher, run).supported
+    row.update(_run_columns(run))
+    claims = sweep_claims() if claims is None else claims
+    for layout in _layouts(run, point, runs) if run.status == "complete" else ():
+        for claim in claims:
+            if claim.judges(layout):
+                row.update(claim_columns(claim.judge_runs(layout)))
     return row
 
 
-def _run_columns(run: Run, stages: dict[str, int | None]) -> dict[str, Any]:
+def _layouts(run: Run, point: SweepPoint, runs: Path) -> list[dict[str, Run]]:
+    """A finished point's runs by role: the run alone when it trained without a teacher, and
+    its finished teacher with it as a closed/open pair."""
+    layouts = [] if rule_for(run.config).needs_teacher else [{RUN: run}]
+    if point.teacher is not None:
+        try:
+            teacher = load_run(runs / f"{point.teacher}.h5")
+        except RunFileError:
+            return layouts
+        if teacher.status == "complete":
+            layouts.append({CLOSED: teacher, OPENED: run})
+    return layouts
+
+
+def _run_columns(run: Run) -> dict[str, Any]:
+    from closedloop.analysis.summary import run_stages
+
+    stages = run_stages(run).to_json()
     test = run.metrics["test_loss"]
     columns: dict[str, Any] = {
         "status": run.status, "diverged_epoch": run.diverged_epoch, "epochs": run.last_epoch,
@@ -133,25 +181,27 @@ class SweepSummary:
     columns: list[str]
 
 
-def support_fractions(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per claim (``C1``, ``C1b``; ``C2`` per low-rank preset, and per case), how many runs
-    support it.
+def support_fractions(rows: Sequence[dict[str, Any]], claims: Sequence[Claim] | None = None
+                      ) -> dict[str, dict[str, Any]]:
+    """Per claim of ``claims`` (default :func:`sweep_claims`: ``C1``, ``C1b``, ``C2``, ``C6``
+    and those a user registered), and per case for a claim judged by case (``C2 (<case>)``),
+    how many runs support it.
 
     Example
     -------
     >>> support_fractions([{"c1_supported": True}, {"c1_supported": False}])["C1"]
     {'supported': 1, 'judged': 2, 'fraction': 0.5}
     """
-    groups: dict[str, list[bool]] = {"C1": []}
-    for row in rows:
-        if row.get("c1_supported") is not None:
-            groups["C1"].append(bool(row["c1_supported"]))
-        if row.get("c1b_supported") is not None:
-            groups.setdefault("C1b", []).append(bool(row["c1b_supported"]))
-        if row.get("c2_supported") is not None:
-            groups.setdefault(f"C2 ({row['preset']})", []).append(bool(row["c2_supported"]))
-            groups.setdefault(f"C2 ({row['preset']}, {row['c2_case']})", []).append(
-                bool(row["c2_supported"]))
+    groups: dict[str, list[bool]] = {}
+    for claim in (sweep_claims() if claims is None else claims):
+        groups[claim.id] = []
+        prefix = claim.id.lower()
+        for row in rows:
+            if row.get(f"{prefix}_supported") is not None:
+                vote = bool(row[f"{prefix}_supported"])
+                groups[claim.id].append(vote)
+                if row.get(f"{prefix}_case") is not None:
+                    groups.setdefault(f"{claim.id} ({row[f'{prefix}_case']})", []).append(vote)
     return {claim: {"supported": sum(v), "judged": len(v),
                     "fraction": sum(v) / len(v) if v else None}
             for claim, v in groups.items()}
@@ -172,18 +222,20 @@ def summarize_sweep(folder: str | os.PathLike[str], *, workers: int | None = Non
     spec = load_spec(folder)
     points: list[SweepPoint] = spec.points()
     spec_json = spec.to_json()
+    claims = sweep_claims()         # the workers judge the claims registered here too
     count = workers or min(len(points), os.cpu_count() or 1)
     rows: list[dict[str, Any]] = []
     if count <= 1:
         for point in points:
-            rows.append(point_row(spec_json, point.name, str(folder)))
+            rows.append(point_row(spec_json, point.name, str(folder), claims))
             if progress:
                 progress(len(rows), len(points))
     else:
         import multiprocessing
 
         with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn")) as pool:
-            pending = [pool.submit(point_row, spec_json, p.name, str(folder)) for p in points]
+            pending = [pool.submit(point_row, spec_json, p.name, str(folder), claims)
+                       for p in points]
             for future in pending:
                 rows.append(future.result())
                 if progress:
@@ -194,7 +246,7 @@ def summarize_sweep(folder: str | os.PathLike[str], *, workers: int | None = Non
     for row in rows:
         for key in columns:
             row.setdefault(key, None)
-    return SweepSummary(rows, support_fractions(rows), columns)
+    return SweepSummary(rows, support_fractions(rows, claims), columns)
 
 
 def write_summary(summary: SweepSummary, folder: str | os.PathLike[str]) -> list[Path]:
