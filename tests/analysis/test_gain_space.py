@@ -28,7 +28,7 @@ from closedloop.analysis.gains import (
 )
 from closedloop.config import LossConfig
 from closedloop.core.agents import StaticGain
-from closedloop.core.losses import paper_di_cost
+from closedloop.core.costs import cost_for
 from closedloop.core.plants import LinearPlant, double_integrator
 from closedloop.core.rollout import rollout
 
@@ -297,7 +297,8 @@ def simulated_paper_loss(K, x0, steps=300):
     # u_t = K x_t from t = 0 (no u_0 = 0 convention): the infinite-horizon static-gain problem
     traj = jitted_rollout(double_integrator(), gain, params, steps=steps,
                           x0=jnp.asarray(x0, dtype=jnp.float64), zero_first_control=False)
-    return float(paper_di_cost(traj, 0.005)), traj
+    paper = cost_for(LossConfig(kind="paper_di", control_cost=0.005))
+    return float(paper.episode_loss(traj, double_integrator())), traj
 
 
 def test_lqr_gain_minimises_the_paper_loss_among_static_gains():

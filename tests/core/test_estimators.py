@@ -8,14 +8,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from closedloop.config import LossConfig
 from closedloop.core.agents import StaticGain
-from closedloop.core.estimators import reinforce_surrogate, step_costs
-from closedloop.core.losses import control_objective
-from closedloop.core.plants import double_integrator, point_mass_2d
-from closedloop.core.rollout import Trajectory, rollout
+from closedloop.core.costs import cost_for
+from closedloop.core.estimators import reinforce_surrogate
+from closedloop.core.plants import double_integrator
+from closedloop.core.rollout import Given, Trajectory, black_box, run_loop
 
 STEPS, SIGMA, EFFORT = 8, 0.3, 0.1
 
@@ -42,20 +41,18 @@ def linear_gaussian_problem():
     def exact_cost(K, sigma):
         return expected_cost(K, A, B, jnp.eye(2) / 3.0, STEPS, sigma, EFFORT)
 
-    config = LossConfig(kind="per_sample", state_weight=1.0, control_cost=EFFORT)
-    return plant, StaticGain(2, 1), config, jnp.array([[-0.3, -0.6]]), exact_cost
+    cost = cost_for(LossConfig(kind="per_sample", state_weight=1.0, control_cost=EFFORT))
+    return plant, StaticGain(2, 1), cost, jnp.array([[-0.3, -0.6]]), exact_cost
 
 
 def test_mean_reinforce_estimate_is_the_exact_gradient():
-    plant, gain, config, K, exact_cost = linear_gaussian_problem()
+    plant, gain, cost, K, exact_cost = linear_gaussian_problem()
     exact = jax.grad(exact_cost)(K, SIGMA)
 
     def surrogate(K, x0, noise):
-        traj = rollout(plant, gain, {"K": K}, steps=STEPS, x0=x0[None],
-                       zero_first_control=False, exploration=noise[None],
-                       exploration_std=SIGMA)
-        executed = Trajectory(traj.states, traj.executed)
-        costs = step_costs(executed, config, plant)
+        traj = run_loop(black_box(plant, gain, {"K": K}, SIGMA), steps=STEPS, x0=x0[None],
+                        given=Given(exploration=noise[None]), zero_first_control=False)
+        costs = cost.step_costs(Trajectory(traj.states, traj.executed), plant)
         return reinforce_surrogate(traj, costs, std=SIGMA, first=0, baseline="none")
 
     episodes = 40_000
@@ -67,29 +64,6 @@ def test_mean_reinforce_estimate_is_the_exact_gradient():
     error = per_episode.std(axis=0) / np.sqrt(episodes)
     assert np.all(np.abs(np.asarray(mean - exact)) < 4 * np.asarray(error))
     assert np.all(np.asarray(error) < 0.1 * np.abs(np.asarray(exact)))   # sharp enough
-
-
-@pytest.mark.parametrize("kind", ["paper_di", "mean_state", "per_sample"])
-def test_step_costs_sum_to_the_regulation_objectives(kind):
-    rng = np.random.default_rng(0)
-    traj = Trajectory(states=jnp.asarray(rng.normal(size=(4, 6, 2))),
-                      controls=jnp.asarray(rng.normal(size=(4, 5, 1))))
-    config = LossConfig(kind=kind, control_cost=0.3, state_weight=2.0)
-    plant = double_integrator()
-    total = step_costs(traj, config, plant).sum(axis=-1).mean()
-    assert float(total) == pytest.approx(float(control_objective(traj, config, plant)))
-
-
-def test_step_costs_sum_to_the_tracking_objective():
-    rng = np.random.default_rng(1)
-    plant = point_mass_2d()
-    traj = Trajectory(states=jnp.asarray(rng.normal(size=(3, 6, 4))),
-                      controls=jnp.asarray(rng.normal(size=(3, 5, 2))))
-    reference = jnp.asarray(rng.normal(size=(3, 5, 2)))
-    config = LossConfig(kind="tracking")
-    total = step_costs(traj, config, plant, reference).sum(axis=-1).mean()
-    expected = control_objective(traj, config, plant, reference)
-    assert float(total) == pytest.approx(float(expected))
 
 
 def test_mean_es_estimate_is_the_exact_gradient_of_a_quadratic():
@@ -126,14 +100,14 @@ def test_mean_es_estimate_is_the_exact_gradient_of_a_quadratic():
 def test_reinforce_gradient_of_a_learned_log_std_is_exact():
     """The score function also estimates dJ/d log(sigma): the closed form's
     sigma * dJ/dsigma, within the Monte-Carlo error."""
-    plant, gain, config, K, exact_cost = linear_gaussian_problem()
+    plant, gain, cost, K, exact_cost = linear_gaussian_problem()
     exact = SIGMA * jax.grad(exact_cost, argnums=1)(K, SIGMA)
 
     def surrogate(log_std, x0, noise):
         std = SIGMA * jnp.exp(log_std)
-        traj = rollout(plant, gain, {"K": K}, steps=STEPS, x0=x0[None],
-                       zero_first_control=False, exploration=noise[None], exploration_std=std)
-        costs = step_costs(Trajectory(traj.states, traj.executed), config, plant)
+        traj = run_loop(black_box(plant, gain, {"K": K}, std), steps=STEPS, x0=x0[None],
+                        given=Given(exploration=noise[None]), zero_first_control=False)
+        costs = cost.step_costs(Trajectory(traj.states, traj.executed), plant)
         return reinforce_surrogate(traj, costs, std=std, first=0, baseline="none")
 
     episodes = 40_000
@@ -152,14 +126,14 @@ def test_value_baseline_keeps_the_estimate_exact_and_halves_its_noise():
     episode's own exploration, so the mean of many batch estimates is still the closed form's
     gradient; and it removes the state-dependent part of the return that the batch mean per
     step leaves (the estimates' spread is measured at about half the batch mean's)."""
-    plant, gain, config, K, exact_cost = linear_gaussian_problem()
+    plant, gain, cost, K, exact_cost = linear_gaussian_problem()
     exact = jax.grad(exact_cost)(K, SIGMA)
 
     def surrogate(K, x0, noise, baseline):
-        traj = rollout(plant, gain, {"K": K}, steps=STEPS, x0=x0, zero_first_control=False,
-                       exploration=noise, exploration_std=SIGMA, record_inputs=True,
-                       record_hidden=True)
-        costs = step_costs(Trajectory(traj.states, traj.executed), config, plant)
+        traj = run_loop(black_box(plant, gain, {"K": K}, SIGMA), steps=STEPS, x0=x0,
+                        given=Given(exploration=noise), zero_first_control=False,
+                        record_inputs=True, record_hidden=True)
+        costs = cost.step_costs(Trajectory(traj.states, traj.executed), plant)
         return reinforce_surrogate(traj, costs, std=SIGMA, first=0, baseline=baseline)
 
     batches, size, chunk = 1200, 32, 300

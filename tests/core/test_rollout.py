@@ -32,7 +32,15 @@ import pytest
 
 from closedloop.core.agents import Agent, LowRankRNN, OverlapModel, RNNAgent, StaticGain
 from closedloop.core.plants import LinearPlant, double_integrator, point_mass_2d
-from closedloop.core.rollout import rollout
+from closedloop.core.rollout import (
+    Given,
+    Trajectory,
+    closed_loop,
+    open_loop_rollout,
+    rollout,
+    run_loop,
+    teacher_driven,
+)
 
 FIELDS = ("states", "controls", "teacher_controls", "hidden")
 VALUE_TOL = {"rtol": 1e-11, "atol": 1e-11}
@@ -119,8 +127,7 @@ class Setup:
     plant: LinearPlant | None
     agent: Agent
     steps: int
-    teacher: Agent | None = None
-    teacher_drives: bool = False
+    teacher: Agent | None = None     # drives the plant (or reads the white-noise inputs)
     zero_first_control: bool = True
 
 
@@ -174,7 +181,7 @@ def numpy_rollout(setup: Setup, params: dict[str, Any], teacher_params: dict[str
         hidden.append(h)
         if teacher is not None:
             teacher_controls.append(u_teacher)
-        x = x @ A.T + (u_teacher if setup.teacher_drives else u) @ B.T
+        x = x @ A.T + (u if teacher is None else u_teacher) @ B.T
         if data["noise"] is not None:
             x = x + data["noise"][:, t]
         if plant.clamp is not None:
@@ -194,6 +201,22 @@ def weighted_sum(trajectory: dict[str, Any], weights: dict[str, np.ndarray]) -> 
 # the package's rollout, one compiled call per group of cases
 
 
+def package_rollout(setup: Setup, params: Any, teacher_params: Any, data: dict[str, Any]
+                    ) -> Trajectory:
+    """The package's rollout of one case: the variant its setup names."""
+    if data["inputs"] is not None:
+        return open_loop_rollout(setup.agent, params, data["inputs"], steps=setup.steps,
+                                 teacher=setup.teacher, teacher_params=teacher_params,
+                                 record_hidden=True)
+    if setup.teacher is not None:
+        step = teacher_driven(setup.plant, setup.agent, params, setup.teacher, teacher_params)
+    else:
+        step = closed_loop(setup.plant, setup.agent, params)
+    return run_loop(step, steps=setup.steps, x0=data["x0"],
+                    given=Given(data["reference"], data["noise"]),
+                    zero_first_control=setup.zero_first_control, record_hidden=True)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def package_rollouts(setups: tuple[Setup, ...], cases: list[dict[str, Any]]) -> list[Any]:
     """Per case: (trajectory, gradient of the weighted sum for the agent's parameters, the
@@ -205,12 +228,7 @@ def package_rollouts(setups: tuple[Setup, ...], cases: list[dict[str, Any]]) -> 
         def objective(params: Any, teacher_params: Any, setup: Setup = setup,
                       data: dict[str, Any] = data, weights: dict[str, Any] = weights
                       ) -> tuple[jax.Array, Any]:
-            traj = rollout(setup.plant, setup.agent, params, steps=setup.steps, x0=data["x0"],
-                           reference=data["reference"], inputs=data["inputs"],
-                           teacher=setup.teacher, teacher_params=teacher_params,
-                           teacher_drives=setup.teacher_drives,
-                           zero_first_control=setup.zero_first_control, noise=data["noise"],
-                           record_hidden=True)
+            traj = package_rollout(setup, params, teacher_params, data)
             fields = {name: getattr(traj, name) for name in FIELDS}
             return weighted_sum({k: fields[k] for k in weights}, weights), fields
 
@@ -389,8 +407,7 @@ def teacher_case(teacher_kind: str, zero_first: bool) -> Case:
     else:
         teacher = make_agent("rnn", plant, "tanh", 1.0, False)
         teacher_params = scaled_params(teacher, 9)
-    return Case(Setup(plant, student, 14, teacher=teacher, teacher_drives=True,
-                      zero_first_control=zero_first),
+    return Case(Setup(plant, student, 14, teacher=teacher, zero_first_control=zero_first),
                 scaled_params(student, 8), teacher_params, plant_data(normal(4, (6, 2))))
 
 

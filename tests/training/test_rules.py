@@ -13,7 +13,7 @@ import pytest
 
 from closedloop.config import LossConfig, load_preset
 from closedloop.core.agents import RNNAgent
-from closedloop.core.estimators import step_costs
+from closedloop.core.costs import cost_for
 from closedloop.core.plants import double_integrator
 from closedloop.errors import ConfigError
 from closedloop.training.rules import RULES, LearningRule, register_rule, rule_for
@@ -60,12 +60,12 @@ def test_mean_node_perturbation_estimate_is_the_exact_gradient():
               "W": jnp.asarray(rng.normal(0, 0.3, (UNITS, UNITS))),
               "W_out": jnp.asarray(rng.normal(0, 0.5, (UNITS, 1)))}
     exact = jax.grad(expected_perturbed_cost)(params, A, B, C, STEPS, SIGMA, EFFORT)
-    config = LossConfig(kind="per_sample", state_weight=1.0, control_cost=EFFORT)
+    cost = cost_for(LossConfig(kind="per_sample", state_weight=1.0, control_cost=EFFORT))
 
     def one(x0, nodes, outputs):
         return node_perturbation_gradient(
             plant, agent, params, ["W_in", "W", "W_out"],
-            lambda traj: step_costs(traj, config, plant), steps=STEPS, x0=x0[None],
+            lambda traj: cost.step_costs(traj, plant), steps=STEPS, x0=x0[None],
             nodes=nodes[None], outputs=outputs[None], std=SIGMA, zero_first_control=False)[1]
 
     episodes = 200_000
@@ -88,9 +88,9 @@ def test_the_clean_episode_is_the_recorded_cost():
     plant = double_integrator(dt=0.5)
     agent = RNNAgent(1, 1, UNITS, activation="tanh")
     params = agent.init_params(jax.random.key(1), jnp.float64)
-    config = LossConfig(kind="per_sample", state_weight=1.0, control_cost=EFFORT)
+    objective = cost_for(LossConfig(kind="per_sample", state_weight=1.0, control_cost=EFFORT))
     x0 = jnp.array([[0.5, -0.2], [0.1, 0.3]])
-    costs = lambda traj: step_costs(traj, config, plant)        # noqa: E731
+    costs = lambda traj: objective.step_costs(traj, plant)        # noqa: E731
     cost, grads = node_perturbation_gradient(
         plant, agent, params, ["W"], costs, steps=STEPS, x0=x0,
         nodes=jnp.zeros((2, STEPS, UNITS)), outputs=jnp.zeros((2, STEPS, 1)), std=SIGMA)
@@ -125,14 +125,14 @@ class HalfClosedLoop(LearningRule):
     """A user's rule: the closed-loop objective of the first half of each episode only."""
 
     def loss(self, program, trainable, constants, batch):
-        from closedloop.core.losses import control_objective
-        from closedloop.core.rollout import Trajectory
+        from closedloop.core.rollout import Trajectory, closed_loop
 
-        traj = self.episode(program, self.parameters(trainable, constants), batch)
+        traj = self.episode(closed_loop(program.plant, program.agent,
+                                        self.parameters(trainable, constants)), batch)
         half = self.config.task.steps // 2
-        return control_objective(Trajectory(traj.states[:, :half + 1], traj.controls[:, :half]),
-                                 self.config.loss, program.plant,
-                                 control_cost=constants["control_cost"])
+        return program.cost.episode_loss(
+            Trajectory(traj.states[:, :half + 1], traj.controls[:, :half]), program.plant,
+            control_cost=constants["control_cost"])
 
 
 def test_a_registered_rule_trains_by_its_name(tmp_path):

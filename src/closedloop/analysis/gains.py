@@ -26,7 +26,6 @@ Example
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +35,7 @@ from scipy import linalg
 from scipy.stats import qmc
 
 from closedloop.config import EvaluationConfig, LossConfig
+from closedloop.core.costs import QuadraticCosts, cost_for
 from closedloop.core.plants import LinearPlant
 
 STABLE, UNSTABLE_OSCILLATORY, UNSTABLE_REAL = 0, 1, 2
@@ -319,39 +319,29 @@ def finite_horizon_lqr(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarra
     return gains
 
 
-@dataclass(frozen=True)
-class QuadraticCosts:
-    """The per-sample LQR weights Q (n_x x n_x) and R (n_u x n_u) equivalent to a loss."""
-
-    Q: np.ndarray
-    R: np.ndarray
-
-
 def equivalent_costs(loss: LossConfig, plant: LinearPlant, batch_size: int, steps: int
                      ) -> QuadraticCosts:
     """Q and R (up to a common factor, which leaves the LQR gain unchanged) that the training
-    loss puts on one sample's x_t and u_t.
+    loss puts on one sample's x_t and u_t: the weights of the cost ``loss.kind`` names
+    (:meth:`~closedloop.core.costs.Cost.quadratic_weights`, derived from its terms).
 
     ``paper_di``: mean over batch and state dimensions of x^2 plus control_cost times the sum
-    over the batch of u^2 gives Q = I, R = control_cost * n_x * batch (the paper: 0.005 * 2 *
-    100 = 1); ``mean_state``: R = control_cost * n_x * steps; ``per_sample``:
+    over the batch of u^2 gives R / Q = control_cost * n_x * batch (the paper: 0.005 * 2 *
+    100 = 1); ``mean_state``: R / Q = control_cost * n_x * steps; ``per_sample``:
     Q = state_weight I, R = control_cost I. A zero control cost is replaced by 1e-9 (LQR needs
     R > 0).
+
+    Raises
+    ------
+    ConfigError
+        For a cost that is not quadratic in the state and the command (tracking, reaching).
 
     Example
     -------
     >>> from closedloop.config import LossConfig
     >>> from closedloop.core.plants import double_integrator
-    >>> equivalent_costs(LossConfig(control_cost=0.005), double_integrator(), 100, 50).R
-    array([[1.]])
+    >>> costs = equivalent_costs(LossConfig(control_cost=0.005), double_integrator(), 100, 50)
+    >>> float(costs.R[0, 0] / costs.Q[0, 0])
+    1.0
     """
-    n_x, n_u = plant.n_states, plant.n_inputs
-    if loss.kind == "paper_di":
-        q, r = 1.0, loss.control_cost * n_x * batch_size
-    elif loss.kind == "mean_state":
-        q, r = 1.0, loss.control_cost * n_x * steps
-    elif loss.kind == "per_sample":
-        q, r = loss.state_weight, loss.control_cost
-    else:
-        raise ValueError("LQR costs are defined for regulation losses, not tracking")
-    return QuadraticCosts(q * np.eye(n_x), max(r, 1e-9) * np.eye(n_u))
+    return cost_for(loss).quadratic_weights(plant, batch_size, steps)

@@ -1,4 +1,4 @@
-"""The pure core: plants, agents, tasks, the rollout and the losses, as JAX functions.
+"""The pure core: plants, agents, tasks, the rollout and the costs, as JAX functions.
 
 Parameters are pytrees (dicts of arrays); plants and agents are small immutable objects that
 describe the computation (and are hashable, so compiled programs are shared between runs of

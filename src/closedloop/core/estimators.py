@@ -1,13 +1,13 @@
-"""The plant as a black box: per-step costs, the REINFORCE estimator and evolution strategies
-(science 9).
+"""The plant as a black box: the REINFORCE estimator and evolution strategies (science 9).
 
-The closed-loop objectives of :mod:`closedloop.core.losses` are all means over the batch of a
-sum over steps of a per-sample cost c_t; :func:`step_costs` returns those c_t, so that
-``mean_batch sum_t step_costs = control_objective`` for every loss kind.
+The returns come from the run's cost: every cost of :mod:`closedloop.core.costs` is a mean
+over the batch of a sum over steps of per-sample costs c_t, and
+:meth:`~closedloop.core.costs.Cost.step_costs` gives those c_t
+(``mean_batch sum_t c_t = episode_loss``).
 
 REINFORCE (cost minimisation): the plant receives u_t = mu_t + sigma eps_t, mu_t the agent's
 output, eps_t ~ N(0, I), and no gradient flows through it
-(:func:`~closedloop.core.rollout.rollout` with ``exploration``). With G_t = sum_{s >= t} c_s
+(:func:`~closedloop.core.rollout.black_box`). With G_t = sum_{s >= t} c_s
 the cost to go and b_t a baseline, the gradient of J = E[sum_t c_t] is estimated by the batch
 mean of sum_t grad log pi(u_t | h_t) (G_t - b_t); :func:`reinforce_surrogate` is the scalar whose
 gradient that is. The baseline is the batch mean of G_t per step, none, or a learned value
@@ -34,47 +34,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from closedloop.config import LossConfig
-from closedloop.core.losses import Weight, regulation_errors
-from closedloop.core.plants import Plant
 from closedloop.core.rollout import Trajectory
 from closedloop.errors import ShapeError
-
-
-def step_costs(traj: Trajectory, config: LossConfig, plant: Plant,
-               reference: jax.Array | None = None, *, control_cost: Weight | None = None
-               ) -> jax.Array:
-    """Per-sample, per-step costs c_t (batch, T) of the objective ``config`` names, on the
-    trajectory's controls (pass a trajectory whose ``controls`` are the executed ones).
-
-    Example
-    -------
-    >>> import jax.numpy as jnp
-    >>> from closedloop.core.plants import double_integrator
-    >>> traj = Trajectory(states=jnp.ones((2, 3, 2)), controls=jnp.ones((2, 2, 1)))
-    >>> step_costs(traj, LossConfig(kind="paper_di", control_cost=0.5),
-    ...            double_integrator()).tolist()          # 1 + 0.5 * batch (2) * 1
-    [[2.0, 2.0], [2.0, 2.0]]
-    """
-    beta = config.control_cost if control_cost is None else control_cost
-    effort = (traj.controls ** 2).sum(axis=-1)
-    steps = traj.controls.shape[-2]
-    if config.kind in ("tracking", "reaching"):
-        if reference is None or traj.states is None:
-            raise ShapeError(f"the {config.kind} cost needs a plant-driven trajectory and a "
-                             "reference")
-        error = ((plant.effector(traj.states[..., 1:, :]) - reference[..., :steps, :]) ** 2
-                 ).sum(axis=-1)
-        if config.kind == "tracking":
-            return plant.dt * error / steps
-        return (error + beta * effort) / steps
-    states = regulation_errors(traj, plant).states[..., :-1, :]
-    if config.kind == "paper_di":
-        batch = traj.controls.shape[-3]
-        return (states ** 2).mean(axis=-1) + beta * batch * effort
-    if config.kind == "mean_state":
-        return (states ** 2).mean(axis=-1) / steps + beta * effort
-    return config.state_weight * (states ** 2).sum(axis=-1) + beta * effort
 
 
 def cost_to_go(costs: jax.Array) -> jax.Array:

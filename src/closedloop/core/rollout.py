@@ -1,4 +1,5 @@
-"""The one rollout: closed loop, every open-loop variant, and evaluation (science 1.3, 2).
+"""The rollout: one generic scan over a step function, and small step builders for the
+closed loop and every open-loop variant (science 1.3, 2).
 
 Time indexing (science 1.3), for a plant-driven rollout of T steps from x_0:
 
@@ -8,14 +9,23 @@ Time indexing (science 1.3), for a plant-driven rollout of T steps from x_0:
 * the plant steps x_{t+1} = A x_t + B u_t (+ w_t), clamped if the plant clamps (any plant
   of :class:`~closedloop.core.plants.Plant`: x_{t+1} = f(x_t, u_t, w_t)).
 
-The returned :class:`Trajectory` holds x_0..x_T and u_0..u_{T-1}; the losses pick what they
-charge. Switches select the variant:
+The returned :class:`Trajectory` holds x_0..x_T and u_0..u_{T-1}; the costs pick what they
+charge. A step maps the carry (x_t, h_{t-1}, the teacher's h_{t-1}) and what step t reads
+(:class:`Given`: r_t, w_t, exploration noise) to the next carry and what it emits
+(:class:`Emitted`); :func:`run_loop` scans any plant-driven step over an episode, the t = 0
+convention included. The step builders:
 
-* closed loop: ``agent`` drives the plant;
-* teacher-driven plant (open loop): ``teacher`` drives the plant, both read the same
-  observations;
-* white-noise inputs (open loop): ``inputs`` (batch, T, n_in) replace the observations, there is
-  no plant, and every agent is stepped at every t from h = 0 (no t = 0 special case).
+* :func:`closed_loop`: the agent drives the plant (:func:`rollout` runs it);
+* :func:`teacher_driven`: a teacher drives the plant and the student reads the same
+  observations (open loop);
+* :func:`black_box`: the plant receives the agent's command plus exploration noise (the
+  hidden units may be perturbed too), and no gradient flows through it;
+* :class:`OpenLoopStep` (:func:`open_loop_rollout`): white-noise inputs replace the
+  observations, there is no plant, and every agent is stepped at every t from h = 0 (no
+  t = 0 special case).
+
+:func:`one_step_map`, the map the coupled Jacobian differentiates, is composed of the two
+halves of the closed-loop step (:meth:`ClosedLoopStep.react`, :meth:`ClosedLoopStep.act`).
 
 An RNN's observation is the plant's y_t (C x_t for a linear plant, possibly delayed or noisy),
 followed by the reference r_t when there is one; a static gain reads the full state x_t. The
@@ -36,8 +46,9 @@ Example
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -137,163 +148,316 @@ def build_loop(config: RunConfig) -> tuple[Plant, Agent]:
     return plant, agent
 
 
+Carry = tuple[Any, Any, Any]
+"""(x_t, the agent's h_{t-1}, the teacher's h_{t-1}); None where there is none."""
+
+
+class Given(NamedTuple):
+    """What a step reads besides its carry (batch-first over a whole episode, or one step's
+    slice); None where absent.
+
+    Attributes
+    ----------
+    reference
+        r_t, appended to an RNN's observation.
+    noise
+        The plant's noise w_t (from its ``draw_noise``).
+    exploration
+        Standard normal noise on the command (black-box steps).
+    nodes
+        Standard normal noise on the hidden units (node perturbation).
+    """
+
+    reference: jax.Array | None = None
+    noise: jax.Array | None = None
+    exploration: jax.Array | None = None
+    nodes: jax.Array | None = None
+
+
+class Emitted(NamedTuple):
+    """What one step emits: x_{t+1}, u_t, the teacher's u_t, h_t, the command the plant
+    received, what the agent read; None where there is none."""
+
+    state: jax.Array | None
+    control: jax.Array
+    teacher_control: jax.Array | None = None
+    hidden: jax.Array | None = None
+    executed: jax.Array | None = None
+    inputs: jax.Array | None = None
+
+
+@dataclass(frozen=True)
+class ClosedLoopStep:
+    """(x_t, h_{t-1}) -> (x_{t+1}, h_t): the agent reads x_t, updates h_t and outputs u_t,
+    the plant steps on u_t. :meth:`react` and :meth:`act` are its two halves."""
+
+    plant: Plant
+    agent: Agent
+    prepared: Params
+
+    def react(self, x: jax.Array, hidden: jax.Array, given: Given
+              ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """The agent's half: (h_t, u_t, what it read) at state x_t from h_{t-1}."""
+        observation = agent_observation(self.agent, self.plant, x, given.reference,
+                                        given.noise)
+        hidden, u = self.agent.step(self.prepared, hidden, observation)
+        return hidden, u, observation
+
+    def act(self, x: jax.Array, command: jax.Array, given: Given) -> jax.Array:
+        """The plant's half: x_{t+1} from x_t and the command."""
+        return self.plant.step(x, command, given.noise)
+
+    def __call__(self, carry: Carry, given: Given) -> tuple[Carry, Emitted]:
+        x, hidden, teacher_hidden = carry
+        hidden, u, observation = self.react(x, hidden, given)
+        x_next = self.act(x, u, given)
+        return (x_next, hidden, teacher_hidden), Emitted(x_next, u, hidden=hidden,
+                                                         inputs=observation)
+
+    def hold(self, carry: Carry, given: Given) -> tuple[Carry, Emitted]:
+        """The paper's t = 0: u_0 = 0, no hidden update (what the agent would have read is
+        emitted as its input)."""
+        x, hidden, teacher_hidden = carry
+        zero = jnp.zeros((x.shape[0], self.plant.n_inputs), dtype=x.dtype)
+        observation = agent_observation(self.agent, self.plant, x, given.reference,
+                                        given.noise)
+        x_next = self.act(x, zero, given)
+        return (x_next, hidden, teacher_hidden), Emitted(x_next, zero, zero, hidden, zero,
+                                                         observation)
+
+    def initial(self, x0: jax.Array) -> Carry:
+        """The carry at t = 0: x_0 and h = 0 (no teacher)."""
+        return x0, self.agent.initial_hidden(x0.shape[0], x0.dtype), None
+
+
+@dataclass(frozen=True)
+class TeacherDrivenStep(ClosedLoopStep):
+    """The teacher reads x_t and drives the plant; the student reads the same observations
+    and its u_t is only recorded."""
+
+    teacher: Agent | None = None
+    teacher_prepared: Params | None = None
+
+    def __call__(self, carry: Carry, given: Given) -> tuple[Carry, Emitted]:
+        x, hidden, teacher_hidden = carry
+        hidden, u, observation = self.react(x, hidden, given)
+        teacher_hidden, u_teacher = self.teacher.step(
+            self.teacher_prepared, teacher_hidden,
+            agent_observation(self.teacher, self.plant, x, given.reference, given.noise))
+        x_next = self.act(x, u_teacher, given)
+        return (x_next, hidden, teacher_hidden), Emitted(x_next, u, u_teacher, hidden,
+                                                         inputs=observation)
+
+    def initial(self, x0: jax.Array) -> Carry:
+        """x_0 and h = 0 for the student and the teacher."""
+        x0, hidden, _ = super().initial(x0)
+        return x0, hidden, self.teacher.initial_hidden(x0.shape[0], x0.dtype)
+
+
+@dataclass(frozen=True)
+class BlackBoxStep(ClosedLoopStep):
+    """The plant receives u_t + std * exploration_t and no gradient flows through it or its
+    states; only through the agent's own computation of u_t from what it read (what the
+    score function of a policy gradient needs). With ``given.nodes`` (node perturbation),
+    h_t becomes h_t + std * nodes_t and u_t is read from that perturbed state
+    (``agent.output``), for agents whose output is a readout of their hidden state."""
+
+    std: float | jax.Array = 0.0
+
+    def __call__(self, carry: Carry, given: Given) -> tuple[Carry, Emitted]:
+        x, hidden, teacher_hidden = carry
+        hidden, u, observation = self.react(x, hidden, given)
+        if given.nodes is not None:
+            hidden = lax.stop_gradient(hidden + self.std * given.nodes)
+            u = self.agent.output(self.prepared, hidden)
+        command = lax.stop_gradient(u + self.std * given.exploration)
+        x_next = lax.stop_gradient(self.act(x, command, given))
+        return (x_next, hidden, teacher_hidden), Emitted(x_next, u, hidden=hidden,
+                                                         executed=command, inputs=observation)
+
+
+def closed_loop(plant: Plant, agent: Agent, params: Params) -> ClosedLoopStep:
+    """The closed-loop step of ``agent`` with ``params`` on ``plant``.
+
+    Example
+    -------
+    >>> from closedloop.core.agents import StaticGain
+    >>> from closedloop.core.plants import double_integrator
+    >>> gain = StaticGain(2, 1)
+    >>> step = closed_loop(double_integrator(), gain, gain.to_params({"K": [[-0.5, -1.0]]}))
+    >>> (x, _, _), emitted = step((jnp.array([[1.0, 0.0]]), jnp.zeros((1, 0)), None), Given())
+    >>> x.tolist(), emitted.control.tolist()
+    ([[1.0, -0.5]], [[-0.5]])
+    """
+    return ClosedLoopStep(plant, agent, agent.prepare(params))
+
+
+def teacher_driven(plant: Plant, agent: Agent, params: Params, teacher: Agent,
+                   teacher_params: Params) -> TeacherDrivenStep:
+    """The step of a teacher (no gradient reaches its parameters) driving ``plant`` while
+    ``agent`` reads the same observations."""
+    return TeacherDrivenStep(plant, agent, agent.prepare(params), teacher,
+                             teacher.prepare(lax.stop_gradient(teacher_params)))
+
+
+def black_box(plant: Plant, agent: Agent, params: Params, std: float | jax.Array
+              ) -> BlackBoxStep:
+    """The closed-loop step with exploration of standard deviation ``std`` and the plant
+    outside the gradient (``std`` may carry a gradient: a learned exploration scale)."""
+    return BlackBoxStep(plant, agent, agent.prepare(params), std)
+
+
+def scan_steps(step: Callable[[Carry, Any], tuple[Carry, Emitted]], carry: Carry,
+               given: Any, length: int, *, record_hidden: bool = False,
+               record_inputs: bool = False) -> tuple[Carry, Emitted]:
+    """``step`` scanned over ``length`` steps of ``given`` (time-major), keeping the hidden
+    states and the inputs only when asked: (the last carry, the emitted arrays
+    time-major)."""
+
+    def body(carry: Carry, given_t: Any) -> tuple[Carry, Emitted]:
+        carry, emitted = step(carry, given_t)
+        return carry, emitted._replace(hidden=emitted.hidden if record_hidden else None,
+                                       inputs=emitted.inputs if record_inputs else None)
+
+    return lax.scan(body, carry, given, length=length)
+
+
+def run_loop(step: ClosedLoopStep, *, steps: int, x0: jax.Array, given: Given | None = None,
+             zero_first_control: bool = True, record_hidden: bool = False,
+             record_inputs: bool = False) -> Trajectory:
+    """Run a plant-driven ``step`` (any of the builders') for ``steps`` steps from ``x0``.
+
+    Parameters
+    ----------
+    step
+        The step, e.g. from :func:`closed_loop`, :func:`teacher_driven`, :func:`black_box`.
+    steps
+        Episode length T.
+    x0
+        Initial states (batch, n_x).
+    given
+        What the steps read, batch-first (batch, >= T, ...): references, plant noise,
+        exploration noise (none by default).
+    zero_first_control
+        The paper's t = 0 convention (u_0 = 0, no hidden update).
+    record_hidden, record_inputs
+        Keep the agent's hidden states, and what it read (for a value baseline).
+
+    Returns
+    -------
+    Trajectory
+    """
+    _check_start(step.plant, x0)
+    given = jax.tree.map(lambda a: _time_major(a, steps), given or Given())
+    carry, first = step.initial(x0), []
+    if zero_first_control:
+        carry, held = step.hold(carry, jax.tree.map(lambda a: a[0], given))
+        given, first = jax.tree.map(lambda a: a[1:], given), [held]
+    _, emitted = scan_steps(step, carry, given, steps - len(first),
+                            record_hidden=record_hidden, record_inputs=record_inputs)
+
+    def joined(name: str, start: tuple[jax.Array, ...] = ()) -> jax.Array | None:
+        rest = getattr(emitted, name)
+        if rest is None:
+            return None
+        return _batch_first(jnp.concatenate([*start, *(getattr(e, name)[None] for e in first),
+                                             rest]))
+
+    return Trajectory(states=joined("state", (x0[None],)), controls=joined("control"),
+                      teacher_controls=joined("teacher_control"), hidden=joined("hidden"),
+                      executed=joined("executed"), inputs=joined("inputs"))
+
+
+def rollout(plant: Plant, agent: Agent, params: Params, *, steps: int, x0: jax.Array,
+            reference: jax.Array | None = None, noise: jax.Array | None = None,
+            zero_first_control: bool = True, record_hidden: bool = False,
+            record_inputs: bool = False) -> Trajectory:
+    """The closed loop of ``agent`` on ``plant`` for ``steps`` steps from ``x0``
+    (:func:`run_loop` of :func:`closed_loop`).
+
+    Parameters
+    ----------
+    plant
+        The plant.
+    agent, params
+        The agent and its parameters.
+    steps
+        Episode length T.
+    x0
+        Initial states (batch, n_x).
+    reference
+        (batch, >= T, n_ref), appended to the RNN's observation.
+    noise
+        The plant's per-step noise (batch, >= T, plant.noise_size), from its
+        ``draw_noise``.
+    zero_first_control
+        The paper's t = 0 convention (u_0 = 0, no hidden update).
+    record_hidden, record_inputs
+        Keep the agent's hidden states, and what it read.
+
+    Returns
+    -------
+    Trajectory
+    """
+    return run_loop(closed_loop(plant, agent, params), steps=steps, x0=x0,
+                    given=Given(reference, noise), zero_first_control=zero_first_control,
+                    record_hidden=record_hidden, record_inputs=record_inputs)
+
+
+@dataclass(frozen=True)
+class OpenLoopStep:
+    """h_{t-1} -> h_t with no plant: the agent (and the teacher) read the input y_t."""
+
+    agent: Agent
+    prepared: Params
+    teacher: Agent | None = None
+    teacher_prepared: Params | None = None
+
+    def __call__(self, carry: Carry, y: jax.Array) -> tuple[Carry, Emitted]:
+        _, hidden, teacher_hidden = carry
+        hidden, u = self.agent.step(self.prepared, hidden, y)
+        u_teacher = None
+        if self.teacher is not None:
+            teacher_hidden, u_teacher = self.teacher.step(self.teacher_prepared, teacher_hidden,
+                                                          y)
+        return (None, hidden, teacher_hidden), Emitted(None, u, u_teacher, hidden)
+
+
+def open_loop_rollout(agent: Agent, params: Params, inputs: jax.Array, *, steps: int,
+                      teacher: Agent | None = None, teacher_params: Params | None = None,
+                      record_hidden: bool = False) -> Trajectory:
+    """The agent (and a teacher, no gradient reaching it) stepped on white-noise ``inputs``
+    (batch, >= T, n_in) from h = 0 at every t: no plant, no t = 0 convention.
+
+    Example
+    -------
+    >>> from closedloop.core.agents import RNNAgent
+    >>> agent = RNNAgent(n_inputs=1, n_outputs=1, size=3)
+    >>> params = agent.init_params(jax.random.key(0))
+    >>> open_loop_rollout(agent, params, jnp.ones((2, 4, 1)), steps=4).controls.shape
+    (2, 4, 1)
+    """
+    if (teacher is None) != (teacher_params is None):
+        raise ShapeError("teacher and teacher_params go together")
+    _check_inputs(agent, inputs, steps)
+    batch, dtype = inputs.shape[0], inputs.dtype
+    step = OpenLoopStep(agent, agent.prepare(params), teacher,
+                        None if teacher is None
+                        else teacher.prepare(lax.stop_gradient(teacher_params)))
+    carry = (None, agent.initial_hidden(batch, dtype),
+             None if teacher is None else teacher.initial_hidden(batch, dtype))
+    _, emitted = scan_steps(step, carry, _time_major(inputs, steps), steps,
+                            record_hidden=record_hidden)
+    return Trajectory(None, _batch_first(emitted.control),
+                      _batch_first(emitted.teacher_control), _batch_first(emitted.hidden))
+
+
 def _time_major(array: jax.Array | None, steps: int) -> jax.Array | None:
     return None if array is None else jnp.swapaxes(array[:, :steps], 0, 1)
 
 
 def _batch_first(array: jax.Array | None) -> jax.Array | None:
     return None if array is None else jnp.swapaxes(array, 0, 1)
-
-
-def rollout(plant: Plant | None, agent: Agent, params: Params, *, steps: int,
-            x0: jax.Array | None = None, reference: jax.Array | None = None,
-            inputs: jax.Array | None = None, teacher: Agent | None = None,
-            teacher_params: Params | None = None, teacher_drives: bool = False,
-            zero_first_control: bool = True, noise: jax.Array | None = None,
-            record_hidden: bool = False, exploration: jax.Array | None = None,
-            exploration_std: float | jax.Array = 0.0, record_inputs: bool = False,
-            node_noise: jax.Array | None = None) -> Trajectory:
-    """Run agent (and teacher) for ``steps`` steps; see the module docstring for the variants.
-
-    Parameters
-    ----------
-    plant
-        The plant; None for white-noise rollouts.
-    agent, params
-        The agent (student) and its parameters.
-    steps
-        Episode length T.
-    x0
-        Initial states (batch, n_x), for plant-driven rollouts.
-    reference
-        (batch, >= T, n_ref), appended to the RNN's observation.
-    inputs
-        White-noise inputs (batch, >= T, n_in): no plant, every agent stepped at every t.
-    teacher, teacher_params
-        A second agent stepped on the same observations (no gradient reaches it).
-    teacher_drives
-        If True, the teacher's controls drive the plant (teacher-driven open loop).
-    zero_first_control
-        The paper's t = 0 convention (u_0 = 0, no hidden update).
-    noise
-        The plant's per-step noise (batch, >= T, plant.noise_size), from its
-        ``draw_noise``.
-    record_hidden
-        Keep the agent's hidden states.
-    exploration, exploration_std
-        Black-box rollout (the plant outside the gradient): the plant receives
-        u_t + exploration_std * exploration_t (``exploration`` standard normal,
-        (batch, >= T, n_u)), and no gradient flows through it or the plant's states; only
-        through the agent's own computation of its outputs from what it observed (what the
-        score function of a policy gradient needs).
-    record_inputs
-        Keep what the agent read (for a value baseline; plant-driven rollouts only).
-    node_noise
-        Node perturbation (black-box rollouts only): standard normal (batch, >= T, N); after
-        each update the agent's hidden state becomes h_t + exploration_std * node_noise_t,
-        and its output is read from that perturbed state (``agent.output``), for agents whose
-        output is a readout of their hidden state.
-
-    Returns
-    -------
-    Trajectory
-    """
-    if (teacher is None) != (teacher_params is None):
-        raise ShapeError("teacher and teacher_params go together")
-    if teacher_drives and teacher is None:
-        raise ShapeError("teacher_drives needs a teacher")
-    if node_noise is not None and exploration is None:
-        raise ShapeError("node_noise perturbs a black-box rollout: give exploration too")
-    prepared = agent.prepare(params)
-    teacher_prepared = (None if teacher is None
-                        else teacher.prepare(lax.stop_gradient(teacher_params)))
-
-    def step_agents(hidden: jax.Array, teacher_hidden: jax.Array | None, observation: Any,
-                    teacher_observation: Any) -> tuple[Any, ...]:
-        hidden, u = agent.step(prepared, hidden, observation)
-        u_teacher = None
-        if teacher is not None:
-            teacher_hidden, u_teacher = teacher.step(teacher_prepared, teacher_hidden,
-                                                     teacher_observation)
-        return hidden, teacher_hidden, u, u_teacher
-
-    if inputs is not None:
-        _check_inputs(agent, inputs, steps)
-        batch, dtype = inputs.shape[0], inputs.dtype
-        start = (agent.initial_hidden(batch, dtype),
-                 None if teacher is None else teacher.initial_hidden(batch, dtype))
-
-        def noise_step(carry: Any, y: jax.Array) -> tuple[Any, Any]:
-            hidden, teacher_hidden, u, u_teacher = step_agents(*carry, y, y)
-            return (hidden, teacher_hidden), (u, u_teacher, hidden if record_hidden else None)
-
-        _, (controls, teacher_controls, hidden) = lax.scan(noise_step, start,
-                                                           _time_major(inputs, steps))
-        return Trajectory(None, _batch_first(controls), _batch_first(teacher_controls),
-                          _batch_first(hidden))
-
-    _check_start(plant, x0)
-    batch, dtype = x0.shape[0], x0.dtype
-    hidden = agent.initial_hidden(batch, dtype)
-    teacher_hidden = None if teacher is None else teacher.initial_hidden(batch, dtype)
-    references, noises = _time_major(reference, steps), _time_major(noise, steps)
-
-    black_box = exploration is not None
-
-    def plant_step(carry: Any, external: Any) -> tuple[Any, Any]:
-        x, hidden, teacher_hidden = carry
-        r_t, w_t, e_t, n_t = external
-        observation = agent_observation(agent, plant, x, r_t, w_t)
-        hidden, teacher_hidden, u, u_teacher = step_agents(
-            hidden, teacher_hidden, observation,
-            None if teacher is None else agent_observation(teacher, plant, x, r_t, w_t))
-        if n_t is not None:
-            hidden = lax.stop_gradient(hidden + exploration_std * n_t)
-            u = agent.output(prepared, hidden)
-        command = u_teacher if teacher_drives else u
-        if black_box:
-            command = lax.stop_gradient(u + exploration_std * e_t)
-        x_next = plant.step(x, command, w_t)
-        if black_box:
-            x_next = lax.stop_gradient(x_next)
-        return (x_next, hidden, teacher_hidden), (x_next, u, u_teacher,
-                                                  hidden if record_hidden else None,
-                                                  command if black_box else None,
-                                                  observation if record_inputs else None)
-
-    first = 1 if zero_first_control else 0
-    head_states, head_controls, head_teacher, head_hidden = [x0[None]], [], [], []
-    head_inputs = []
-    x = x0
-    if zero_first_control:
-        zero = jnp.zeros((batch, plant.n_inputs), dtype=dtype)
-        if record_inputs:
-            head_inputs.append(agent_observation(
-                agent, plant, x0, None if references is None else references[0],
-                None if noises is None else noises[0])[None])
-        x = plant.step(x0, zero, None if noises is None else noises[0])
-        head_states.append(x[None])
-        head_controls.append(zero[None])
-        head_teacher.append(zero[None])
-        head_hidden.append(hidden[None])
-    explorations = _time_major(exploration, steps)
-    nodes = _time_major(node_noise, steps)
-    tail = (None if references is None else references[first:],
-            None if noises is None else noises[first:],
-            None if explorations is None else explorations[first:],
-            None if nodes is None else nodes[first:])
-    _, (states, controls, teacher_controls, hiddens, executed, observed) = lax.scan(
-        plant_step, (x, hidden, teacher_hidden), tail, length=steps - first)
-
-    def joined(head: list[jax.Array], rest: jax.Array | None) -> jax.Array | None:
-        return None if rest is None else _batch_first(jnp.concatenate([*head, rest]))
-
-    return Trajectory(states=joined(head_states, states),
-                      controls=joined(head_controls, controls),
-                      teacher_controls=joined(head_teacher, teacher_controls),
-                      hidden=joined(head_hidden, hiddens),
-                      executed=joined(head_controls, executed),
-                      inputs=joined(head_inputs, observed))
 
 
 def _check_inputs(agent: Agent, inputs: jax.Array, steps: int) -> None:
@@ -311,9 +475,11 @@ def _check_start(plant: Plant | None, x0: jax.Array | None) -> None:
 
 def one_step_map(plant: Plant, agent: Agent, params: Params, x: jax.Array, hidden: jax.Array,
                  reference: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    """The closed-loop map (x_t, h_t) -> (x_{t+1}, h_{t+1}) of the rollout for t >= 1:
-    u_t = W_out h_t (+ b_out), x_{t+1} = A x_t + B u_t, then the agent reads x_{t+1} (and the
-    reference, if any). A static gain has no hidden state: u_t = K x_t.
+    """The closed-loop map (x_t, h_t) -> (x_{t+1}, h_{t+1}) of the rollout for t >= 1, from
+    the halves of its step: u_t = W_out h_t (+ b_out) (what the agent output when it reached
+    h_t), x_{t+1} = :meth:`ClosedLoopStep.act`, then h_{t+1} = :meth:`ClosedLoopStep.react`
+    at x_{t+1} (the reference, if any, appended). A static gain has no hidden state: the
+    step itself, u_t = K x_t.
 
     ``x`` is (n_x,) or (batch, n_x), ``hidden`` (N,) or (batch, N).
 
@@ -327,11 +493,10 @@ def one_step_map(plant: Plant, agent: Agent, params: Params, x: jax.Array, hidde
     >>> x.tolist()
     [1.0, -0.5]
     """
-    prepared = agent.prepare(params)
+    step, given = closed_loop(plant, agent, params), Given(reference)
     if agent.reads_state:
-        _, u = agent.step(prepared, hidden, x)
-        return plant.step(x, u), hidden
-    x_next = plant.step(x, agent.output(prepared, hidden))
-    hidden_next, _ = agent.step(prepared, hidden,
-                                agent_observation(agent, plant, x_next, reference))
+        (x_next, hidden, _), _ = step((x, hidden, None), given)
+        return x_next, hidden
+    x_next = step.act(x, agent.output(step.prepared, hidden), given)
+    hidden_next, _, _ = step.react(x_next, hidden, given)
     return x_next, hidden_next

@@ -66,7 +66,7 @@ from closedloop.analysis.gains import (
 )
 from closedloop.config import RunConfig, agent_config, config_difference, stored_agent_fields
 from closedloop.core.agents import Agent, Params, build_agent, trainable_names
-from closedloop.core.losses import evaluation_cost
+from closedloop.core.costs import Cost, cost_for
 from closedloop.core.plants import Plant, plant_from_config
 from closedloop.core.rollout import build_loop, rollout
 from closedloop.core.tasks import Batch, probe_errors, probe_set, sample_batch
@@ -222,7 +222,8 @@ class Program:
     members, how they are mapped, where they run, and the teacher's agent (which comes from
     the teacher's run, not from the config). Programs compare by these alone, so trainers of
     equal shape share compiled code; the fields below them are derived from the config
-    (``rule``: the learning rule ``training.mode`` names, :mod:`closedloop.training.rules`)."""
+    (``rule``: the learning rule ``training.mode`` names, :mod:`closedloop.training.rules`;
+    ``cost``: the cost ``loss.kind`` names, :mod:`closedloop.core.costs`)."""
 
     signature: str
     members: int
@@ -231,6 +232,7 @@ class Program:
     teacher: Agent | None
     config: RunConfig = field(compare=False)
     rule: LearningRule = field(compare=False)
+    cost: Cost = field(compare=False)
     plant: Plant = field(compare=False)
     agent: Agent = field(compare=False)
     optimizer: Optimizer = field(compare=False)
@@ -267,7 +269,7 @@ class Program:
         traj = rollout(self.plant, self.agent, params, steps=steps, x0=test.x0,
                        reference=test.reference, zero_first_control=zero_first)
         kind = self.config.task.kind
-        result = {"test_loss": evaluation_cost(traj, self.plant, test.reference, kind)}
+        result = {"test_loss": self.cost.evaluation(traj, self.plant, test.reference)}
         if kind == "tracking":
             result["probe_errors"] = self.probe_errors(params, constants["probes"])
         if kind != "regulation":
@@ -526,6 +528,9 @@ class Trainer:
         self.plant, self.agent = build_loop(config)
         self.perturbed_plant = perturbed_plant(config, self.plant)
         self.rule = rule_for(config)
+        self.cost = cost_for(config.loss)
+        for member in self.configs:
+            self.cost.check(member)
         self.plant_jacobian_failure = plant_jacobian_failure(self.plant)
         if self.plant_jacobian_failure is not None:
             if self.rule.differentiates_plant:
@@ -542,8 +547,8 @@ class Trainer:
         self.program = Program(
             signature=program_signature(config), members=self.members,
             batching="map" if self.device.platform == "cpu" else "vmap",
-            device=str(self.device), config=config, rule=self.rule, plant=self.plant,
-            agent=self.agent, teacher=self.teacher_agent,
+            device=str(self.device), config=config, rule=self.rule, cost=self.cost,
+            plant=self.plant, agent=self.agent, teacher=self.teacher_agent,
             optimizer=Optimizer(config.training.optimizer, config.training.clip_norm is not None),
             perturbed=self.perturbed_plant)
         self.snapshot_interval = config.recording.snapshot_interval(self.agent.size)

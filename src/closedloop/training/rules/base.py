@@ -43,7 +43,7 @@ import jax
 
 from closedloop.config import RunConfig
 from closedloop.core.registry import SubclassRegistry
-from closedloop.core.rollout import Trajectory, rollout
+from closedloop.core.rollout import ClosedLoopStep, Given, Trajectory, run_loop
 from closedloop.core.tasks import Batch, sample_batch
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class LearningRule(ABC):
         compiled program).
 
     Arguments the hooks receive: ``program`` (:class:`~closedloop.training.trainer.Program`:
-    ``config``, ``plant``, ``agent``, ``teacher``, ``dtype``), ``trainable`` (the trained
+    ``config``, ``plant``, ``agent``, ``teacher``, ``cost``, ``dtype``), ``trainable`` (the trained
     parameters), ``constants`` (per member: ``frozen`` parameters, ``teacher`` parameters,
     ``control_cost``, ...) and ``batch`` (:class:`~closedloop.core.tasks.Batch`).
     """
@@ -139,14 +139,17 @@ class LearningRule(ABC):
         """Every parameter of the agent: the trained ones and the frozen ones."""
         return {**constants["frozen"], **trainable}
 
-    def episode(self, program: Program, params: Params, batch: Batch, **options: Any
-                ) -> Trajectory:
-        """The plant-driven rollout of ``batch`` (initial states, references, plant noise)
-        with the run's time convention; ``options`` go to
-        :func:`~closedloop.core.rollout.rollout` (a teacher, exploration, recording, ...)."""
-        return rollout(program.plant, program.agent, params, steps=self.config.task.steps,
-                       x0=batch.x0, reference=batch.reference, noise=batch.noise,
-                       zero_first_control=self.config.training.zero_first_control, **options)
+    def episode(self, step: ClosedLoopStep, batch: Batch, *,
+                exploration: jax.Array | None = None, nodes: jax.Array | None = None,
+                record_hidden: bool = False, record_inputs: bool = False) -> Trajectory:
+        """The rollout by ``step`` (a builder's of :mod:`closedloop.core.rollout`:
+        ``closed_loop``, ``teacher_driven``, ``black_box``) of ``batch`` (initial states,
+        references, plant noise, and the ``exploration`` and ``nodes`` noise of a black-box
+        step) with the run's time convention."""
+        return run_loop(step, steps=self.config.task.steps, x0=batch.x0,
+                        given=Given(batch.reference, batch.noise, exploration, nodes),
+                        zero_first_control=self.config.training.zero_first_control,
+                        record_hidden=record_hidden, record_inputs=record_inputs)
 
 
 RULES = SubclassRegistry("rule", "closedloop.rules", LearningRule, key="training.mode",

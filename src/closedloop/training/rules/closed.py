@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import jax
 
-from closedloop.core.losses import control_objective
+from closedloop.core.rollout import closed_loop
 from closedloop.core.tasks import Batch
 from closedloop.training.rules.base import LearningRule
 
@@ -34,7 +34,9 @@ class ClosedLoop(LearningRule):
 
     def loss(self, program: Program, trainable: Params, constants: Any, batch: Batch
              ) -> jax.Array:
-        """The control objective (``loss.kind``) of the batch's closed-loop episodes."""
-        traj = self.episode(program, self.parameters(trainable, constants), batch)
-        return control_objective(traj, self.config.loss, program.plant, batch.reference,
-                                 control_cost=constants["control_cost"])
+        """The episode loss of the cost ``loss.kind`` names on the batch's closed-loop
+        episodes."""
+        traj = self.episode(closed_loop(program.plant, program.agent,
+                                        self.parameters(trainable, constants)), batch)
+        return program.cost.episode_loss(traj, program.plant, batch.reference,
+                                         control_cost=constants["control_cost"])

@@ -39,8 +39,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from closedloop.config import RunConfig
-from closedloop.core.estimators import step_costs
-from closedloop.core.rollout import Trajectory, rollout
+from closedloop.core.rollout import Given, Trajectory, black_box, closed_loop, run_loop
 from closedloop.core.tasks import Batch
 from closedloop.errors import ConfigError
 from closedloop.training.rules.base import LearningRule
@@ -64,11 +63,11 @@ def node_perturbation_gradient(plant: Plant, agent: Agent, params: Params, train
     standard normal perturbations, scaled by ``std``.
     """
     fixed = lax.stop_gradient(params)
-    common = dict(steps=steps, x0=x0, reference=reference, noise=noise,
-                  zero_first_control=zero_first_control)
-    clean = rollout(plant, agent, fixed, **common)
-    perturbed = rollout(plant, agent, fixed, exploration=outputs, exploration_std=std,
-                        node_noise=nodes, record_hidden=True, record_inputs=True, **common)
+    common = dict(steps=steps, x0=x0, zero_first_control=zero_first_control)
+    clean = run_loop(closed_loop(plant, agent, fixed), given=Given(reference, noise), **common)
+    perturbed = run_loop(black_box(plant, agent, fixed, std),
+                         given=Given(reference, noise, outputs, nodes), record_hidden=True,
+                         record_inputs=True, **common)
     clean_costs = costs(clean).sum(axis=-1)
     change = costs(Trajectory(perturbed.states, perturbed.executed)).sum(axis=-1) - clean_costs
     first = 1 if zero_first_control else 0
@@ -117,14 +116,15 @@ class NodePerturbation(LearningRule):
 
     def costs(self, program: Program, constants: Any, batch: Batch
               ) -> Callable[[Trajectory], jax.Array]:
-        """Per-step costs of the run's objective."""
-        return lambda traj: step_costs(traj, self.config.loss, program.plant, batch.reference,
-                                       control_cost=constants["control_cost"])
+        """Per-step costs of the run's cost."""
+        return lambda traj: program.cost.step_costs(traj, program.plant, batch.reference,
+                                                    control_cost=constants["control_cost"])
 
     def loss(self, program: Program, trainable: Params, constants: Any, batch: Batch
              ) -> jax.Array:
         """The clean episodes' cost."""
-        traj = self.episode(program, self.parameters(trainable, constants), batch)
+        traj = self.episode(closed_loop(program.plant, program.agent,
+                                        self.parameters(trainable, constants)), batch)
         return self.costs(program, constants, batch)(traj).sum(axis=-1).mean()
 
     def estimate(self, program: Program, trainable: Params, constants: Any, batch: Batch

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from closedloop.config import RunConfig
-from closedloop.core.estimators import reinforce_surrogate, step_costs
-from closedloop.core.rollout import Trajectory
+from closedloop.core.estimators import reinforce_surrogate
+from closedloop.core.rollout import Trajectory, black_box
 from closedloop.core.tasks import Batch
 from closedloop.errors import ConfigError
 from closedloop.training.rules.base import LearningRule
@@ -64,12 +64,11 @@ class Reinforce(LearningRule):
         training = self.config.training
         std = self.exploration_std(params)
         value_baseline = training.baseline == "value"
-        traj = self.episode(program, params, batch, exploration=batch.extras["exploration"],
-                            exploration_std=std, record_inputs=value_baseline,
-                            record_hidden=value_baseline)
-        costs = step_costs(Trajectory(traj.states, traj.executed), self.config.loss,
-                           program.plant, batch.reference,
-                           control_cost=constants["control_cost"])
+        traj = self.episode(black_box(program.plant, program.agent, params, std), batch,
+                            exploration=batch.extras["exploration"],
+                            record_inputs=value_baseline, record_hidden=value_baseline)
+        costs = program.cost.step_costs(Trajectory(traj.states, traj.executed), program.plant,
+                                        batch.reference, control_cost=constants["control_cost"])
         cost = costs.sum(axis=-1).mean(axis=-1)
         surrogate = reinforce_surrogate(traj, costs, std=std,
                                         first=1 if training.zero_first_control else 0,

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import jax
 
-from closedloop.core.losses import imitation_cost
+from closedloop.core.costs.imitation import imitation_cost
+from closedloop.core.rollout import teacher_driven
 from closedloop.core.tasks import Batch
 from closedloop.training.rules.base import LearningRule
 
@@ -38,7 +39,8 @@ class TeacherDrivenImitation(LearningRule):
     def loss(self, program: Program, trainable: Params, constants: Any, batch: Batch
              ) -> jax.Array:
         """The imitation cost of the student along the teacher-driven episodes."""
-        traj = self.episode(program, self.parameters(trainable, constants), batch,
-                            teacher=program.teacher, teacher_params=constants["teacher"],
-                            teacher_drives=True)
+        step = teacher_driven(program.plant, program.agent,
+                              self.parameters(trainable, constants), program.teacher,
+                              constants["teacher"])
+        traj = self.episode(step, batch)
         return imitation_cost(traj)

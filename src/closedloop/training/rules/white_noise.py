@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import jax
 
 from closedloop.config import RunConfig
-from closedloop.core.losses import imitation_cost
-from closedloop.core.rollout import rollout
+from closedloop.core.costs.imitation import imitation_cost
+from closedloop.core.rollout import open_loop_rollout
 from closedloop.core.tasks import Batch, white_noise_batch
 from closedloop.errors import ConfigError
 from closedloop.training.rules.base import LearningRule
@@ -46,9 +46,9 @@ class WhiteNoiseImitation(LearningRule):
     def loss(self, program: Program, trainable: Params, constants: Any, batch: Batch
              ) -> jax.Array:
         """The imitation cost of the student against the teacher on the batch's inputs."""
-        traj = rollout(None, program.agent, self.parameters(trainable, constants),
-                       steps=self.config.task.steps, inputs=batch.inputs,
-                       teacher=program.teacher, teacher_params=constants["teacher"])
+        traj = open_loop_rollout(program.agent, self.parameters(trainable, constants),
+                                 batch.inputs, steps=self.config.task.steps,
+                                 teacher=program.teacher, teacher_params=constants["teacher"])
         return imitation_cost(traj)
 
     def check(self, config: RunConfig, agent: Agent, teacher: Agent | None) -> None:
