@@ -61,8 +61,10 @@ def check_memory(configs: list[RunConfig]) -> None:
     if needed > 0.8 * available:
         config = max(configs, key=estimated_memory)
         count = f"{len(configs)} runs of " if len(configs) > 1 else ""
+        size = getattr(config.agent, "size", None)
+        agent = f"agent.size={size}, " if size is not None else ""
         raise ConfigError(
-            f"{count}agent.size={config.agent.size}, task.batch_size="
+            f"{count}{agent}task.batch_size="
             f"{config.task.batch_size}, task.steps={config.task.steps} need about "
             f"{needed / 2**30:.1f} GiB of memory, more than this machine's "
             f"{available / 2**30:.1f} GiB allows; use smaller values")
