@@ -18,7 +18,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,23 +37,13 @@ from rich.table import Table
 
 from closedloop import __version__
 from closedloop.analysis.summary import summarize_run
-from closedloop.config import (
-    is_config_file,
-    load_preset,
-    preset_dict,
-    preset_names,
-    preset_yaml,
-    resolve_config,
-)
+from closedloop.config import load_preset, preset_dict, preset_names, preset_yaml
 from closedloop.errors import ClosedLoopError, ConfigError
 from closedloop.runs.store import EpochRecord, Run, load_run
-from closedloop.training.sources import (
-    load_initial_parameters,
-    load_teacher,
-    parse_run_reference,
-)
 
 if TYPE_CHECKING:
+    from closedloop.analysis.summary import RunAnalysis
+    from closedloop.scale.jobs import JobEvent
     from closedloop.training.loggers import LogSpec
 
 err_console = Console(stderr=True)
@@ -191,24 +181,28 @@ def train_command(preset: str | None, config_from: Path | None, out: Path | None
       closedloop train di-tanh-closed --log tensorboard logs/   # tensorboard --logdir logs
     """
     from closedloop.training.loggers import loggers_for
+    from closedloop.training.sources import TrainingSource
 
     log = _log_specs(log_items)
     settings = list(overrides)
     if device is not None:
         settings.append(f"training.device={device}")
     seeds = parse_seeds(seed_list) if seed_list is not None else [seed]
-    source = _TrainingSource.of(preset, config_from)
-    jobs = [source.resolve(s, settings, epochs, init_from, teacher, resume, quiet)
-            for s in seeds]
+    source = TrainingSource.of(preset, config_from)
+    jobs = [source.resolve(s, settings, epochs, init_from, teacher, resume) for s in seeds]
+    for job in jobs:
+        if job.defaulted_init and not (quiet or resume):
+            click.echo(f"student starts from {job.config.init_from}, the teacher run's initial "
+                       "weights (--init-from changes it)", err=True)
     preset = source.label
     started = time.perf_counter()
     if seed_list is None:
-        config, initial, teacher_source = jobs[0]
-        out = out or Path("runs") / f"{preset}-seed{config.seed}.h5"
+        job = jobs[0]
+        out = out or Path("runs") / f"{preset}-seed{job.config.seed}.h5"
         from closedloop.training import train
 
-        with _progress(config.training.epochs, preset, quiet) as update:
-            results = [train(config, out, initial=initial, teacher=teacher_source,
+        with _progress(job.config.training.epochs, preset, quiet) as update:
+            results = [train(job.config, out, initial=job.initial, teacher=job.teacher,
                              resume=resume, overwrite=overwrite, progress=update,
                              loggers=loggers_for(log, [out])[0])]
     else:
@@ -219,12 +213,12 @@ def train_command(preset: str | None, config_from: Path | None, out: Path | None
             raise ConfigError("with --seeds, --out is a folder (one run file per seed)")
         folder.mkdir(parents=True, exist_ok=True)
         outs = [folder / f"{preset}-seed{s}.h5" for s in seeds]
-        epochs_total = max(job[0].training.epochs for job in jobs)
+        epochs_total = max(job.config.training.epochs for job in jobs)
         label = f"{preset} x{len(seeds)}"
         with _progress(epochs_total, label, quiet) as update:
             results = train_ensemble(
-                [job[0] for job in jobs], outs, initials=[job[1] for job in jobs],
-                teachers=[job[2] for job in jobs], resume=resume, overwrite=overwrite,
+                [job.config for job in jobs], outs, initials=[job.initial for job in jobs],
+                teachers=[job.teacher for job in jobs], resume=resume, overwrite=overwrite,
                 progress=lambda index, record: update(record) if index == 0 else None,
                 loggers=loggers_for(log, outs))
     elapsed = time.perf_counter() - started
@@ -241,77 +235,6 @@ def train_command(preset: str | None, config_from: Path | None, out: Path | None
                               f"{result.diverged_epoch} (recorded in the run file)[/yellow]")
         click.echo(summary)
     click.echo(f"{len(results)} run(s) in {elapsed:.1f} s")
-
-
-class _TrainingSource:
-    """Where ``closedloop train`` takes its config from: a preset, a config file, or a run
-    file (``--config-from``, whose teacher and initial weights come along)."""
-
-    def __init__(self, data: dict[str, Any], label: str, file: str | None,
-                 run: Run | None = None) -> None:
-        self.data, self.label, self.file, self.run = data, label, file, run
-
-    @classmethod
-    def of(cls, preset: str | None, config_from: Path | None) -> _TrainingSource:
-        if (preset is None) == (config_from is None):
-            raise ConfigError("train takes a PRESET (or FILE.yaml), or --config-from RUN.h5: "
-                              "exactly one of them")
-        if config_from is not None:
-            run = load_run(config_from)
-            return cls(run.config.model_dump(mode="json"), run.config.preset, str(config_from),
-                       run)
-        assert preset is not None
-        if is_config_file(preset):
-            return cls(preset_dict(preset), Path(preset).stem, preset)
-        return cls(preset_dict(preset), preset, None)
-
-    def resolve(self, seed: int | None, settings: list[str], epochs: int | None,
-                init_from: str | None, teacher: str | None, resume: bool, quiet: bool
-                ) -> tuple[Any, Any, Any]:
-        """(config, initial parameters, teacher) of one seed (None: the config's own)."""
-        from closedloop.core.plants import plant_from_config
-        from closedloop.training.rules import rule_for
-
-        shown = str(self.data.get("seed", 0) if seed is None else seed)
-        if teacher is not None:
-            teacher = teacher.replace("{seed}", shown)
-        if init_from is not None:
-            init_from = init_from.replace("{seed}", shown)
-        repeated = self.run is not None and teacher is None and init_from is None
-        if repeated:
-            teacher, init_from = self.data.get("teacher"), self.data.get("init_from")
-        data = {k: v for k, v in self.data.items() if k not in ("teacher", "init_from")}
-        config = resolve_config(data, settings, seed, epochs, source=self.file)
-        rule = rule_for(config)
-        if rule.needs_teacher and teacher is None:
-            raise ConfigError(f"'{self.label}' trains open loop and needs --teacher "
-                              "RUN[@EPOCH] (or gain:K / lqr for a teacher-driven plant)")
-        if not rule.needs_teacher and teacher is not None:
-            how = rule.description or f"with training.mode '{config.training.mode}'"
-            raise ConfigError(f"'{self.label}' trains {how}; --teacher is for open-loop "
-                              "configs")
-        default_init = (not repeated and init_from is None and teacher is not None
-                        and not teacher.startswith(("gain:", "lqr")))
-        if default_init:
-            init_from = f"{parse_run_reference(teacher)[0]}@0"
-        config = config.model_copy(update={"teacher": teacher, "init_from": init_from})
-        initial = teacher_source = None
-        if resume:
-            return config, initial, teacher_source
-        if repeated:             # the run file holds what the run started from
-            assert self.run is not None
-            if init_from is not None:
-                initial = self.run.parameters(0)
-            teacher_source = self.run.teacher
-            return config, initial, teacher_source
-        if init_from is not None:
-            initial, _ = load_initial_parameters(init_from)
-        if teacher is not None:
-            teacher_source = load_teacher(teacher, plant_from_config(config.plant))
-        if default_init and not quiet:
-            click.echo(f"student starts from {init_from}, the teacher run's initial weights "
-                       "(--init-from changes it)", err=True)
-        return config, initial, teacher_source
 
 
 class _progress:
@@ -478,28 +401,30 @@ class _JobsDisplay:
             minutes = (time.monotonic() - self.started) / 60
             click.echo(f"[{minutes:6.1f} min] {text}", err=True)
 
-    def event(self, kind: str, value: Any) -> None:
-        if kind == "total":
-            self.total = value
-            self.overall = self.progress.add_task("runs finished", total=value)
-        elif kind in ("done", "failed"):
-            names = value if kind == "done" else value[0]
+    def event(self, event: JobEvent) -> None:
+        from closedloop.scale.jobs import EpochProgress, JobsFinished, JobsTotal
+
+        if isinstance(event, JobsTotal):
+            self.total = event.count
+            self.overall = self.progress.add_task("runs finished", total=event.count)
+        elif isinstance(event, JobsFinished):
+            names = event.names
             self.done += len(names)
             self.progress.advance(self.overall, len(names))
             if names:
                 self._log(f"runs finished {self.done}/{self.total}"
-                          + (f" ({len(names)} failed)" if kind == "failed" else ""))
+                          + (f" ({len(names)} failed)" if event.failed else ""))
             for label in [k for k in self.tasks if k.split(" (+")[0] in names]:
                 self.progress.remove_task(self.tasks.pop(label))
-        elif kind == "epoch":
+        elif isinstance(event, EpochProgress):
+            label = event.label
             now = time.monotonic()
-            if now - self.logged.get(value["label"], 0.0) > self.LOG_INTERVAL:
-                self.logged[value["label"]] = now
-                self._log(f"{value['label']}: epoch {value['epoch']}/{value['total']}")
-            label = value["label"]
+            if now - self.logged.get(label, 0.0) > self.LOG_INTERVAL:
+                self.logged[label] = now
+                self._log(f"{label}: epoch {event.epoch}/{event.total}")
             if label not in self.tasks:
-                self.tasks[label] = self.progress.add_task(f"  {label}", total=value["total"])
-            self.progress.update(self.tasks[label], completed=value["epoch"])
+                self.tasks[label] = self.progress.add_task(f"  {label}", total=event.total)
+            self.progress.update(self.tasks[label], completed=event.epoch)
 
 
 @cli.command(name="sweep-summary")
@@ -634,7 +559,7 @@ def study(name: str, out: Path | None, seed_list: str, epochs: int | None, quiet
       closedloop study pendulum-pair --seeds 0-4
       closedloop study curl-field --seeds 0-4 --out studies/curl
     """
-    from closedloop.scale.loops import STUDIES, run_study
+    from closedloop.studies.loops import STUDIES, run_study
 
     if name not in STUDIES:
         raise ConfigError(f"unknown study '{name}' (available: {', '.join(STUDIES)})")
@@ -684,22 +609,20 @@ def bench(arguments: tuple[str, ...]) -> None:
       closedloop bench
       closedloop bench --quick --only one-network,tracking
     """
-    import runpy
+    import importlib.util
 
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
     if not script.is_file():
         raise ConfigError("closedloop bench runs the benchmarks of a source checkout "
                           "(benchmarks/run.py next to src/); this installation has none")
-    saved = sys.argv
-    sys.argv = [str(script), *arguments]
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise click.exceptions.Exit(int(exc.code) if isinstance(exc.code, int) else 1
-                                        ) from None
-    finally:
-        sys.argv = saved
+    spec = importlib.util.spec_from_file_location("benchmarks.run", script)
+    assert spec is not None and spec.loader is not None
+    runner = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = runner             # dataclasses look their module up there
+    spec.loader.exec_module(runner)
+    code = runner.main(list(arguments))
+    if code:
+        raise click.exceptions.Exit(code)
 
 
 @cli.command()
@@ -727,7 +650,7 @@ def analyze(run_path: Path, as_json: bool, window: int, growth_threshold: float)
     run = load_run(run_path)
     report = analyze_run(run, window=window, growth_threshold=growth_threshold)
     if as_json:
-        click.echo(json.dumps(report, allow_nan=False))
+        click.echo(json.dumps(report.to_json(), allow_nan=False))
         return
     _print_analysis(report)
 
@@ -750,39 +673,23 @@ def fixed_points(run_path: Path, epoch: str, starts: int, slow: bool, as_json: b
       closedloop fixed-points runs/pendulum.h5
       closedloop fixed-points runs/pendulum.h5 --epoch 0 --json > fixed.json
     """
-    from closedloop.analysis.fixed_points import find_fixed_points, visited_starts
-    from closedloop.analysis.replay import run_model
+    from closedloop.analysis.fixed_points import run_fixed_points
 
-    run = load_run(run_path)
     at: int | str = epoch if epoch == "last" else _epoch_number(epoch)
-    params = run.parameters(at)
-    plant, agent = run_model(run, int(run.snapshot_epochs[-1]) if at == "last" else int(at))
-    config = run.config
-    spread = config.evaluation.initial_state_range or 1.0
-    try:
-        begin = visited_starts(plant, agent, params, starts, spread=spread,
-                               steps=config.test_steps,
-                               zero_first_control=config.training.zero_first_control)
-    except ValueError as exc:
-        raise ConfigError(f"{run_path}: {exc}") from None
-    points = find_fixed_points(plant, agent, params, begin, include_slow=slow)
-    names = tuple(getattr(plant, "state_names", ()))
+    result = run_fixed_points(load_run(run_path), at, starts, include_slow=slow)
     if as_json:
-        click.echo(json.dumps({"path": str(run_path), "epoch": at, "starts": starts,
-                               "points": [p.to_json(names) for p in points]},
-                              allow_nan=False))
+        click.echo(json.dumps({"path": str(run_path), **result.to_json()}, allow_nan=False))
         return
-    table = Table(title=f"fixed points of {run_path} (epoch {at}, {starts} starts)")
+    table = Table(title=f"fixed points of {run_path} (epoch {result.epoch}, {starts} starts)")
     for column in ("#", "plant state", "|h|", "residual", "rho", "stable", "leading eig",
                    "starts"):
         table.add_column(column, no_wrap=True)
-    n_x = plant.n_states
-    for index, point in enumerate(points):
+    n_x, names = result.n_states, result.state_names
+    for index, point in enumerate(result.points):
         state = ", ".join(f"{v:+.4f}" for v in point.state[:n_x])
         kind = ("[green]yes[/green]" if point.stable else "[red]no[/red]") + (
             "" if point.fixed else " (slow)")
-        lead = _complex([point.eigenvalues[0].real, point.eigenvalues[0].imag]) \
-            if point.eigenvalues.size else "-"
+        lead = _complex(complex(point.eigenvalues[0])) if point.eigenvalues.size else "-"
         table.add_row(str(index), state, f"{np.linalg.norm(point.state[n_x:]):.3g}",
                       f"{point.residual:.1e}", f"{point.spectral_radius:.4f}", kind, lead,
                       str(point.starts))
@@ -798,40 +705,39 @@ def _epoch_number(text: str) -> int:
         raise ConfigError(f"--epoch '{text}' is not an epoch number or 'last'") from None
 
 
-def _print_analysis(report: dict[str, Any]) -> None:
+def _print_analysis(report: RunAnalysis) -> None:
     console = Console()
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("run", f"{report['path']} ({report['preset']}, seed {report['seed']}, "
-                         f"epochs 0..{report['epochs']}, {report['status']})")
+    table.add_row("run", f"{report.path} ({report.preset}, seed {report.seed}, "
+                         f"epochs 0..{report.epochs}, {report.status})")
     for name, label in (("stage1_end", "stage 1 ends"), ("stage2_end", "stage 2 ends")):
-        boundary = report["boundary_losses"][name]
+        boundary = report.boundary_losses[name]
         if boundary is None:
             table.add_row(label, "not reached")
         else:
             table.add_row(label, f"epoch {boundary['epoch']} (train loss "
                                  f"{_fmt(boundary['train_loss'] or math.nan)}, test loss "
                                  f"{_fmt(boundary['test_loss'] or math.nan)})")
-    stabilization = report["stabilization_epoch"]
+    stabilization = report.stabilization_epoch
     table.add_row("stabilisation", "never" if stabilization is None else f"epoch {stabilization}")
-    merges = report["merges"]
-    table.add_row("merges", ", ".join(f"epoch {m['epoch']} -> {_complex(m['eigenvalue'])}"
-                                      for m in merges[:6]) or "none")
-    crossings = report["crossings"]
-    shown = ", ".join(f"{c['epoch']} {c['direction']}" for c in crossings[:12])
+    table.add_row("merges", ", ".join(f"epoch {m.epoch} -> {_complex(m.eigenvalue)}"
+                                      for m in report.merges[:6]) or "none")
+    crossings = report.crossings
+    shown = ", ".join(f"{c.epoch} {c.direction}" for c in crossings[:12])
     more = f" (+{len(crossings) - 12} more)" if len(crossings) > 12 else ""
     table.add_row("crossings", (shown + more) or "none")
-    table.add_row("final eig(P)", ", ".join(_complex(v) for v in report["final_eigenvalues"]))
-    if "order_parameters" in report:
-        order = report["order_parameters"]
+    table.add_row("final eig(P)", ", ".join(_complex(v) for v in report.final_eigenvalues))
+    if report.order_parameters is not None:
+        order = report.order_parameters
         for name in ("s_zm", "s_zu", "s_vm", "s_vu"):
             values = order[name]
             table.add_row(name, f"{values[0]:+.4f} (epoch {order['epoch'][0]}) -> "
                                 f"{values[-1]:+.4f} (epoch {order['epoch'][-1]})")
     console.print(table)
-    if "acquisitions" in report:
-        console.print(_acquisition_table(report["acquisitions"]))
+    if report.acquisitions is not None:
+        console.print(_acquisition_table([a.to_json() for a in report.acquisitions]))
 
 
 def _acquisition_table(found: list[dict[str, Any]]) -> Table:
@@ -855,8 +761,11 @@ def _acquisition_table(found: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _complex(pair: list[float]) -> str:
-    return f"{pair[0]:+.4f}{pair[1]:+.4f}j"
+def _complex(value: complex | Sequence[float]) -> str:
+    """``value`` (a complex number or its [re, im] pair) as +a+bj."""
+    if not isinstance(value, complex | float | int):
+        value = complex(value[0], value[1])
+    return f"{value.real:+.4f}{value.imag:+.4f}j"
 
 
 def _print_summary(run: Run, summary: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ one (a strict inequality), the value on it is the one just outside.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ import pytest
 from closedloop.analysis.claims import CLAIMS, Judgement
 from closedloop.analysis.claims.c2 import COMPLEX_PAIR_CASE, REAL_PAIR_CASE
 from closedloop.analysis.claims.c3 import stage1_curves
-from closedloop.analysis.summary import analyze_run
+from closedloop.analysis.spectrum import SpectralEvent, Stages
+from closedloop.analysis.summary import RunAnalysis, analyze_run
 from closedloop.analysis.theory import SurrogatePath
 from closedloop.config import load_preset
 from closedloop.runs.store import CheckpointState, EpochRecord, Run, RunWriter, load_run
@@ -279,13 +281,14 @@ def c2_run(path: Path, case: str, test_loss: np.ndarray | None = None,
 
 
 def with_stages(run: Run, stage1_end: int | None = None, stage2_end: int = STABLE_FROM,
-                merges: list[int] | None = None) -> dict[str, Any]:
+                merges: list[int] | None = None) -> RunAnalysis:
     """The run's own analysis with the stage boundaries or merge epochs set by hand."""
     report = analyze_run(run)
     if stage1_end is not None:
-        report["stages"] = {"stage1_end": stage1_end, "stage2_end": stage2_end}
+        report = replace(report, stages=Stages(stage1_end, stage2_end))
     if merges is not None:
-        report["merges"] = [{"epoch": epoch, "eigenvalue": [1.0, 0.0]} for epoch in merges]
+        report = replace(report, merges=[SpectralEvent(epoch, "merge", 1.0 + 0.0j)
+                                          for epoch in merges])
     return report
 
 
@@ -298,10 +301,10 @@ def test_c2_fixtures_read_as_science_4_describes(tmp_path):
     its imaginary part grew < 1 % per epoch over e - 5 .. e; stage 2 at stabilisation)."""
     real = c2_run(tmp_path / "real.h5", REAL_PAIR_CASE)
     complex_ = c2_run(tmp_path / "complex.h5", COMPLEX_PAIR_CASE)
-    assert analyze_run(real)["stages"] == {"stage1_end": 3 + 5, "stage2_end": STABLE_FROM}
-    assert [m["epoch"] for m in analyze_run(real)["merges"]] == [3]
-    assert analyze_run(complex_)["stages"] == {"stage1_end": 0 + 5, "stage2_end": STABLE_FROM}
-    assert analyze_run(complex_)["merges"] == []
+    assert analyze_run(real).stages == Stages(3 + 5, STABLE_FROM)
+    assert [m.epoch for m in analyze_run(real).merges] == [3]
+    assert analyze_run(complex_).stages == Stages(0 + 5, STABLE_FROM)
+    assert analyze_run(complex_).merges == []
     real_claim, complex_claim = C2.judge(real), C2.judge(complex_)
     assert (real_claim.case, complex_claim.case) == (REAL_PAIR_CASE, COMPLEX_PAIR_CASE)
     assert real_claim.supported and complex_claim.supported
@@ -343,7 +346,7 @@ def test_c2_real_pair_stage_1_drops_the_loss_ten_times(tmp_path):
 def test_c2_real_pair_merges_by_the_end_of_stage_1(tmp_path):
     """The merge at the last epoch of stage 1 is by its end; one epoch later is not."""
     run = c2_run(tmp_path / "run.h5", REAL_PAIR_CASE)
-    stage1_end = analyze_run(run)["stages"]["stage1_end"]
+    stage1_end = analyze_run(run).stages.stage1_end
     inside = C2.judge(run, with_stages(run, merges=[stage1_end]))
     outside = C2.judge(run, with_stages(run, merges=[stage1_end + 1]))
     none = C2.judge(run, with_stages(run, merges=[]))

@@ -14,6 +14,7 @@ import pytest
 
 from closedloop.cli import main
 from closedloop.paper import FIGURES, reproduce
+from closedloop.scale.jobs import EpochProgress, JobEvent, JobsFinished, JobsTotal
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -22,9 +23,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduction")
     started = time.perf_counter()
-    events: list[tuple[str, object]] = []
-    result = reproduce(out, quick=True, workers=2,
-                       on_event=lambda kind, value: events.append((kind, value)))
+    events: list[JobEvent] = []
+    result = reproduce(out, quick=True, workers=2, on_event=events.append)
     return out, result, time.perf_counter() - started, events
 
 
@@ -43,14 +43,14 @@ def test_every_output_is_written(report):
 def test_progress_reaches_the_display_from_the_worker_processes(report):
     """Every run is reported done once, and the workers' epochs arrive through the queue."""
     out, result, _, events = report
-    totals = [value for kind, value in events if kind == "total"]
-    done = [name for kind, names in events if kind == "done" for name in names]
+    totals = [e.count for e in events if isinstance(e, JobsTotal)]
+    done = [name for e in events if isinstance(e, JobsFinished) for name in e.names]
     assert len(totals) == 1 and sorted(done) == sorted(set(done))
     assert totals[0] == len(done) == len(result.results["runs"])
     assert {f"{name}.h5" for name in done} == {p.name for p in (out / "runs").glob("*.h5")}
-    epochs = [value for kind, value in events if kind == "epoch"]
-    assert epochs and all(1 <= e["epoch"] <= e["total"] for e in epochs)
-    assert any(e["epoch"] == e["total"] for e in epochs)     # a task's last epoch
+    epochs = [e for e in events if isinstance(e, EpochProgress)]
+    assert epochs and all(1 <= e.epoch <= e.total for e in epochs)
+    assert any(e.epoch == e.total for e in epochs)     # a task's last epoch
 
 
 def test_verdicts_follow_the_per_seed_judgements(report):

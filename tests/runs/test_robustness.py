@@ -414,7 +414,7 @@ def test_a_plant_unstable_at_every_gain_is_recorded_as_diverged(tmp_path, capsys
     run = load_run(out)
     assert run.status == "diverged" and run.diverged_epoch == 0
     report = analyze_run(run)
-    assert report["status"] == "diverged"
+    assert report.status == "diverged"
     summary = summarize_run(run)
     json.dumps(summary, allow_nan=False)                       # NaN/inf become null
     code, out_json, _ = run_cli(capsys, "inspect", out, "--json")

@@ -25,9 +25,13 @@ from closedloop.scale.cluster import ClusterError
 from closedloop.scale.jobs import (
     LOCKS_FOLDER,
     PROGRESS_TOPIC,
+    EpochProgress,
     InlineExecutor,
     Job,
+    JobEvent,
     JobInputs,
+    JobsFinished,
+    JobsTotal,
     _chunks,
     execute,
     train_group,
@@ -210,8 +214,7 @@ def test_sweep_jobs_build_students_in_the_driver_and_run_only_what_is_missing(tm
     teachers = [p.name for p in spec.points() if p.role == "teacher"]
     students = [p.name for p in spec.points() if p.role == "student"]
     executor, events = _RecordingExecutor(), []
-    result = execute(sweep_jobs(spec), tmp_path, executor, capacity=2,
-                     on_event=lambda kind, value: events.append((kind, value)))
+    result = execute(sweep_jobs(spec), tmp_path, executor, capacity=2, on_event=events.append)
     assert not result.failed and sorted(result.runs) == sorted(teachers + students)
     # teachers first (two tasks, split 2 + 1), then their students once they exist
     assert [task["paths"] for task in executor.tasks] == [teachers[:2], teachers[2:],
@@ -225,9 +228,9 @@ def test_sweep_jobs_build_students_in_the_driver_and_run_only_what_is_missing(tm
                 np.testing.assert_array_equal(initial[key], value)
             for key, value in teacher_run.parameters("last").items():
                 np.testing.assert_array_equal(teacher.parameters[key], value)
-    assert events[0] == ("total", 6)
-    assert sorted(n for kind, names in events if kind == "done" for n in names) == sorted(
-        teachers + students)
+    assert events[0] == JobsTotal(6)
+    assert sorted(n for e in events if isinstance(e, JobsFinished) and not e.failed
+                  for n in e.names) == sorted(teachers + students)
 
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.h5")}
     again = _RecordingExecutor()
@@ -242,19 +245,18 @@ def test_sweep_jobs_build_students_in_the_driver_and_run_only_what_is_missing(tm
 def test_local_sweep_equals_single_runs_skips_finished_and_summarises(tmp_path, monkeypatch):
     spec = SweepSpec("di-tanh-open", {"loss.control_cost": ["0", "1"]}, seeds=[0, 1],
                      epochs=30, overrides=SMALL)
-    events: list[tuple[str, object]] = []
+    events: list[JobEvent] = []
     log = LogSpec("tensorboard", str(tmp_path / "logs"))
-    result = run_sweep(spec, tmp_path / "sweep", workers=2, log=[log],
-                       on_event=lambda kind, value: events.append((kind, value)))
+    result = run_sweep(spec, tmp_path / "sweep", workers=2, log=[log], on_event=events.append)
     assert not result.failed and len(result.finished) == 8 and not result.skipped
     for point in spec.points():        # the workers logged every run
         run = load_run(tmp_path / "sweep" / RUNS_FOLDER / point.file_name)
         scalars, _ = read_events(log.folder_for(point.file_name))
         assert scalars["loss/test"][30] == pytest.approx(run.metrics["test_loss"][-1],
                                                          rel=1e-6)
-    assert ("total", 8) in events
-    assert sum(len(v) for k, v in events if k == "done") == 8
-    assert any(k == "epoch" for k, _ in events)          # per-epoch progress reached us
+    assert JobsTotal(8) in events
+    assert sum(len(e.names) for e in events if isinstance(e, JobsFinished)) == 8
+    assert any(isinstance(e, EpochProgress) for e in events)   # per-epoch progress reached us
     _check_sweep_folder(spec, tmp_path / "sweep", tmp_path / "alone")
     teachers = {point.name: point.teacher for point in spec.points()}
 

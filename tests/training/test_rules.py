@@ -114,7 +114,9 @@ def test_node_perturbation_trains_through_the_trainer(tmp_path):
     run = load_run(tmp_path / "np.h5")
     assert run.config.training.mode == "node_perturbation"
     test = run.metrics["test_loss"]
-    assert np.isfinite(test).all() and test[-1] < 0.5 * test[0]
+    # the estimate is stochastic and lr 0.3 large: single epochs scatter (0.1-0.55x the start
+    # over the last ten with one JAX build), so the trained state is read over ten epochs
+    assert np.isfinite(test).all() and np.median(test[-10:]) < 0.5 * test[0]
     assert np.isfinite(run.coupled_eigenvalues).all()
     for name, value in load_run(tmp_path / "closed.h5").parameters(0).items():
         np.testing.assert_array_equal(run.parameters(0)[name], value)

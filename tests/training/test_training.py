@@ -16,6 +16,7 @@ import pytest
 
 from closedloop.config import RunConfig, load_preset
 from closedloop.core.plants import plant_from_config
+from closedloop.errors import ConfigError
 from closedloop.runs.store import EpochRecord, load_run, partial_dir
 from closedloop.training import OutputExistsError, Trainer, train
 from closedloop.training.sources import load_initial_parameters, load_teacher
@@ -317,6 +318,26 @@ def test_open_loop_student_starts_from_init_and_stores_teacher(tmp_path: Path) -
         np.testing.assert_array_equal(run.parameters(0)[name], source.parameters(0)[name])
         np.testing.assert_array_equal(run.teacher.parameters[name], source.parameters(6)[name])
     assert run.teacher.source == f"{closed}@6"
+
+
+def test_train_reads_the_teacher_and_initial_weights_a_config_names(tmp_path: Path) -> None:
+    """``closedloop.train`` with a config that only names its teacher run does what
+    ``closedloop train --teacher`` does: the teacher is the run's last epoch, the student
+    starts from the run's epoch 0 (recorded as init_from); a rule without a teacher refuses
+    one."""
+    closed = tmp_path / "closed.h5"
+    train(small_config(epochs=6), closed)
+    config = small_config("di-tanh-open", epochs=2).model_copy(update={"teacher": str(closed)})
+    train(config, tmp_path / "open.h5")
+    run, source = load_run(tmp_path / "open.h5"), load_run(closed)
+    assert (run.config.teacher, run.config.init_from) == (str(closed), f"{closed}@0")
+    assert run.teacher.source == f"{closed}@6"
+    for name in ("W_in", "W", "W_out"):
+        np.testing.assert_array_equal(run.parameters(0)[name], source.parameters(0)[name])
+        np.testing.assert_array_equal(run.teacher.parameters[name], source.parameters(6)[name])
+    with pytest.raises(ConfigError, match="--teacher is for open-loop configs"):
+        train(small_config(epochs=2).model_copy(update={"teacher": str(closed)}),
+              tmp_path / "closed-with-teacher.h5")
 
 
 def test_teacher_driven_plant_with_lqr_teacher(tmp_path: Path) -> None:

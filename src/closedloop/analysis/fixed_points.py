@@ -33,6 +33,7 @@ from closedloop.core.agents import Agent, Params
 from closedloop.core.plants import Plant
 from closedloop.core.rollout import one_step_map
 from closedloop.errors import ConfigError
+from closedloop.runs.store import Run
 
 SEARCH_STEPS = 1500
 """Adam steps on q(s) from every start."""
@@ -229,3 +230,70 @@ def visited_starts(plant: Plant, agent: Agent, params: Mapping[str, Any], count:
         raise ValueError("the loop leaves the finite numbers from every start")
     chosen = states[rng.choice(len(states), size=count, replace=len(states) < count)]
     return chosen + rng.normal(scale=0.01 * (1.0 + np.abs(chosen)), size=chosen.shape)
+
+
+@dataclass(frozen=True)
+class RunFixedPoints:
+    """The fixed points of a recorded run's loop at one epoch (:func:`run_fixed_points`).
+
+    Attributes
+    ----------
+    epoch
+        The snapshot epoch the parameters come from.
+    starts
+        How many starts the search began from.
+    points
+        The fixed and slow points, nearest the origin first.
+    state_names
+        The plant's state names (empty for a linear plant without names).
+    n_states
+        How many entries of each point's state are the plant's (the rest: the agent's).
+    """
+
+    epoch: int
+    starts: int
+    points: list[FixedPoint]
+    state_names: tuple[str, ...]
+    n_states: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as JSON-ready data (each point by :meth:`FixedPoint.to_json`)."""
+        return {"epoch": self.epoch, "starts": self.starts,
+                "points": [p.to_json(self.state_names) for p in self.points]}
+
+
+def run_fixed_points(run: Run, epoch: int | str = "last", starts: int = 64, *,
+                     include_slow: bool = False) -> RunFixedPoints:
+    """Fixed points of a run's closed loop (network and plant together) with the parameters
+    of snapshot ``epoch`` (an epoch or ``"last"``): searched from ``starts`` states the loop
+    visits from the run's evaluation initial states (:func:`visited_starts`), as
+    ``closedloop fixed-points`` prints them.
+
+    Raises
+    ------
+    ConfigError
+        When the loop leaves the finite numbers from every start.
+
+    Example
+    -------
+    >>> from closedloop.runs import load_run
+    >>> result = run_fixed_points(load_run("runs/pendulum.h5"))         # doctest: +SKIP
+    >>> [(p.stable, p.fixed) for p in result.points]                     # doctest: +SKIP
+    [(True, True)]
+    """
+    from closedloop.analysis.replay import run_model
+
+    at = int(run.snapshot_epochs[-1]) if epoch == "last" else int(epoch)
+    params = run.parameters(at)
+    plant, agent = run_model(run, at)
+    config = run.config
+    try:
+        begin = visited_starts(plant, agent, params, starts,
+                               spread=config.evaluation.initial_state_range or 1.0,
+                               steps=config.test_steps,
+                               zero_first_control=config.training.zero_first_control)
+    except ValueError as exc:
+        raise ConfigError(f"{run.path}: {exc}") from None
+    points = find_fixed_points(plant, agent, params, begin, include_slow=include_slow)
+    return RunFixedPoints(at, starts, points, tuple(getattr(plant, "state_names", ())),
+                          plant.n_states)

@@ -7,19 +7,29 @@ Example
 -------
 >>> from closedloop.runs import load_run
 >>> report = analyze_run(load_run("runs/lowrank.h5"))                  # doctest: +SKIP
->>> report["stages"], report["stabilization_epoch"]                     # doctest: +SKIP
-({'stage1_end': 19, 'stage2_end': 163}, 163)
+>>> report.stages.stage1_end, report.stabilization_epoch              # doctest: +SKIP
+(19, 163)
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from closedloop.analysis.spectrum import Stages, detect_stages, spectral_events, track_eigenvalues
-from closedloop.core.agents import OVERLAP_NAMES, order_parameters
+from closedloop.analysis.spectrum import (
+    SpectralEvent,
+    Stages,
+    detect_stages,
+    spectral_events,
+    track_eigenvalues,
+)
+from closedloop.core.agents import OVERLAP_NAMES
 from closedloop.runs.store import Run
+
+if TYPE_CHECKING:
+    from closedloop.analysis.tracking import Acquisition
 
 MERGE_MODULUS = 0.5
 """Real-to-complex merges are reported for eigenvalues at least this large in modulus (the
@@ -33,9 +43,9 @@ def run_stages(run: Run, *, window: int = 5, growth_threshold: float = 0.01) -> 
 
 
 def has_order_parameters(run: Run) -> bool:
-    """Whether the run's agent is a rank-1 low-rank network or the reduced overlap model."""
-    agent = run.config.agent
-    return agent.kind == "overlaps" or (agent.kind == "lowrank" and agent.rank == 1)
+    """Whether the run's agent has the order parameters of a rank-1 network (a rank-1
+    low-rank network, the reduced overlap model)."""
+    return run.config.agent.has_order_parameters()
 
 
 def order_parameter_history(run: Run) -> dict[str, np.ndarray]:
@@ -48,12 +58,7 @@ def order_parameter_history(run: Run) -> dict[str, np.ndarray]:
     """
     if not has_order_parameters(run):
         raise ValueError(f"{run.path}: order parameters need a rank-1 low-rank or overlaps run")
-    rows = []
-    for _, params in run.iter_parameters():
-        if run.config.agent.kind == "overlaps":
-            rows.append({k: float(params[k]) for k in OVERLAP_NAMES})
-        else:
-            rows.append(order_parameters(params))
+    rows = [run.config.agent.order_parameters(params) for _, params in run.iter_parameters()]
     history = {k: np.array([row[k] for row in rows]) for k in OVERLAP_NAMES}
     history["epoch"] = run.snapshot_epochs.copy()
     return history
@@ -88,42 +93,102 @@ def _finite(value: float) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def analyze_run(run: Run, *, window: int = 5, growth_threshold: float = 0.01) -> dict[str, Any]:
-    """Everything ``closedloop analyze --json`` reports for a run.
+@dataclass(frozen=True)
+class RunAnalysis:
+    """What ``closedloop analyze`` reports for a run (:func:`analyze_run`); :meth:`to_json`
+    is what ``--json`` prints.
 
-    Keys: ``path``, ``preset``, ``seed``, ``status``, ``epochs``, ``stabilization_epoch``,
-    ``stages`` ({"stage1_end", "stage2_end"}), ``boundary_losses``, ``crossings`` (list of
-    {"epoch", "eigenvalue": [re, im], "direction": "in"|"out"}), ``merges`` (real pairs
-    becoming complex, modulus >= 0.5), ``final_eigenvalues`` (6 largest, [re, im]), ``detector``
-    (the thresholds used), for rank-1 runs ``order_parameters`` (per-epoch lists under
-    ``s_zm``, ``s_zu``, ``s_vm``, ``s_vu``, plus ``epoch``) and, for tracking runs,
-    ``acquisitions``: per probe frequency its onset, crossing and end epochs, the outlier
-    eigenvalue of (-I + W)/tau at the end, 2 pi f and the relative error
-    (:mod:`closedloop.analysis.tracking`).
+    Attributes
+    ----------
+    path, preset, seed, status, epochs
+        Which run (``epochs``: its last epoch).
+    stabilization_epoch
+        The first epoch from which rho(P) < 1 (None: never).
+    stages
+        The stage boundaries read from the spectrum.
+    boundary_losses
+        Per boundary (``stage1_end``, ``stage2_end``): its epoch and the train and test loss
+        there, None where it is not reached.
+    crossings, merges
+        Unit-circle crossings, and real pairs becoming complex with modulus >=
+        :data:`MERGE_MODULUS`, along the tracked eigenvalues of P.
+    final_eigenvalues
+        The largest eigenvalues of P at the last epoch.
+    window, growth_threshold
+        The stage-1 detector's settings.
+    order_parameters
+        Rank-1 runs: s_zm, s_zu, s_vm, s_vu per snapshot epoch (and ``epoch``); else None.
+    acquisitions
+        Tracking runs: each probe frequency's acquisition
+        (:class:`~closedloop.analysis.tracking.Acquisition`); else None.
+    """
+
+    path: str
+    preset: str
+    seed: int
+    status: str
+    epochs: int
+    stabilization_epoch: int | None
+    stages: Stages
+    boundary_losses: dict[str, dict[str, Any] | None]
+    crossings: list[SpectralEvent]
+    merges: list[SpectralEvent]
+    final_eigenvalues: list[complex]
+    window: int
+    growth_threshold: float
+    order_parameters: dict[str, np.ndarray] | None = None
+    acquisitions: list[Acquisition] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON-ready data: ``path``, ``preset``, ``seed``, ``status``,
+        ``epochs``, ``stabilization_epoch``, ``stages``, ``boundary_losses``, ``crossings``
+        ({"epoch", "eigenvalue": [re, im], "direction"}), ``merges`` ({"epoch",
+        "eigenvalue"}), ``final_eigenvalues`` ([re, im] pairs), ``detector``, and where they
+        apply ``order_parameters`` (lists) and ``acquisitions``."""
+        report: dict[str, Any] = {
+            "path": self.path, "preset": self.preset, "seed": self.seed,
+            "status": self.status, "epochs": self.epochs,
+            "stabilization_epoch": self.stabilization_epoch,
+            "stages": self.stages.to_json(),
+            "boundary_losses": self.boundary_losses,
+            "crossings": [{k: v for k, v in e.to_json().items() if k != "kind"}
+                          for e in self.crossings],
+            "merges": [{"epoch": e.epoch, "eigenvalue": e.to_json()["eigenvalue"]}
+                       for e in self.merges],
+            "final_eigenvalues": [[v.real, v.imag] for v in self.final_eigenvalues],
+            "detector": {"window": self.window, "growth_threshold": self.growth_threshold},
+        }
+        if self.order_parameters is not None:
+            report["order_parameters"] = {k: v.tolist()
+                                          for k, v in self.order_parameters.items()}
+        if self.acquisitions is not None:
+            report["acquisitions"] = [a.to_json() for a in self.acquisitions]
+        return report
+
+
+def analyze_run(run: Run, *, window: int = 5, growth_threshold: float = 0.01) -> RunAnalysis:
+    """Everything ``closedloop analyze`` reports for a run: stages, stabilisation, crossings
+    and merges of eig(P), for rank-1 runs the order parameters, for tracking runs each
+    frequency's acquisition (:mod:`closedloop.analysis.tracking`).
     """
     stages = run_stages(run, window=window, growth_threshold=growth_threshold)
-    tracked = track_eigenvalues(run.coupled_eigenvalues)
-    events = spectral_events(tracked, run.epochs)
-    report: dict[str, Any] = {
-        **_identity(run),
-        "stabilization_epoch": run.stabilization_epoch,
-        "stages": stages.to_json(),
-        "boundary_losses": boundary_losses(run, stages),
-        "crossings": [{k: v for k, v in e.to_json().items() if k != "kind"}
-                      for e in events if e.kind == "crossing"],
-        "merges": [{"epoch": e.epoch, "eigenvalue": e.to_json()["eigenvalue"]}
-                   for e in events if e.kind == "merge" and abs(e.eigenvalue) >= MERGE_MODULUS],
-        "final_eigenvalues": final_eigenvalues(run),
-        "detector": {"window": window, "growth_threshold": growth_threshold},
-    }
-    if has_order_parameters(run):
-        history = order_parameter_history(run)
-        report["order_parameters"] = {k: v.tolist() for k, v in history.items()}
+    events = spectral_events(track_eigenvalues(run.coupled_eigenvalues), run.epochs)
+    acquired = None
     if run.config.task.kind == "tracking":
         from closedloop.analysis.tracking import acquisitions, probe_errors
 
-        report["acquisitions"] = [a.to_json() for a in acquisitions(probe_errors(run), run)]
-    return report
+        acquired = acquisitions(probe_errors(run), run)
+    return RunAnalysis(
+        path=str(run.path), preset=run.config.preset, seed=run.config.seed,
+        status=run.status, epochs=run.last_epoch,
+        stabilization_epoch=run.stabilization_epoch, stages=stages,
+        boundary_losses=boundary_losses(run, stages),
+        crossings=[e for e in events if e.kind == "crossing"],
+        merges=[e for e in events if e.kind == "merge" and abs(e.eigenvalue) >= MERGE_MODULUS],
+        final_eigenvalues=[complex(re, im) for re, im in final_eigenvalues(run)],
+        window=window, growth_threshold=growth_threshold,
+        order_parameters=order_parameter_history(run) if has_order_parameters(run) else None,
+        acquisitions=acquired)
 
 
 def _finite_list(values: np.ndarray) -> list[Any]:

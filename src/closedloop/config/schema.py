@@ -178,7 +178,8 @@ class AgentConfig(_Strict):
 
     A subclass adds fields and, where it names its parameters, overrides
     :meth:`parameter_names`; :meth:`arguments` says how its fields become the agent's
-    keyword arguments.
+    keyword arguments; a kind whose parameters determine the four order parameters of a
+    rank-1 network (science 3.1) overrides :meth:`order_parameters`.
 
     Example
     -------
@@ -205,6 +206,15 @@ class AgentConfig(_Strict):
     def frozen(self) -> frozenset[str]:
         """Names of the parameters ``trainable`` freezes."""
         return frozenset(name for name, flag in self.trainable.items() if not flag)
+
+    def order_parameters(self, params: Mapping[str, Any]) -> dict[str, float] | None:
+        """The order parameters s_zm, s_zu, s_vm, s_vu of ``params`` (science 3.1), or None
+        for a kind that has none (this default)."""
+        return None
+
+    def has_order_parameters(self) -> bool:
+        """Whether :meth:`order_parameters` is defined for this config."""
+        return type(self).order_parameters is not AgentConfig.order_parameters
 
     @model_validator(mode="after")
     def _check_names(self) -> AgentConfig:

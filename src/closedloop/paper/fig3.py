@@ -15,7 +15,7 @@ from closedloop.analysis.summary import analyze_run, order_parameter_history
 from closedloop.paper.base import FigureAnalysis, Job, JobInputs, Settings, run_name
 from closedloop.paper.lowrank import long_rollout, lowrank_job, lowrank_name
 from closedloop.runs.store import Run
-from closedloop.scale.studies import overlap_config
+from closedloop.studies.stages import overlap_config
 
 TITLE = "Stage 1: negative position feedback"
 CURVES = {"train": ("di-lowrank-closed", "train_loss"),
@@ -58,7 +58,7 @@ def analyze(runs: Mapping[str, Run], settings: Settings, seed: int) -> FigureAna
     """Stages of the low-rank run, the stage-1 theory against simulation, sigma_zm paths."""
     run = runs[lowrank_name(seed)]
     report = analyze_run(run)
-    stages = report["stages"]
+    stages = report.stages.to_json()
     test = run.metrics["test_loss"]
 
     overlap_runs = _overlap_runs(runs, settings, seed)

@@ -12,7 +12,7 @@ from closedloop.analysis.summary import run_stages
 from closedloop.paper.base import FigureAnalysis, Job, JobInputs, Settings, run_name
 from closedloop.paper.lowrank import dominant_path, long_rollout, lowrank_job, lowrank_name
 from closedloop.runs.store import Run
-from closedloop.scale.studies import length_config
+from closedloop.studies.stages import length_config
 
 TITLE = "Stage 2: the zig-zag to stabilisation, a trade-off set by alpha and by T"
 CURVES = {"train": ("di-lowrank-closed", "train_loss"),

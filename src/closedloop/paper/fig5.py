@@ -11,7 +11,7 @@ from closedloop.errors import ConfigError
 from closedloop.paper.base import FigureAnalysis, Job, JobInputs, Settings, run_name
 from closedloop.paper.lowrank import long_rollout, lowrank_job, lowrank_name
 from closedloop.runs.store import Run
-from closedloop.scale.studies import reduced_configs
+from closedloop.studies.stages import reduced_configs
 
 TITLE = "Stage 3: refinement after stabilisation, and the four-overlap reduced model"
 CONTROL_COSTS = (0.0, 0.5, 2.0, 5.0)

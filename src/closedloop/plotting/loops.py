@@ -1,4 +1,4 @@
-"""Figures of the studies of users' own loops (:mod:`closedloop.scale.loops`).
+"""Figures of the studies of users' own loops (:mod:`closedloop.studies.loops`).
 
 Example
 -------

@@ -36,7 +36,15 @@ from typing import Any
 import yaml
 
 from closedloop.errors import ClosedLoopError, ConfigError
-from closedloop.scale.jobs import PROGRESS_TOPIC, EventCallback, ExecutionResult, Job, execute
+from closedloop.scale.jobs import (
+    PROGRESS_TOPIC,
+    EpochProgress,
+    EventCallback,
+    ExecutionResult,
+    Job,
+    JobEvent,
+    execute,
+)
 from closedloop.training.loggers import LogSpec
 
 WORKER_WAIT = 300.0
@@ -191,14 +199,15 @@ def run_jobs(jobs: Sequence[Job], folder: Path, *, scheduler: str | None = None,
     >>> run_jobs([job], Path("runs"), workers=1).failed                 # doctest: +SKIP
     {}
     """
-    report = on_event or (lambda kind, value: None)
+    report = on_event or (lambda event: None)
     guard = threading.Lock()
 
-    def notify(kind: str, value: Any) -> None:
+    def notify(event: JobEvent) -> None:
         with guard:      # progress events arrive on the client's thread, the rest on this one
-            report(kind, value)
+            report(event)
 
     with dask_client(scheduler, workers, slurm, connect_timeout) as (client, capacity):
-        client.subscribe_topic(PROGRESS_TOPIC, lambda event: notify("epoch", event[1]))
+        client.subscribe_topic(PROGRESS_TOPIC,
+                               lambda event: notify(EpochProgress(**event[1])))
         return execute(jobs, folder, client.get_executor(pure=False), capacity=capacity,
                        group_size=group_size, on_event=notify, log=log)

@@ -97,9 +97,39 @@ class ExecutionResult:
     reused: list[str] = field(default_factory=list)
 
 
-EventCallback = Callable[[str, Any], None]
-"""Receives ``("total", n)``, ``("done", names)``, ``("failed", (names, reason))`` and
-``("epoch", {"label", "epoch", "total"})``."""
+@dataclass(frozen=True)
+class JobsTotal:
+    """The first event: how many run files the jobs make."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class JobsFinished:
+    """Run files made (or found already made), or, with a ``reason``, that could not be."""
+
+    names: tuple[str, ...]
+    reason: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Whether these runs failed."""
+        return self.reason is not None
+
+
+@dataclass(frozen=True)
+class EpochProgress:
+    """A training task's progress: ``epoch`` of ``total`` epochs of the task ``label``."""
+
+    label: str
+    epoch: int
+    total: int
+
+
+JobEvent = JobsTotal | JobsFinished | EpochProgress
+EventCallback = Callable[[JobEvent], None]
+"""Receives a :class:`JobsTotal`, then :class:`JobsFinished` and :class:`EpochProgress`
+events as the jobs go."""
 
 
 # -- locks ----------------------------------------------------------------------------------
@@ -315,7 +345,7 @@ def execute(jobs: Sequence[Job], folder: Path, executor: Executor, *, capacity: 
         A failure does not stop the other jobs; jobs that depend on a failed one fail too.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    notify = on_event or (lambda kind, value: None)
+    notify = on_event or (lambda event: None)
     pending: dict[str, Job] = {}
     for job in jobs:
         pending.setdefault(job.name, job)
@@ -323,12 +353,12 @@ def execute(jobs: Sequence[Job], folder: Path, executor: Executor, *, capacity: 
     if unknown:
         raise JobFailedError(f"jobs depend on undeclared jobs: {', '.join(sorted(unknown))}")
     result = ExecutionResult()
-    notify("total", len(pending))
+    notify(JobsTotal(len(pending)))
     running: dict[Future[Any], list[str]] = {}
 
     def fail(names: list[str], reason: str) -> None:
         result.failed.update(dict.fromkeys(names, reason))
-        notify("failed", (names, reason))
+        notify(JobsFinished(tuple(names), reason))
 
     while pending or running:
         for job in [j for j in pending.values() if any(d in result.failed for d in j.depends)]:
@@ -346,7 +376,7 @@ def execute(jobs: Sequence[Job], folder: Path, executor: Executor, *, capacity: 
                     with run_lock(path):
                         result.runs[job.name] = finished_run(path, inputs.config)
                     result.reused.append(job.name)
-                    notify("done", [job.name])
+                    notify(JobsFinished((job.name,)))
                     continue
             except ClosedLoopError as exc:
                 fail([job.name], str(exc))
@@ -374,7 +404,7 @@ def execute(jobs: Sequence[Job], folder: Path, executor: Executor, *, capacity: 
                 future.result()
                 for name in names:
                     result.runs[name] = load_run(folder / f"{name}.h5")
-                notify("done", names)
+                notify(JobsFinished(tuple(names)))
             except ClosedLoopError as exc:
                 fail(names, str(exc))
             except Exception as exc:     # a worker's crash is that task's failure

@@ -50,7 +50,7 @@ from closedloop.core.plants import plant_from_config
 from closedloop.errors import ClosedLoopError, ConfigError
 from closedloop.runs.store import Run, is_finished, load_run
 from closedloop.scale.cluster import SlurmOptions, run_jobs
-from closedloop.scale.jobs import EventCallback, Job, JobInputs
+from closedloop.scale.jobs import EventCallback, Job, JobInputs, JobsFinished, JobsTotal
 from closedloop.training.loggers import LogSpec
 from closedloop.training.rules import rule_for
 from closedloop.training.sources import load_teacher
@@ -391,14 +391,14 @@ def run_sweep(spec: SweepSpec, folder: str | os.PathLike[str], *, scheduler: str
     folder = Path(folder)
     spec.validate()
     prepare_folder(spec, folder)
-    notify = on_event or (lambda kind, value: None)
+    notify = on_event or (lambda event: None)
     runs = folder / RUNS_FOLDER
     points = spec.points()
     if all(is_finished(runs / p.file_name)
            and load_run(runs / p.file_name).config == spec.config(p) for p in points):
         names = sorted(p.name for p in points)     # nothing to do: no cluster needed
-        notify("total", len(names))
-        notify("done", names)
+        notify(JobsTotal(len(names)))
+        notify(JobsFinished(tuple(names)))
         return SweepResult(folder, names, {}, names, 0.0)
     started = time.perf_counter()
     result = run_jobs(sweep_jobs(spec), runs, scheduler=scheduler, workers=workers, slurm=slurm,

@@ -39,6 +39,7 @@ from closedloop.runs.store import CheckpointState, EpochRecord, RunWriter, Teach
 from closedloop.runtime import available_cores
 from closedloop.training.loggers import Logger
 from closedloop.training.memory import check_memory
+from closedloop.training.sources import training_inputs
 from closedloop.training.trainer import Trainer, recorded_gains
 
 
@@ -98,6 +99,27 @@ def train(config: RunConfig, out: str | os.PathLike[str], *,
                           lambda _index, record: progress(record))[0]
 
 
+def _named_inputs(configs: Sequence[RunConfig],
+                  initials: Sequence[Mapping[str, Any] | None] | None,
+                  teachers: Sequence[Teacher | None] | None, resume: bool
+                  ) -> tuple[list[RunConfig], list[Mapping[str, Any] | None],
+                             list[Teacher | None]]:
+    """Per member, the initial parameters and teacher its config names where the caller gave
+    neither (on ``resume`` only the config is completed: the run's folder holds the rest)."""
+    configs = list(configs)
+    initials = list(initials) if initials is not None else [None] * len(configs)
+    teachers = list(teachers) if teachers is not None else [None] * len(configs)
+    if len(initials) != len(configs) or len(teachers) != len(configs):
+        raise ConfigError("give one initial-parameter set and one teacher (or None) per run")
+    for index, config in enumerate(configs):
+        named = config.teacher is not None or config.init_from is not None
+        if named and initials[index] is None and teachers[index] is None:
+            inputs = training_inputs(config, load=not resume)
+            configs[index] = inputs.config
+            initials[index], teachers[index] = inputs.initial, inputs.teacher
+    return configs, initials, teachers
+
+
 def train_ensemble(configs: Sequence[RunConfig], outs: Sequence[str | os.PathLike[str]], *,
                    initials: Sequence[Mapping[str, Any] | None] | None = None,
                    teachers: Sequence[Teacher | None] | None = None, resume: bool = False,
@@ -111,7 +133,11 @@ def train_ensemble(configs: Sequence[RunConfig], outs: Sequence[str | os.PathLik
         One config and one output path per member (configs may differ only in
         :data:`~closedloop.training.trainer.VARYING`).
     initials, teachers
-        Per-member initial parameters and teachers (stored in each run file).
+        Per-member initial parameters and teachers (stored in each run file). A member given
+        neither whose config names a ``teacher`` or ``init_from`` (``RUN@EPOCH``, ``gain:K``,
+        ``lqr``) has them read from there, as ``closedloop train`` does
+        (:func:`~closedloop.training.sources.training_inputs`: a run teacher's epoch 0 is the
+        default start).
     resume, overwrite
         As :func:`train`, for every member together.
     progress
@@ -134,6 +160,7 @@ def train_ensemble(configs: Sequence[RunConfig], outs: Sequence[str | os.PathLik
     loggers = [list(member) for member in loggers] if loggers else [[] for _ in outs]
     if len(loggers) != len(outs):
         raise ConfigError("give one list of loggers per run")
+    configs, initials, teachers = _named_inputs(configs, initials, teachers, resume)
     check_memory(list(configs))
     writers = [RunWriter(o, c) for o, c in zip(outs, configs, strict=True)]
     if resume:
@@ -228,6 +255,23 @@ def recorded_spectra(trainer: Trainer, params: Mapping[str, np.ndarray], epochs:
     return merged
 
 
+@dataclass(frozen=True)
+class _FetchedChunk:
+    """A finished chunk on the host: per member and epoch whether it is recorded (``valid``;
+    ``rows`` its (member, epoch) pairs), the parameters, the compiled records and trainer
+    state, the effective gains per row, and the spectra being computed on the second
+    thread."""
+
+    epochs: np.ndarray
+    valid: np.ndarray
+    rows: np.ndarray
+    params: dict[str, np.ndarray]
+    records: dict[str, Any]
+    state: dict[str, Any]
+    gains: list[np.ndarray] | None
+    spectra: Future[dict[str, np.ndarray]] | None
+
+
 class _Recorder:
     """Turns compiled chunks into records, segments and checkpoints (see the module doc)."""
 
@@ -243,7 +287,7 @@ class _Recorder:
         cores = available_cores()
         self.spectra_threads = cores if trainer.device.platform != "cpu" else max(1, cores - 1)
         self.in_flight: tuple[int, Any, Any] | None = None   # dispatched, not yet fetched
-        self.fetched: dict[str, Any] | None = None           # fetched, not yet written
+        self.fetched: _FetchedChunk | None = None            # fetched, not yet written
 
     def run(self, start: int) -> None:
         trainer = self.trainer
@@ -268,7 +312,7 @@ class _Recorder:
         self.fetched, self.in_flight = ready, dispatched
 
     def _fetch(self, first: int, state: Any, records: Any, spectra: ThreadPoolExecutor
-               ) -> dict[str, Any]:
+               ) -> _FetchedChunk:
         """Host copies of a finished chunk; its spectra start on the second thread."""
         trainer = self.trainer
         host = jax.device_get({"state": state, "records": records})
@@ -292,18 +336,17 @@ class _Recorder:
         gains = None
         if ("gain_fit_xtx" in records or "test_states" in records) and len(rows):
             gains = [recorded_gains(records, i, k) for i, k in rows]
-        return {"first": first, "epochs": epochs, "valid": valid, "rows": rows, "params": params,
-                "records": records, "state": host["state"], "gains": gains, "spectra": future}
+        return _FetchedChunk(epochs, valid, rows, params, records, host["state"], gains, future)
 
-    def _write(self, chunk: dict[str, Any]) -> None:
+    def _write(self, chunk: _FetchedChunk) -> None:
         """Records of a chunk to the writers, one segment and a checkpoint per run."""
         trainer = self.trainer
-        spectra = chunk["spectra"].result() if chunk["spectra"] is not None else None
-        records, epochs = chunk["records"], chunk["epochs"]
+        spectra = chunk.spectra.result() if chunk.spectra is not None else None
+        records, epochs = chunk.records, chunk.epochs
         interval = trainer.snapshot_interval
-        for position, (index, k) in enumerate(chunk["rows"]):
+        for position, (index, k) in enumerate(chunk.rows):
             epoch = int(epochs[k])
-            diverged_at = int(chunk["state"]["diverged"][index])
+            diverged_at = int(chunk.state["diverged"][index])
             snapshot = epoch % interval == 0 or epoch == self.last_epoch or epoch == diverged_at
             record = EpochRecord(
                 epoch=epoch, train_loss=float(records["train_loss"][index, k]),
@@ -312,10 +355,10 @@ class _Recorder:
                 spectral_radius=float(spectra["spectral_radius"][position]),
                 coupled_eigenvalues=spectra["coupled_eigenvalues"][position],
                 recurrent_eigenvalues=spectra["recurrent_eigenvalues"][position],
-                gains=None if chunk["gains"] is None else chunk["gains"][position],
+                gains=None if chunk.gains is None else chunk.gains[position],
                 probe_errors=np.asarray(records["probe_errors"][index, k], dtype=np.float64)
                 if "probe_errors" in records else None,
-                snapshot={n: v[index, k].copy() for n, v in chunk["params"].items()}
+                snapshot={n: v[index, k].copy() for n, v in chunk.params.items()}
                 if snapshot else None)
             self.writers[index].append(record)
             self.last_records[index] = record
@@ -324,12 +367,12 @@ class _Recorder:
             for logger in self.loggers[index]:
                 logger.epoch(record)
         for index in range(trainer.members):
-            if index in self.done or not chunk["valid"][index].any():
+            if index in self.done or not chunk.valid[index].any():
                 continue
-            last = int(epochs[chunk["valid"][index]][-1])
-            state = trainer.member_state(index, chunk["state"])
+            last = int(epochs[chunk.valid[index]][-1])
+            state = trainer.member_state(index, chunk.state)
             self.writers[index].save(CheckpointState(last + 1, state))
-            diverged_at = int(chunk["state"]["diverged"][index])
+            diverged_at = int(chunk.state["diverged"][index])
             if diverged_at >= 0:
                 self._finish(index, "diverged", diverged_at)
             elif last == self.last_epoch:

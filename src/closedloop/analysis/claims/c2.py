@@ -13,7 +13,7 @@ import math
 from typing import Any, ClassVar
 
 from closedloop.analysis.claims.base import RUN, Claim, Judgement, ratio
-from closedloop.analysis.summary import analyze_run, has_order_parameters
+from closedloop.analysis.summary import RunAnalysis, analyze_run, has_order_parameters
 from closedloop.core.agents import order_parameters
 from closedloop.errors import ConfigError
 from closedloop.runs.store import Run
@@ -57,7 +57,7 @@ class ThreeStages(Claim):
         network)."""
         return run.config.agent.kind == "lowrank" and has_order_parameters(run)
 
-    def judge(self, run: Run, report: dict[str, Any] | None = None) -> Judgement:
+    def judge(self, run: Run, report: RunAnalysis | None = None) -> Judgement:
         """C2 for one low-rank closed-loop run; ``report`` is its
         :func:`~closedloop.analysis.summary.analyze_run` when already computed.
 
@@ -70,10 +70,9 @@ class ThreeStages(Claim):
             raise ConfigError(f"{run.path.name}: C2 is judged on rank-1 low-rank runs, not on "
                               f"'{run.config.agent.kind}' agents")
         report = report or analyze_run(run)
-        stages = report["stages"]
         test = run.metrics["test_loss"]
-        s1, s2 = stages["stage1_end"], stages["stage2_end"]
-        merges = [m["epoch"] for m in report["merges"]]
+        s1, s2 = report.stages.stage1_end, report.stages.stage2_end
+        merges = [m.epoch for m in report.merges]
         overlap = initial_overlap(run)
         dominant = complex(run.coupled_eigenvalues[0, 0])
         real_start = overlap > 0

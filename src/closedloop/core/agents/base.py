@@ -237,7 +237,8 @@ class Agent(ABC):
 
 class DenseParameters(Agent):
     """What agents whose parameters are a dict of dense arrays share: drawing
-    (:meth:`init_params`), checking (:meth:`to_params`), freezing and h = 0.
+    (:meth:`init_params`), checking (:meth:`to_params`), freezing, h = 0 and the linear
+    readout u = h W_out (+ b_out) (:meth:`output`).
 
     A subclass defines ``size``, ``init``, ``frozen``, ``parameter_shapes`` and
     ``default_init``; ``init_size`` is the N of the ``"1/N"`` and ``"1/sqrt(N)"`` scales.
@@ -248,6 +249,13 @@ class DenseParameters(Agent):
     @abstractmethod
     def default_init(self, name: str) -> InitSpec:
         """Initialisation used when the config names none for ``name``."""
+
+    def output(self, prepared: Params, hidden: jax.Array) -> jax.Array:
+        """u = h @ W_out (+ b_out)."""
+        u = hidden @ prepared["W_out"]
+        if "b_out" in prepared:
+            u = u + prepared["b_out"]
+        return u
 
     def init_size(self, name: str) -> int:
         """N of the initialisation scales for parameter ``name`` (the hidden size)."""

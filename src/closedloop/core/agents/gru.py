@@ -160,13 +160,6 @@ class GRUAgent(DenseParameters):
         hidden = (1.0 - update) * candidate + update * hidden
         return hidden, self.output(prepared, hidden)
 
-    def output(self, prepared: Params, hidden: jax.Array) -> jax.Array:
-        """u = h @ W_out (+ b_out)."""
-        u = hidden @ prepared["W_out"]
-        if "b_out" in prepared:
-            u = u + prepared["b_out"]
-        return u
-
     def recurrent_matrix(self, params: Mapping[str, Any]) -> np.ndarray:
         """The Jacobian dh'/dh of the hidden update at h = 0, y = 0 in the maths' layout
         (J[i, j] = dh'_i / dh_j; N x N, float64; leading axes of ``params`` are kept), by

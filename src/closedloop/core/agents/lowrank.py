@@ -12,8 +12,9 @@ Example
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,7 @@ from pydantic import Field, model_validator
 from closedloop.config import AgentConfig, InitSpec
 from closedloop.config.schema import AGENT_KIND_PATTERN
 from closedloop.core.agents.base import Params
+from closedloop.core.agents.overlaps import order_parameters
 from closedloop.core.agents.rnn import RNNAgent, RNNConfig
 from closedloop.errors import ConfigError
 
@@ -40,6 +42,14 @@ class LowRankConfig(RNNConfig):
     def parameter_names(self) -> tuple[str, ...]:
         """``m``, ``z``, ``u``, ``v``, ``W_rand``."""
         return ("m", "z", "u", "v", "W_rand")
+
+    def order_parameters(self, params: Mapping[str, Any]) -> dict[str, float] | None:
+        """The overlaps z.m, z.u, v.m, v.u of a rank-1 network (None for rank > 1)."""
+        return order_parameters(params) if self.rank == 1 else None
+
+    def has_order_parameters(self) -> bool:
+        """Rank 1 only."""
+        return self.rank == 1
 
     @model_validator(mode="after")
     def _check_rank(self) -> LowRankConfig:

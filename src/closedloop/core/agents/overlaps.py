@@ -65,6 +65,10 @@ class OverlapsConfig(AgentConfig):
         """The four overlaps."""
         return OVERLAP_NAMES
 
+    def order_parameters(self, params: Mapping[str, Any]) -> dict[str, float] | None:
+        """The parameters themselves."""
+        return {name: float(np.asarray(params[name])) for name in OVERLAP_NAMES}
+
 
 @dataclass(frozen=True)
 class OverlapModel(RNNAgent):

@@ -128,13 +128,6 @@ class RNNAgent(DenseParameters):
         hidden = rate if alpha == 1.0 else hidden + alpha * (rate - hidden)
         return hidden, self.output(prepared, hidden)
 
-    def output(self, prepared: Params, hidden: jax.Array) -> jax.Array:
-        """u = h @ W_out (+ b_out)."""
-        u = hidden @ prepared["W_out"]
-        if "b_out" in prepared:
-            u = u + prepared["b_out"]
-        return u
-
     def recurrent_matrix(self, params: Mapping[str, Any]) -> np.ndarray:
         """The maths' W (N x N, float64; leading axes of ``params`` are kept)."""
         dense = self.prepare({k: jnp.asarray(v, dtype=jnp.float64) for k, v in params.items()})

@@ -12,7 +12,7 @@ from closedloop.analysis.theory import cubic_roots
 from closedloop.cli import main
 from closedloop.config import load_preset
 from closedloop.runs.store import load_run
-from closedloop.scale.studies import (
+from closedloop.studies.stages import (
     episode_length_sweep,
     prescribed_overlap_runs,
     reduced_versus_full,
@@ -52,7 +52,7 @@ def test_analyze_json(lowrank_run, capsys):
     for crossing in report["crossings"]:
         assert crossing["direction"] in ("in", "out")
         assert len(crossing["eigenvalue"]) == 2
-    assert report == analyze_run(lowrank_run) | {"path": str(lowrank_run.path)}
+    assert report == analyze_run(lowrank_run).to_json() | {"path": str(lowrank_run.path)}
     assert main(["inspect", str(lowrank_run.path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["stages"] == report["stages"]
     assert main(["analyze", str(lowrank_run.path)]) == 0
@@ -115,9 +115,9 @@ def test_paper_lowrank_run_goes_through_three_stages(tmp_path):
     path = tmp_path / "lowrank.h5"
     train(load_preset("di-lowrank-closed", seed=0), path)
     report = analyze_run(load_run(path))
-    stage1, stage2 = report["stages"]["stage1_end"], report["stages"]["stage2_end"]
+    stage1, stage2 = report.stages.stage1_end, report.stages.stage2_end
     assert stage1 is not None and stage2 is not None and stage1 < stage2
-    assert report["merges"] and report["merges"][0]["epoch"] <= stage1
+    assert report.merges and report.merges[0].epoch <= stage1
     run = load_run(path)
     assert run.metrics["spectral_radius"][-1] < 1
     assert run.metrics["test_loss"][-1] < 1e-3 * run.metrics["test_loss"][0]
