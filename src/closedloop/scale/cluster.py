@@ -181,6 +181,11 @@ def _slurm_client(options: SlurmOptions) -> Iterator[Any]:
         yield client
 
 
+def _epoch_progress(message: dict[str, Any]) -> EpochProgress:
+    """A worker's progress message (Dask adds the ``worker`` that sent it) as an event."""
+    return EpochProgress(str(message["label"]), int(message["epoch"]), int(message["total"]))
+
+
 def run_jobs(jobs: Sequence[Job], folder: Path, *, scheduler: str | None = None,
              workers: int | None = None, slurm: SlurmOptions | None = None,
              group_size: int | None = None, on_event: EventCallback | None = None,
@@ -207,7 +212,6 @@ def run_jobs(jobs: Sequence[Job], folder: Path, *, scheduler: str | None = None,
             report(event)
 
     with dask_client(scheduler, workers, slurm, connect_timeout) as (client, capacity):
-        client.subscribe_topic(PROGRESS_TOPIC,
-                               lambda event: notify(EpochProgress(**event[1])))
+        client.subscribe_topic(PROGRESS_TOPIC, lambda event: notify(_epoch_progress(event[1])))
         return execute(jobs, folder, client.get_executor(pure=False), capacity=capacity,
                        group_size=group_size, on_event=notify, log=log)
