@@ -156,14 +156,17 @@ def _log_specs(items: tuple[tuple[str, Path], ...]) -> list[LogSpec]:
 @click.option("--overwrite", is_flag=True, help="Replace an existing run at --out.")
 @click.option("--device", default=None,
               help="cpu (default), gpu (gpu:N for the N-th) or auto (JAX's default device).")
+@click.option("--devices", type=click.IntRange(1, 4096), default=None,
+              help="Split every batch over N devices of --device's kind (data parallel; on a "
+                   "CPU, one per core); N must divide task.batch_size.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @log_option
 def train_command(preset: str | None, config_from: Path | None, out: Path | None,
                   seed: int | None,
                   seed_list: str | None, epochs: int | None, overrides: tuple[str, ...],
                   init_from: str | None, teacher: str | None, resume: bool, overwrite: bool,
-                  device: str | None, quiet: bool, log_items: tuple[tuple[str, Path], ...]
-                  ) -> None:
+                  device: str | None, devices: int | None, quiet: bool,
+                  log_items: tuple[tuple[str, Path], ...]) -> None:
     """Train PRESET (a shipped preset or a config file FILE.yaml) and record every epoch to a
     run file.
 
@@ -179,6 +182,7 @@ def train_command(preset: str | None, config_from: Path | None, out: Path | None
       closedloop train di-tanh-open --seeds 0-31 --out runs/ \\
           --teacher 'runs/di-tanh-closed-seed{seed}.h5'
       closedloop train di-tanh-closed --log tensorboard logs/   # tensorboard --logdir logs
+      closedloop train tracking-closed --devices 2   # each batch split over two cores
     """
     from closedloop.training.loggers import loggers_for
     from closedloop.training.sources import TrainingSource
@@ -187,6 +191,8 @@ def train_command(preset: str | None, config_from: Path | None, out: Path | None
     settings = list(overrides)
     if device is not None:
         settings.append(f"training.device={device}")
+    if devices is not None:
+        settings.append(f"training.devices={devices}")
     seeds = parse_seeds(seed_list) if seed_list is not None else [seed]
     source = TrainingSource.of(preset, config_from)
     jobs = [source.resolve(s, settings, epochs, init_from, teacher, resume) for s in seeds]

@@ -10,6 +10,7 @@ nothing): XLA's CPU threads, JAX's persistent compilation cache, and the allocat
   instead. Folder: ``$CLOSEDLOOP_JAX_CACHE`` (``off`` disables it), default
   ``~/.cache/closedloop/jax``.
 * **Allocator.** glibc keeps freed per-epoch buffers instead of returning them to the system.
+* **CPU devices.** JAX shows one CPU device per available core, for ``training.devices``.
 
 Example
 -------
@@ -125,14 +126,28 @@ def set_xla_threads(threads: int) -> None:
     os.environ["XLA_FLAGS"] = f"intra_op_parallelism_threads={threads}"
 
 
+def expose_cpu_devices(count: int | None = None) -> bool:
+    """Show JAX ``count`` CPU devices (default: one per available core), which
+    ``training.devices`` splits a batch over, if its backend has not started yet; returns
+    whether it applied. A program on one device is unchanged by the others."""
+    import jax
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        return False
+    jax.config.update("jax_num_cpu_devices", count or available_cores())
+    return True
+
+
 def configure_worker() -> None:
-    """The settings a process that trains needs (idempotent): the allocator and the
-    compilation cache."""
+    """The settings a process that trains needs (idempotent): the allocator, one CPU device
+    per core and the compilation cache."""
     global _configured
     if _configured:
         return
     _configured = True
     keep_freed_memory()
+    expose_cpu_devices()
     folder = cache_folder()
     if folder is None:
         return

@@ -99,6 +99,15 @@ def test_reproduces_authors_implementation(filename: str, preset: str,
     _check_golden(filename, preset, make_batch)
 
 
+@pytest.mark.parametrize(("filename", "preset", "make_batch"), CASES,
+                         ids=[c[1] for c in CASES])
+def test_reproduces_authors_implementation_split_over_two_devices(
+        filename: str, preset: str, make_batch: MakeBatch) -> None:
+    """The same numbers, to the same tolerances, with every batch split over two CPU devices
+    (``training.devices=2``: each computes half the episodes, the halves are summed)."""
+    _check_golden(filename, preset, make_batch, ("training.devices=2",))
+
+
 def _has_gpu() -> bool:
     try:
         return bool(jax.devices("gpu"))

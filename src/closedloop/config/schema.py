@@ -403,7 +403,12 @@ class TrainingConfig(_Strict):
     parameter perturbations of standard deviation ``es_std`` per update, costs replaced by
     their centred ranks with ``rank_shaping``; both feed the configured optimiser and
     clipping). ``device``: ``cpu``, ``gpu`` (``gpu:N`` for the N-th; ``cuda`` is the same)
-    or ``auto`` (JAX's default device: a GPU when there is one).
+    or ``auto`` (JAX's default device: a GPU when there is one). ``devices``: how many
+    devices of that platform one run's batch is split over (data parallelism: each computes
+    the loss and gradient of its part, the parts are summed, and every device takes the same
+    optimiser step); it must divide ``task.batch_size``. On a CPU the command line exposes
+    one device per core. A learning rule that compares a batch's episodes with each other
+    (``black_box``, ``es``, ``node_perturbation``) trains on one.
     """
 
     mode: str = Field("closed", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
@@ -422,6 +427,7 @@ class TrainingConfig(_Strict):
     input_noise_std: float = Field(1.0, ge=0, le=1e6)
     dtype: Literal["float32", "float64"] = "float32"
     device: str = Field("cpu", pattern=DEVICE_PATTERN)
+    devices: int = Field(1, ge=1, le=4096)
 
 
 GAIN_FIT_ON_TEST_SET = "test_set"

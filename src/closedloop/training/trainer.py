@@ -17,6 +17,10 @@ rules an estimate with the plant outside the gradient), clips and updates,
 evaluates the test loss, and returns the records; from a ``perturbation``'s epoch on all of it
 runs on the perturbed plant (one ``lax.cond``);
 the spectra are computed afterwards on the host, in float64 (:mod:`closedloop.training.loop`).
+With ``training.devices`` N > 1 the chunk runs on N devices at once (``shard_map``): each
+takes its 1/N of every training batch, the parts' losses and gradients are summed
+(:meth:`Program.estimate`), and every device takes the same step, so the state stays equal on
+all of them.
 Chunks start at multiples of the segment length, and batches depend only on the seed and the
 epoch, so a run resumed from any checkpoint computes exactly what the uninterrupted run does.
 
@@ -56,6 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from closedloop.analysis.coupling import operating_point_spectra, plant_jacobian_failure
 from closedloop.analysis.gains import (
@@ -77,6 +82,8 @@ from closedloop.training.rules import LearningRule, rule_for
 
 PyTree = Any
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+SHARD_AXIS = "batch"
+"""The name of the device axis a run's batch is split over (``training.devices``)."""
 
 VARYING = ("seed", "teacher", "init_from", "description", "training.lr", "training.clip_norm",
            "loss.control_cost", "agent.init", "agent.prescribed_overlap", "agent.overlaps",
@@ -216,10 +223,43 @@ def resolve_device(name: str) -> jax.Device:
     return devices[position]
 
 
+def data_parallel_devices(config: RunConfig, device: jax.Device, rule: LearningRule
+                          ) -> list[jax.Device]:
+    """The devices one run's batch is split over (``training.devices``, from ``device`` on,
+    of its platform): ``[device]`` alone for one, or for a rule that cannot split its batch
+    (with a warning).
+
+    Raises
+    ------
+    ConfigError
+        When the count does not divide ``task.batch_size`` or the platform has fewer devices.
+    """
+    count = config.training.devices
+    if count == 1:
+        return [device]
+    if not rule.splits_batch:
+        warnings.warn(f"training.mode '{config.training.mode}' compares a batch's episodes "
+                      f"with each other; it trains on one device, not {count}", stacklevel=3)
+        return [device]
+    if config.task.batch_size % count:
+        raise ConfigError(f"training.devices {count} does not divide task.batch_size "
+                          f"{config.task.batch_size}")
+    available = jax.devices(device.platform)
+    chosen = available[available.index(device):][:count]
+    if len(chosen) < count:
+        hint = (" (the command line exposes one CPU device per core; in Python, set "
+                "jax.config.update('jax_num_cpu_devices', N) before JAX starts)"
+                if device.platform == "cpu" else "")
+        raise ConfigError(f"training.devices {count} asked for, but JAX has {len(chosen)} "
+                          f"{device.platform} device(s) from {device} on{hint}")
+    return chosen
+
+
 @dataclass(frozen=True)
 class Program:
     """What the compiled code of a trainer depends on: the shape signature, the number of
-    members, how they are mapped, where they run, and the teacher's agent (which comes from
+    members, how they are mapped, where they run (``shards``: over how many devices each
+    batch is split; ``mesh``: those devices), and the teacher's agent (which comes from
     the teacher's run, not from the config). Programs compare by these alone, so trainers of
     equal shape share compiled code; the fields below them are derived from the config
     (``rule``: the learning rule ``training.mode`` names, :mod:`closedloop.training.rules`;
@@ -230,6 +270,7 @@ class Program:
     batching: str
     device: str
     teacher: Agent | None
+    shards: int = field(default=1, kw_only=True)
     config: RunConfig = field(compare=False)
     rule: LearningRule = field(compare=False)
     cost: Cost = field(compare=False)
@@ -237,6 +278,7 @@ class Program:
     agent: Agent = field(compare=False)
     optimizer: Optimizer = field(compare=False)
     perturbed: Plant | None = field(default=None, compare=False)
+    mesh: Mesh | None = field(default=None, compare=False)
 
     @property
     def dtype(self) -> Any:
@@ -248,6 +290,26 @@ class Program:
         """Epochs per compiled call (one recording segment)."""
         return self.config.recording.segment_epochs
 
+    @property
+    def batch_share(self) -> float:
+        """The fraction of a training batch one device computes (1 on a single device)."""
+        return 1.0 / self.shards
+
+    def on_devices(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        """``function`` run on every device of the run at once (``shard_map``: every argument
+        and result whole on each; inside, :meth:`estimate` splits the batch), or itself on
+        a single device."""
+        if self.mesh is None:
+            return function
+        return jax.shard_map(function, mesh=self.mesh, in_specs=PartitionSpec(),
+                             out_specs=PartitionSpec(), check_vma=False)
+
+    def shard(self, batch: Batch) -> Batch:
+        """This device's part of ``batch``: its ``1 / shards`` of the episodes, in order."""
+        size = self.config.task.batch_size // self.shards
+        start = lax.axis_index(SHARD_AXIS) * size
+        return jax.tree.map(lambda a: lax.dynamic_slice_in_dim(a, start, size, axis=0), batch)
+
     # -- per member: batches, losses, evaluation ---------------------------------------
 
     def draw_batch(self, key: jax.Array) -> Batch:
@@ -256,8 +318,28 @@ class Program:
         return self.rule.draw_batch(self, key)
 
     def loss(self, trainable: Params, constants: PyTree, batch: Batch) -> jax.Array:
-        """The learning rule's training loss of ``batch``."""
-        return self.rule.loss(self, trainable, constants, batch)
+        """The learning rule's training loss of ``batch`` (split over the devices: each
+        computes its part's, and the parts are summed)."""
+        if self.shards == 1:
+            return self.rule.loss(self, trainable, constants, batch)
+        return lax.psum(self.rule.loss(self, trainable, constants, self.shard(batch)),
+                        SHARD_AXIS)
+
+    def estimate(self, trainable: Params, constants: PyTree, batch: Batch
+                 ) -> tuple[jax.Array, Params]:
+        """(training loss, gradient) of ``batch`` by the learning rule; on several devices
+        each takes its part of the batch and the parts' losses and gradients are summed, so
+        every device holds the whole batch's."""
+        if self.shards == 1:
+            return self.rule.estimate(self, trainable, constants, batch)
+        part = self.rule.estimate(self, trainable, constants, self.shard(batch))
+        return lax.psum(part, SHARD_AXIS)
+
+    def gradient(self, trainable: Params, constants: PyTree, batch: Batch) -> Params:
+        """The gradient of :meth:`loss` over ``trainable``."""
+        if self.shards == 1:
+            return jax.grad(self.loss)(trainable, constants, batch)
+        return self.estimate(trainable, constants, batch)[1]
 
     def evaluate(self, params: Params, constants: PyTree) -> dict[str, jax.Array]:
         """Test loss and, for regulation, what the effective gains are fitted from: the test
@@ -302,7 +384,7 @@ class Program:
                ) -> tuple[PyTree, jax.Array, jax.Array, jax.Array]:
         """One step on ``batch``: (new state, loss before it, gradient norm before clipping,
         whether both were finite). A non-finite step leaves parameters and optimiser alone."""
-        loss, grads = self.rule.estimate(self, state["params"], constants, batch)
+        loss, grads = self.estimate(state["params"], constants, batch)
         norm = global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(norm)
         params, opt = self.optimizer.update(state["params"], state["opt"], grads, norm=norm,
@@ -395,8 +477,11 @@ def _select(condition: jax.Array, new: PyTree, old: PyTree) -> PyTree:
 @functools.partial(jax.jit, static_argnums=0)
 def _run_chunk(program: Program, state: PyTree, constants: PyTree, first: jax.Array,
                last: jax.Array) -> tuple[PyTree, dict[str, Any]]:
-    return program.over_members(lambda s, c: program.epochs(s, c, first, last), state,
-                                constants)
+    def chunk(s: PyTree, c: PyTree, f: jax.Array, la: jax.Array
+              ) -> tuple[PyTree, dict[str, Any]]:
+        return program.over_members(lambda sm, cm: program.epochs(sm, cm, f, la), s, c)
+
+    return program.on_devices(chunk)(state, constants, first, last)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -406,17 +491,20 @@ def _train_step(program: Program, state: PyTree, constants: PyTree, batch: Batch
         new, loss, norm, _ = program.update(s, c, b)
         return new, loss, norm
 
-    return program.over_members(one, state, constants, batch)
+    return program.on_devices(lambda s, c, b: program.over_members(one, s, c, b))(
+        state, constants, batch)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _losses(program: Program, trainable: Params, constants: PyTree, batch: Batch) -> jax.Array:
-    return program.over_members(program.loss, trainable, constants, batch)
+    return program.on_devices(lambda t, c, b: program.over_members(program.loss, t, c, b))(
+        trainable, constants, batch)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _gradients(program: Program, trainable: Params, constants: PyTree, batch: Batch) -> Params:
-    return program.over_members(jax.grad(program.loss), trainable, constants, batch)
+    return program.on_devices(lambda t, c, b: program.over_members(program.gradient, t, c, b))(
+        trainable, constants, batch)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -508,6 +596,9 @@ class Trainer:
         What is trained.
     program
         The static description compiled code is cached under.
+    devices, placement
+        The devices each batch is split over (one unless ``training.devices`` says more) and
+        where the state and constants live (whole on each of them).
     """
 
     def __init__(self, configs: RunConfig | Sequence[RunConfig],
@@ -544,11 +635,16 @@ class Trainer:
         self.teacher_sources = teachers
         self.teacher_agent = self._teacher_agent(teachers)
         self.dtype = DTYPES[config.training.dtype]
+        self.devices = data_parallel_devices(config, self.device, self.rule)
+        mesh = None if len(self.devices) == 1 else Mesh(np.asarray(self.devices), (SHARD_AXIS,))
+        self.placement: Any = self.device if mesh is None else NamedSharding(mesh,
+                                                                             PartitionSpec())
         self.program = Program(
             signature=program_signature(config), members=self.members,
             batching="map" if self.device.platform == "cpu" else "vmap",
-            device=str(self.device), config=config, rule=self.rule, cost=self.cost,
-            plant=self.plant, agent=self.agent, teacher=self.teacher_agent,
+            device=str(self.device), shards=len(self.devices), mesh=mesh, config=config,
+            rule=self.rule, cost=self.cost, plant=self.plant, agent=self.agent,
+            teacher=self.teacher_agent,
             optimizer=Optimizer(config.training.optimizer, config.training.clip_norm is not None),
             perturbed=self.perturbed_plant)
         self.snapshot_interval = config.recording.snapshot_interval(self.agent.size)
@@ -560,13 +656,13 @@ class Trainer:
         if not self.trainable_names and config.training.epochs > 0:
             raise ConfigError("agent.trainable: every parameter is frozen; nothing to train")
         with jax.default_device(self.device):
-            self.constants = jax.device_put(self._constants(params, teachers), self.device)
+            self.constants = jax.device_put(self._constants(params, teachers), self.placement)
             trainable = _stack([{n: p[n] for n in self.trainable_names} for p in params])
             self.state = jax.device_put({
                 "params": trainable,
                 "opt": jax.vmap(self.program.optimizer.init)(trainable),
                 "stopped": jnp.zeros(self.members, dtype=bool),
-                "diverged": jnp.full(self.members, -1, dtype=jnp.int32)}, self.device)
+                "diverged": jnp.full(self.members, -1, dtype=jnp.int32)}, self.placement)
 
     # -- construction -------------------------------------------------------------------
 
@@ -670,7 +766,7 @@ class Trainer:
         if batch.x0.ndim != 3 or batch.x0.shape[0] != self.members:
             raise ShapeError(f"a batch for {self.members} run(s) has a leading member axis "
                              f"(use Batch.stack); got x0 of shape {tuple(batch.x0.shape)}")
-        return batch
+        return jax.device_put(batch, self.placement)
 
     def loss(self, batch: Batch, params: Mapping[str, Any] | None = None) -> np.ndarray:
         """(M,) training losses on ``batch`` (stacked), for the current or the given
@@ -782,7 +878,7 @@ class Trainer:
             self.state = jax.device_put({
                 "params": _stack(params), "opt": _stack(opts),
                 "stopped": jnp.asarray([d >= 0 for d in diverged]),
-                "diverged": jnp.asarray(diverged, dtype=jnp.int32)}, self.device)
+                "diverged": jnp.asarray(diverged, dtype=jnp.int32)}, self.placement)
 
 
 def _check_shapes(configs: Sequence[RunConfig]) -> None:

@@ -141,6 +141,19 @@ def reduce(values: jax.Array, reduction: Reduction, axes: str = AXES) -> jax.Arr
     return values
 
 
+def batch_factor(operation: str, batch_share: float) -> float:
+    """What a term reduced over the batch by ``operation`` (``"mean"`` or ``"sum"``) is
+    multiplied by in the loss of a part of the batch that holds ``batch_share`` of it, so that
+    the parts' losses add up to the whole batch's.
+
+    Example
+    -------
+    >>> batch_factor("mean", 0.5), batch_factor("sum", 0.5)
+    (0.5, 1.0)
+    """
+    return batch_share if operation == "mean" else 1.0
+
+
 @dataclass(frozen=True)
 class Term:
     """One quantity a cost charges.
@@ -229,12 +242,19 @@ class Cost(ABC):
                           else control_cost)
 
     def episode_loss(self, traj: Trajectory, plant: Plant, reference: jax.Array | None = None,
-                     *, control_cost: Weight | None = None) -> jax.Array:
+                     *, control_cost: Weight | None = None, batch_share: float = 1.0
+                     ) -> jax.Array:
         """The training loss of ``traj``: the weighted terms, each reduced in its order, added,
         then reduced by :attr:`then`. Arrays may carry leading axes (..., batch, T, dims).
-        ``control_cost`` replaces the config's (an ensemble passes one weight per network)."""
+        ``control_cost`` replaces the config's (an ensemble passes one weight per network).
+
+        ``batch_share``: the fraction of the whole batch ``traj`` holds, when the batch is
+        split over devices. Every term is linear in its episodes, so the loss of the whole
+        batch is the sum over its parts of each part's loss with the terms that average over
+        the batch scaled by the part's share (a term that sums over the batch is not)."""
         terms = self._terms(plant, control_cost)
-        total = sum(term.weight * reduce(term.quantity(traj, plant, reference), term.reduction)
+        total = sum(batch_factor(term.operation("b", self.then), batch_share) * term.weight
+                    * reduce(term.quantity(traj, plant, reference), term.reduction)
                     for term in terms)
         reduced = "".join(letters for _, letters in terms[0].reduction)
         return reduce(total, self.then, "".join(a for a in AXES if a not in reduced))

@@ -19,8 +19,11 @@ from closedloop.core.rollout import Trajectory
 from closedloop.errors import ShapeError
 
 
-def imitation_cost(traj: Trajectory) -> jax.Array:
-    """sum_t mean_batch |u_student,t - u_teacher,t|^2 (no control cost)."""
+def imitation_cost(traj: Trajectory, batch_share: float = 1.0) -> jax.Array:
+    """sum_t mean_batch |u_student,t - u_teacher,t|^2 (no control cost); times
+    ``batch_share`` for a part of a batch split over devices (the parts then add up to the
+    whole batch's cost)."""
     if traj.teacher_controls is None:
         raise ShapeError("the imitation cost needs a teacher")
-    return ((traj.controls - traj.teacher_controls) ** 2).sum(axis=-1).mean(axis=-2).sum(axis=-1)
+    cost = ((traj.controls - traj.teacher_controls) ** 2).sum(axis=-1).mean(axis=-2).sum(axis=-1)
+    return cost if batch_share == 1.0 else batch_share * cost

@@ -83,6 +83,13 @@ class LearningRule(ABC):
         than differentiated.
     check(config, agent, teacher)
         Refuse settings the rule cannot train, with a :class:`~closedloop.errors.ConfigError`.
+    splits_batch
+        True for a rule whose loss adds up over its batch's episodes, so that a run can split
+        the batch over several devices (``training.devices``): each device computes the
+        loss and gradient of its part, with the terms that average over the batch scaled by
+        ``program.batch_share`` (pass it to ``Cost.episode_loss``), and the parts are
+        summed. A rule that compares episodes with each other (a batch-mean baseline, ranks)
+        leaves it False and trains on one device.
 
     Attributes
     ----------
@@ -100,6 +107,7 @@ class LearningRule(ABC):
     description: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = False
     differentiates_plant: ClassVar[bool] = True
+    splits_batch: ClassVar[bool] = False
 
     @abstractmethod
     def loss(self, program: Program, trainable: Params, constants: PyTree, batch: Batch

@@ -31,6 +31,7 @@ class ClosedLoop(LearningRule):
     episodes; its gradient flows through the plant."""
 
     description: ClassVar[str] = "closed loop"
+    splits_batch: ClassVar[bool] = True
 
     def loss(self, program: Program, trainable: Params, constants: Any, batch: Batch
              ) -> jax.Array:
@@ -39,4 +40,5 @@ class ClosedLoop(LearningRule):
         traj = self.episode(closed_loop(program.plant, program.agent,
                                         self.parameters(trainable, constants)), batch)
         return program.cost.episode_loss(traj, program.plant, batch.reference,
-                                         control_cost=constants["control_cost"])
+                                         control_cost=constants["control_cost"],
+                                         batch_share=program.batch_share)

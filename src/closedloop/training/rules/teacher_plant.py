@@ -33,6 +33,7 @@ class TeacherDrivenImitation(LearningRule):
     teacher drives."""
 
     description: ClassVar[str] = "open loop, on the teacher's plant"
+    splits_batch: ClassVar[bool] = True
     needs_teacher: ClassVar[bool] = True
     differentiates_plant: ClassVar[bool] = False
 
@@ -43,4 +44,4 @@ class TeacherDrivenImitation(LearningRule):
                               self.parameters(trainable, constants), program.teacher,
                               constants["teacher"])
         traj = self.episode(step, batch)
-        return imitation_cost(traj)
+        return imitation_cost(traj, program.batch_share)

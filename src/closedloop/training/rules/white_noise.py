@@ -34,6 +34,7 @@ class WhiteNoiseImitation(LearningRule):
     deviation ``training.input_noise_std``; the loss is the imitation cost."""
 
     description: ClassVar[str] = "open loop, on white noise"
+    splits_batch: ClassVar[bool] = True
     needs_teacher: ClassVar[bool] = True
     differentiates_plant: ClassVar[bool] = False
 
@@ -49,7 +50,7 @@ class WhiteNoiseImitation(LearningRule):
         traj = open_loop_rollout(program.agent, self.parameters(trainable, constants),
                                  batch.inputs, steps=self.config.task.steps,
                                  teacher=program.teacher, teacher_params=constants["teacher"])
-        return imitation_cost(traj)
+        return imitation_cost(traj, program.batch_share)
 
     def check(self, config: RunConfig, agent: Agent, teacher: Agent | None) -> None:
         """A static gain (student or teacher) reads the plant state, which white noise
