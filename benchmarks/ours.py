@@ -10,6 +10,9 @@ one so that compile times are real), measures one thing and prints one JSON obje
 * ``tracking --epochs E``: ``closedloop.training.train`` on ``tracking-closed`` with all its
   recording, run twice in the process: the second run per epoch (the compiled program
   found), and compile = first - second;
+* ``devices [PRESET] --counts 1,2 --epochs E [--set KEY=VALUE ...]``: a ``PRESET`` epoch
+  with each training batch split over each count of devices (``training.devices``), timed
+  as ``tracking``, and the compiled training alone;
 * ``ensemble --members 1,8,32 --epochs E [--device gpu] [--set KEY=VALUE ...] [--rows FILE]``:
   ``train_ensemble`` of M members (seeds 0..M-1 of ``di-tanh-closed``, ``training.device``
   set as ``--set`` would), timed as ``tracking``, per network and epoch with recording, and
@@ -124,6 +127,24 @@ def tracking(epochs: int) -> dict[str, Any]:
     first, second = _train_twice([config])
     return {"preset": "tracking-closed", "epochs": epochs, "first_run_s": first,
             "run_s": second, "epoch_s": second / epochs, "compile_s": max(first - second, 0.0)}
+
+
+def devices(preset: str, counts: Sequence[int], epochs: int, overrides: Sequence[str] = ()
+            ) -> dict[str, Any]:
+    """Per epoch of ``preset`` (with ``overrides``), each batch split over each of ``counts``
+    devices: ``train`` with recording (run twice, the second timed) and the compiled
+    training alone."""
+    from closedloop.config import load_preset
+    from closedloop.training import Trainer
+
+    rows = []
+    for count in counts:
+        config = load_preset(preset, [*overrides, f"training.devices={count}"], epochs=epochs)
+        first, second = _train_twice([config])
+        compiled = _compiled_epoch(Trainer(config))
+        rows.append({"devices": count, "epoch_s": second / epochs, "compiled_epoch_s": compiled,
+                     "compile_s": max(first - second, 0.0)})
+    return {"preset": preset, "epochs": epochs, "overrides": list(overrides), "rows": rows}
 
 
 def ensemble(members: Sequence[int], epochs: int, device: str,
@@ -249,6 +270,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     command.add_argument("preset", nargs="?", default="di-tanh-closed")
     command = commands.add_parser("tracking")
     command.add_argument("--epochs", type=int, default=200)
+    command = commands.add_parser("devices")
+    command.add_argument("preset", nargs="?", default="tracking-closed")
+    command.add_argument("--counts", type=_members, default=[1, 2])
+    command.add_argument("--epochs", type=int, default=100)
+    command.add_argument("--set", dest="overrides", action="append", default=[],
+                         metavar="KEY=VALUE", help="a config override, as closedloop train's")
     command = commands.add_parser("ensemble")
     command.add_argument("--members", type=_members, default=[1, 8, 32])
     command.add_argument("--epochs", type=int, default=40)
@@ -268,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         result = profile(args.preset)
     elif args.command == "tracking":
         result = tracking(args.epochs)
+    elif args.command == "devices":
+        result = devices(args.preset, args.counts, args.epochs, args.overrides)
     elif args.command == "ensemble":
         result = ensemble(args.members, args.epochs, args.device, overrides=args.overrides,
                           rows_file=args.rows)

@@ -17,6 +17,10 @@ round by round and the medians are reported:
   recording, compile excluded (``train`` of 100 epochs, run twice in one process: the second
   run per epoch), against the baseline's steady tracking epoch (after its first update), alone
   and with its analysis per snapshot. Target: <= 45 ms. Also its compile time.
+* ``devices``: one run's batch split over every core (``training.devices``, the largest count
+  up to the cores that divides the batch) against the same run on one device, for
+  ``tracking-closed`` (T = 300) and ``di-tanh-closed`` (T = 50): the epoch with recording
+  (as ``tracking``) and the compiled training alone. The baseline column is one device.
 * ``ensemble``: ``train_ensemble`` of M members (CPU: 1, 8, 32), per network and epoch, against
   the baseline's epoch and the single run (``gpu.sh`` measures 1, 32, 256, 1024 on a GPU).
 * ``memory``: resident-memory growth while recording 1000 epochs of an N = 1000 network: the
@@ -47,7 +51,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHMARKS = ("one-network", "tracking", "ensemble", "memory")
+BENCHMARKS = ("one-network", "tracking", "devices", "ensemble", "memory")
+DEVICE_PRESETS = ("tracking-closed", "di-tanh-closed")   # devices: T = 300 and T = 50
 NEEDS_TORCH = {"one-network", "tracking", "ensemble"}
 TRAIN_TARGET, TRAIN_AIM = 3.0, 4.0       # one-network: speed-up over the baseline's training
 TRACKING_TARGET_S = 0.045                # tracking: seconds per epoch with recording
@@ -228,6 +233,30 @@ class Runner:
             Row("tracking", "compile: tracking-closed (first run - second run in-process)", "s",
                 None, statistics.median(r["compile_s"] for r in ours)),
         ]
+
+    def devices(self) -> list[Row]:
+        from closedloop.runtime import available_cores
+
+        batch = 100                     # task.batch_size of both presets
+        count = max(d for d in range(1, available_cores() + 1) if batch % d == 0)
+        if count == 1:
+            self.progress("devices: one core, nothing to split over")
+            return []
+        rows = []
+        for preset in DEVICE_PRESETS:
+            results = []
+            for index in range(self.sizes.rounds):
+                self.progress(f"devices: {preset}, round {index + 1}/{self.sizes.rounds}")
+                results.append(self.ours("devices", preset, "--counts", f"1,{count}",
+                                         "--epochs", str(self.sizes.tracking_epochs)))
+            for key, what in (("epoch_s", "epoch with recording"),
+                              ("compiled_epoch_s", "compiled epoch alone")):
+                one, split = (statistics.median(r["rows"][i][key] for r in results)
+                              for i in (0, 1))
+                rows.append(Row("devices", f"{preset}: {what} on {count} devices (batch split) "
+                                "vs 1 device", "ms", 1e3 * one, 1e3 * split, None, None,
+                                {"devices": count, "scaling": one / split}))
+        return rows
 
     def ensemble(self) -> list[Row]:
         sizes = self.sizes

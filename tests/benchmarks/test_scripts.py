@@ -52,6 +52,19 @@ def test_ensemble_dry_run_on_cpu(tmp_path: Path) -> None:
     assert len(text.splitlines()) == 2 + 2
 
 
+@pytest.mark.skipif(available_cores() < 2, reason="one core: no second CPU device")
+def test_devices_benchmark_splits_the_batch() -> None:
+    """``devices --counts 1,2`` (small shapes): one row per device count, each run file
+    written by a trainer on that many devices, the compiled epoch measured."""
+    overrides = [arg for item in SMALL for arg in ("--set", item)]
+    done = _python("benchmarks/ours.py", "--cache", "off", "devices", "di-tanh-closed",
+                   "--counts", "1,2", "--epochs", "4", *overrides)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert [row["devices"] for row in result["rows"]] == [1, 2]
+    assert all(row["epoch_s"] > 0 and row["compiled_epoch_s"] > 0 for row in result["rows"])
+
+
 def test_bench_command_runs_the_memory_benchmark() -> None:
     """``closedloop bench --quick --only memory --json``: one row, the verdict from the
     measured growth, the ratio baseline / closedloop."""
