@@ -10,7 +10,8 @@ nothing): XLA's CPU threads, JAX's persistent compilation cache, and the allocat
   instead. Folder: ``$CLOSEDLOOP_JAX_CACHE`` (``off`` disables it), default
   ``~/.cache/closedloop/jax``.
 * **Allocator.** glibc keeps freed per-epoch buffers instead of returning them to the system.
-* **CPU devices.** JAX shows one CPU device per available core, for ``training.devices``.
+* **CPU devices.** JAX shows one CPU device per available core, for ``training.devices``,
+  and a spare one for the host's spectra of a run split over several.
 
 Example
 -------
@@ -127,15 +128,16 @@ def set_xla_threads(threads: int) -> None:
 
 
 def expose_cpu_devices(count: int | None = None) -> bool:
-    """Show JAX ``count`` CPU devices (default: one per available core), which
-    ``training.devices`` splits a batch over, if its backend has not started yet; returns
-    whether it applied. A program on one device is unchanged by the others."""
+    """Show JAX ``count`` CPU devices (default: one per available core, which
+    ``training.devices`` splits a batch over, and one more, where a run on several devices
+    computes its recorded spectra), if its backend has not started yet; returns whether it
+    applied. A program on one device is unchanged by the others."""
     import jax
     from jax._src import xla_bridge
 
     if xla_bridge.backends_are_initialized():
         return False
-    jax.config.update("jax_num_cpu_devices", count or available_cores())
+    jax.config.update("jax_num_cpu_devices", count or available_cores() + 1)
     return True
 
 
