@@ -310,6 +310,14 @@ class Program:
         start = lax.axis_index(SHARD_AXIS) * size
         return jax.tree.map(lambda a: lax.dynamic_slice_in_dim(a, start, size, axis=0), batch)
 
+    def summed_over_shards(self, function: Callable[..., Any], trainable: Params,
+                           constants: PyTree, batch: Batch) -> Any:
+        """``function(self, trainable, constants, batch)``, or on several devices the sum
+        over them of its value on each device's part of ``batch``."""
+        if self.shards == 1:
+            return function(self, trainable, constants, batch)
+        return lax.psum(function(self, trainable, constants, self.shard(batch)), SHARD_AXIS)
+
     # -- per member: batches, losses, evaluation ---------------------------------------
 
     def draw_batch(self, key: jax.Array) -> Batch:
@@ -320,20 +328,14 @@ class Program:
     def loss(self, trainable: Params, constants: PyTree, batch: Batch) -> jax.Array:
         """The learning rule's training loss of ``batch`` (split over the devices: each
         computes its part's, and the parts are summed)."""
-        if self.shards == 1:
-            return self.rule.loss(self, trainable, constants, batch)
-        return lax.psum(self.rule.loss(self, trainable, constants, self.shard(batch)),
-                        SHARD_AXIS)
+        return self.summed_over_shards(self.rule.loss, trainable, constants, batch)
 
     def estimate(self, trainable: Params, constants: PyTree, batch: Batch
                  ) -> tuple[jax.Array, Params]:
         """(training loss, gradient) of ``batch`` by the learning rule; on several devices
         each takes its part of the batch and the parts' losses and gradients are summed, so
         every device holds the whole batch's."""
-        if self.shards == 1:
-            return self.rule.estimate(self, trainable, constants, batch)
-        part = self.rule.estimate(self, trainable, constants, self.shard(batch))
-        return lax.psum(part, SHARD_AXIS)
+        return self.summed_over_shards(self.rule.estimate, trainable, constants, batch)
 
     def gradient(self, trainable: Params, constants: PyTree, batch: Batch) -> Params:
         """The gradient of :meth:`loss` over ``trainable``."""
