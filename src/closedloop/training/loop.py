@@ -255,17 +255,19 @@ def recorded_spectra(trainer: Trainer, params: Mapping[str, np.ndarray], epochs:
     return merged
 
 
-def _spectra_on_spare(trainer: Trainer, params: Mapping[str, np.ndarray], epochs: np.ndarray,
-                      *, threads: int | None) -> dict[str, np.ndarray]:
-    """:func:`recorded_spectra`, its small JAX programs on a CPU device the run does not
-    train on when it trains on several: queued on a training device behind a chunk whose
-    part waits in the all-reduce, such a program held the second part's thread and XLA
-    aborted the stuck rendezvous (seen on 2 cores)."""
+def spectra_device(trainer: Trainer) -> jax.Device | None:
+    """Where the recorded spectra's small JAX programs run: a CPU device the run does not
+    train on when it trains on several (queued on a training device behind a chunk whose part
+    waits in the all-reduce, such a program held the other part's thread and XLA aborted the
+    stuck rendezvous, seen on 2 cores); None (JAX's default) otherwise."""
     spare = [d for d in jax.devices("cpu") if d not in trainer.devices]
-    if len(trainer.devices) > 1 and spare:
-        with jax.default_device(spare[-1]):
-            return recorded_spectra(trainer, params, epochs, threads=threads)
-    return recorded_spectra(trainer, params, epochs, threads=threads)
+    return spare[-1] if len(trainer.devices) > 1 and spare else None
+
+
+def _spectra_on(device: jax.Device | None, trainer: Trainer, params: Mapping[str, np.ndarray],
+                epochs: np.ndarray, *, threads: int | None) -> dict[str, np.ndarray]:
+    with jax.default_device(device):
+        return recorded_spectra(trainer, params, epochs, threads=threads)
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,7 @@ class _Recorder:
         # CPU trains, all of them when an accelerator does
         cores = available_cores()
         self.spectra_threads = cores if trainer.device.platform != "cpu" else max(1, cores - 1)
+        self.spectra_device = spectra_device(trainer)
         self.in_flight: tuple[int, Any, Any] | None = None   # dispatched, not yet fetched
         self.fetched: _FetchedChunk | None = None            # fetched, not yet written
 
@@ -344,7 +347,8 @@ class _Recorder:
         selected = {k: v[rows[:, 0], rows[:, 1]] for k, v in params.items()}
         future: Future[dict[str, np.ndarray]] | None = None
         if len(rows):
-            future = spectra.submit(_spectra_on_spare, trainer, selected, epochs[rows[:, 1]],
+            future = spectra.submit(_spectra_on, self.spectra_device, trainer, selected,
+                                    epochs[rows[:, 1]],
                                     threads=self.spectra_threads)
         gains = None
         if ("gain_fit_xtx" in records or "test_states" in records) and len(rows):
