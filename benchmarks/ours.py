@@ -129,22 +129,25 @@ def tracking(epochs: int) -> dict[str, Any]:
             "run_s": second, "epoch_s": second / epochs, "compile_s": max(first - second, 0.0)}
 
 
-def devices(preset: str, counts: Sequence[int], epochs: int, overrides: Sequence[str] = ()
-            ) -> dict[str, Any]:
-    """Per epoch of ``preset`` (with ``overrides``), each batch split over each of ``counts``
+def devices(preset: str, counts: Sequence[int], epochs: int, overrides: Sequence[str] = (),
+            members: int = 1) -> dict[str, Any]:
+    """Per epoch of ``preset`` (with ``overrides``; ``members`` seeds trained together, spread
+    by members where a count divides them, else each batch split) on each of ``counts``
     devices: ``train`` with recording (run twice, the second timed) and the compiled
-    training alone."""
+    training alone, both for all members together."""
     from closedloop.config import load_preset
     from closedloop.training import Trainer
 
     rows = []
     for count in counts:
-        config = load_preset(preset, [*overrides, f"training.devices={count}"], epochs=epochs)
-        first, second = _train_twice([config])
-        compiled = _compiled_epoch(Trainer(config))
+        configs = [load_preset(preset, [*overrides, f"training.devices={count}"], seed=seed,
+                               epochs=epochs) for seed in range(members)]
+        first, second = _train_twice(configs)
+        compiled = _compiled_epoch(Trainer(configs))
         rows.append({"devices": count, "epoch_s": second / epochs, "compiled_epoch_s": compiled,
                      "compile_s": max(first - second, 0.0)})
-    return {"preset": preset, "epochs": epochs, "overrides": list(overrides), "rows": rows}
+    return {"preset": preset, "epochs": epochs, "members": members,
+            "overrides": list(overrides), "rows": rows}
 
 
 def ensemble(members: Sequence[int], epochs: int, device: str,
@@ -274,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     command.add_argument("preset", nargs="?", default="tracking-closed")
     command.add_argument("--counts", type=_members, default=[1, 2])
     command.add_argument("--epochs", type=int, default=100)
+    command.add_argument("--members", type=int, default=1,
+                         help="seeds trained together (spread by members over the devices)")
     command.add_argument("--set", dest="overrides", action="append", default=[],
                          metavar="KEY=VALUE", help="a config override, as closedloop train's")
     command = commands.add_parser("ensemble")
@@ -296,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "tracking":
         result = tracking(args.epochs)
     elif args.command == "devices":
-        result = devices(args.preset, args.counts, args.epochs, args.overrides)
+        result = devices(args.preset, args.counts, args.epochs, args.overrides, args.members)
     elif args.command == "ensemble":
         result = ensemble(args.members, args.epochs, args.device, overrides=args.overrides,
                           rows_file=args.rows)

@@ -19,8 +19,9 @@ round by round and the medians are reported:
   and with its analysis per snapshot. Target: <= 45 ms. Also its compile time.
 * ``devices``: one run's batch split over every core (``training.devices``, the largest count
   up to the cores that divides the batch) against the same run on one device, for
-  ``tracking-closed`` (T = 300) and ``di-tanh-closed`` (T = 50): the epoch with recording
-  (as ``tracking``) and the compiled training alone. The baseline column is one device.
+  ``tracking-closed`` (T = 300) and ``di-tanh-closed`` (T = 50), and an ensemble of as many
+  ``tracking-closed`` seeds as devices spread by members: the epoch with recording (as
+  ``tracking``) and the compiled training alone. The baseline column is one device.
 * ``ensemble``: ``train_ensemble`` of M members (CPU: 1, 8, 32), per network and epoch, against
   the baseline's epoch and the single run (``gpu.sh`` measures 1, 32, 256, 1024 on a GPU).
 * ``memory``: resident-memory growth while recording 1000 epochs of an N = 1000 network: the
@@ -52,7 +53,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BENCHMARKS = ("one-network", "tracking", "devices", "ensemble", "memory")
-DEVICE_PRESETS = ("tracking-closed", "di-tanh-closed")   # devices: T = 300 and T = 50
+DEVICE_CASES = (("tracking-closed", False), ("di-tanh-closed", False),   # T = 300 and T = 50
+                ("tracking-closed", True))    # devices: (preset, one seed per device)
 NEEDS_TORCH = {"one-network", "tracking", "ensemble"}
 TRAIN_TARGET, TRAIN_AIM = 3.0, 4.0       # one-network: speed-up over the baseline's training
 TRACKING_TARGET_S = 0.045                # tracking: seconds per epoch with recording
@@ -235,27 +237,34 @@ class Runner:
         ]
 
     def devices(self) -> list[Row]:
+        from closedloop.config import load_preset
         from closedloop.runtime import available_cores
 
-        batch = 100                     # task.batch_size of both presets
-        count = max(d for d in range(1, available_cores() + 1) if batch % d == 0)
-        if count == 1:
-            self.progress("devices: one core, nothing to split over")
-            return []
         rows = []
-        for preset in DEVICE_PRESETS:
+        for preset, spread in DEVICE_CASES:
+            batch = load_preset(preset).task.batch_size
+            count = available_cores() if spread else max(
+                d for d in range(1, available_cores() + 1) if batch % d == 0)
+            if count == 1:
+                self.progress(f"devices: {preset}, one core, nothing to split over")
+                continue
+            members = count if spread else 1
+            how = f"{members} seeds spread by members" if spread else "batch split"
             results = []
             for index in range(self.sizes.rounds):
-                self.progress(f"devices: {preset}, round {index + 1}/{self.sizes.rounds}")
+                self.progress(f"devices: {preset} ({how}), round {index + 1}/"
+                              f"{self.sizes.rounds}")
                 results.append(self.ours("devices", preset, "--counts", f"1,{count}",
+                                         "--members", str(members),
                                          "--epochs", str(self.sizes.tracking_epochs)))
             for key, what in (("epoch_s", "epoch with recording"),
                               ("compiled_epoch_s", "compiled epoch alone")):
                 one, split = (statistics.median(r["rows"][i][key] for r in results)
                               for i in (0, 1))
-                rows.append(Row("devices", f"{preset}: {what} on {count} devices (batch split) "
+                rows.append(Row("devices", f"{preset}: {what} on {count} devices ({how}) "
                                 "vs 1 device", "ms", 1e3 * one, 1e3 * split, None, None,
-                                {"devices": count, "scaling": one / split}))
+                                {"devices": count, "members": members,
+                                 "scaling": one / split}))
         return rows
 
     def ensemble(self) -> list[Row]:

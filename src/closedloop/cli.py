@@ -157,8 +157,9 @@ def _log_specs(items: tuple[tuple[str, Path], ...]) -> list[LogSpec]:
 @click.option("--device", default=None,
               help="cpu (default), gpu (gpu:N for the N-th) or auto (JAX's default device).")
 @click.option("--devices", type=click.IntRange(1, 4096), default=None,
-              help="Split every batch over N devices of --device's kind (data parallel; on a "
-                   "CPU, one per core); N must divide task.batch_size.")
+              help="Train on N devices of --device's kind (on a CPU, one per core): "
+                   "--seeds whose number N divides are shared out between them, otherwise "
+                   "every batch is split (N must divide task.batch_size).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @log_option
 def train_command(preset: str | None, config_from: Path | None, out: Path | None,

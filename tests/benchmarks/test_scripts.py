@@ -53,14 +53,15 @@ def test_ensemble_dry_run_on_cpu(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(available_cores() < 2, reason="one core: no second CPU device")
-def test_devices_benchmark_splits_the_batch() -> None:
-    """``devices --counts 1,2`` (small shapes): one row per device count, each run file
-    written by a trainer on that many devices, the compiled epoch measured."""
+def test_devices_benchmark_spreads_an_ensemble() -> None:
+    """``devices --counts 1,2 --members 2`` (small shapes): one row per device count, two
+    run files written by a trainer on that many devices, the compiled epoch measured."""
     overrides = [arg for item in SMALL for arg in ("--set", item)]
     done = _python("benchmarks/ours.py", "--cache", "off", "devices", "di-tanh-closed",
-                   "--counts", "1,2", "--epochs", "4", *overrides)
+                   "--counts", "1,2", "--members", "2", "--epochs", "4", *overrides)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
+    assert result["members"] == 2
     assert [row["devices"] for row in result["rows"]] == [1, 2]
     assert all(row["epoch_s"] > 0 and row["compiled_epoch_s"] > 0 for row in result["rows"])
 

@@ -15,7 +15,7 @@ import pytest
 
 from closedloop.errors import ConfigError
 from closedloop.runs.store import Teacher, load_run
-from closedloop.training import Trainer, train
+from closedloop.training import Trainer, train, train_ensemble
 from tests.conftest import TINY_FLOAT64, small_config
 from tests.core.test_rollout import Setup, numpy_rollout
 from tests.training.test_training import _Stop, _stop_at, assert_same_run
@@ -111,3 +111,35 @@ def test_refusals_are_clear() -> None:
         trainer = Trainer(small_config(extra=("training.mode=black_box",
                                               "training.devices=2")))
     assert trainer.program.shards == 1
+
+
+def test_an_ensemble_spread_by_members_computes_what_one_device_does(tmp_path: Path) -> None:
+    """Two members on two devices: each device trains one member whole, so every member's
+    record equals the one-device ensemble's bit for bit (nothing is summed across devices),
+    resumed or not; and a black-box rule, whose batch cannot be split, spreads its members
+    too."""
+    configs = [small_config(epochs=11, seed=seed, extra=("training.devices=2",))
+               for seed in (0, 1)]
+    spread = Trainer(configs)
+    assert spread.program.spread_members and spread.program.shards == 1
+    assert {d for shard in spread.params["W"].addressable_shards
+            for d in shard.data.devices()} == set(spread.devices)
+    train_ensemble(configs, [tmp_path / "a0.h5", tmp_path / "a1.h5"])
+    with pytest.raises(_Stop):
+        train_ensemble(configs, [tmp_path / "c0.h5", tmp_path / "c1.h5"],
+                       progress=lambda member, record: _stop_at(7)(record))
+    train_ensemble(configs, [tmp_path / "c0.h5", tmp_path / "c1.h5"], resume=True)
+    one = [small_config(epochs=11, seed=seed) for seed in (0, 1)]
+    train_ensemble(one, [tmp_path / "o0.h5", tmp_path / "o1.h5"])
+    for member in ("0", "1"):
+        assert_same_run(tmp_path / f"a{member}.h5", tmp_path / f"c{member}.h5")
+        spread_run, one_run = (load_run(tmp_path / f"{k}{member}.h5") for k in "ao")
+        for name in ("train_loss", "test_loss"):
+            np.testing.assert_array_equal(spread_run.metrics[name], one_run.metrics[name])
+        np.testing.assert_array_equal(spread_run.parameters(11)["W"],
+                                      one_run.parameters(11)["W"])
+
+    black_box = Trainer([small_config(seed=seed, extra=("training.mode=black_box",
+                                                        "training.devices=2"))
+                         for seed in (0, 1)])
+    assert black_box.program.spread_members and len(black_box.devices) == 2

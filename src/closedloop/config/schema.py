@@ -404,11 +404,14 @@ class TrainingConfig(_Strict):
     their centred ranks with ``rank_shaping``; both feed the configured optimiser and
     clipping). ``device``: ``cpu``, ``gpu`` (``gpu:N`` for the N-th; ``cuda`` is the same)
     or ``auto`` (JAX's default device: a GPU when there is one). ``devices``: how many
-    devices of that platform one run's batch is split over (data parallelism: each computes
-    the loss and gradient of its part, the parts are summed, and every device takes the same
-    optimiser step); it must divide ``task.batch_size``. On a CPU the command line exposes
-    one device per core. A learning rule that compares a batch's episodes with each other
-    (``black_box``, ``es``, ``node_perturbation``) trains on one.
+    devices of that platform the training uses. Runs trained together (``--seeds``) whose
+    number it divides are spread by members (each device trains its share of them, each as
+    on one device); otherwise one run's batch is split over them (data parallelism: each
+    computes the loss and gradient of its part, the parts are summed, and every device takes
+    the same optimiser step), and it must divide ``task.batch_size``. On a CPU the command
+    line exposes one device per core. A learning rule that compares a batch's episodes with
+    each other (``black_box``, ``es``, ``node_perturbation``) does not split its batch: a
+    single run of it trains on one device.
     """
 
     mode: str = Field("closed", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")

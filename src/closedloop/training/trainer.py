@@ -17,10 +17,12 @@ rules an estimate with the plant outside the gradient), clips and updates,
 evaluates the test loss, and returns the records; from a ``perturbation``'s epoch on all of it
 runs on the perturbed plant (one ``lax.cond``);
 the spectra are computed afterwards on the host, in float64 (:mod:`closedloop.training.loop`).
-With ``training.devices`` N > 1 the chunk runs on N devices at once (``shard_map``): each
-takes its 1/N of every training batch, the parts' losses and gradients are summed
-(:meth:`Program.estimate`), and every device takes the same step, so the state stays equal on
-all of them.
+With ``training.devices`` N > 1 the chunk runs on N devices at once (``shard_map``). An
+ensemble whose member count N divides is spread by members: each device trains its M / N
+members whole, nothing passes between the devices, and every member computes what it does on
+one device. Otherwise each device takes its 1/N of every training batch, the parts' losses and
+gradients are summed (:meth:`Program.estimate`), and every device takes the same step, so the
+state stays equal on all of them.
 Chunks start at multiples of the segment length, and batches depend only on the seed and the
 epoch, so a run resumed from any checkpoint computes exactly what the uninterrupted run does.
 
@@ -223,20 +225,40 @@ def resolve_device(name: str) -> jax.Device:
     return devices[position]
 
 
-def data_parallel_devices(config: RunConfig, device: jax.Device, rule: LearningRule
-                          ) -> list[jax.Device]:
-    """The devices one run's batch is split over (``training.devices``, from ``device`` on,
-    of its platform): ``[device]`` alone for one, or for a rule that cannot split its batch
-    (with a warning).
+def spreads_members(config: RunConfig, members: int) -> bool:
+    """Whether ``members`` runs of ``config`` on ``training.devices`` devices are spread by
+    members (each device trains its share of the members whole) rather than by splitting
+    every batch: when there are several members and the device count divides their number.
+
+    Example
+    -------
+    >>> from closedloop.config import load_preset
+    >>> config = load_preset("di-tanh-closed", ["training.devices=2"])
+    >>> spreads_members(config, 4), spreads_members(config, 3), spreads_members(config, 1)
+    (True, False, False)
+    """
+    count = config.training.devices
+    return count > 1 and members > 1 and members % count == 0
+
+
+def data_parallel_devices(config: RunConfig, device: jax.Device, rule: LearningRule,
+                          members: int = 1) -> list[jax.Device]:
+    """The devices ``members`` runs of ``config`` train on (``training.devices``, from
+    ``device`` on, of its platform): ``[device]`` alone for one, or when the batch would be
+    split (:func:`spreads_members` false) by a rule that cannot split its batch (with a
+    warning).
 
     Raises
     ------
     ConfigError
-        When the count does not divide ``task.batch_size`` or the platform has fewer devices.
+        When the batch is to be split and the count does not divide ``task.batch_size``, or
+        the platform has fewer devices.
     """
     count = config.training.devices
     if count == 1:
         return [device]
+    if spreads_members(config, members):
+        return _first_devices(device, count)
     if not rule.splits_batch:
         warnings.warn(f"training.mode '{config.training.mode}' compares a batch's episodes "
                       f"with each other; it trains on one device, not {count}", stacklevel=3)
@@ -244,6 +266,11 @@ def data_parallel_devices(config: RunConfig, device: jax.Device, rule: LearningR
     if config.task.batch_size % count:
         raise ConfigError(f"training.devices {count} does not divide task.batch_size "
                           f"{config.task.batch_size}")
+    return _first_devices(device, count)
+
+
+def _first_devices(device: jax.Device, count: int) -> list[jax.Device]:
+    """``count`` devices of ``device``'s platform from ``device`` on."""
     available = jax.devices(device.platform)
     chosen = available[available.index(device):][:count]
     if len(chosen) < count:
@@ -258,8 +285,9 @@ def data_parallel_devices(config: RunConfig, device: jax.Device, rule: LearningR
 @dataclass(frozen=True)
 class Program:
     """What the compiled code of a trainer depends on: the shape signature, the number of
-    members, how they are mapped, where they run (``shards``: over how many devices each
-    batch is split; ``mesh``: those devices), and the teacher's agent (which comes from
+    members, how they are mapped, where they run (``mesh``: the devices; ``shards``: over how
+    many of them each batch is split; ``spread_members``: the members shared out between
+    them instead), and the teacher's agent (which comes from
     the teacher's run, not from the config). Programs compare by these alone, so trainers of
     equal shape share compiled code; the fields below them are derived from the config
     (``rule``: the learning rule ``training.mode`` names, :mod:`closedloop.training.rules`;
@@ -271,6 +299,7 @@ class Program:
     device: str
     teacher: Agent | None
     shards: int = field(default=1, kw_only=True)
+    spread_members: bool = field(default=False, kw_only=True)
     config: RunConfig = field(compare=False)
     rule: LearningRule = field(compare=False)
     cost: Cost = field(compare=False)
@@ -295,14 +324,26 @@ class Program:
         """The fraction of a training batch one device computes (1 on a single device)."""
         return 1.0 / self.shards
 
-    def on_devices(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        """``function`` run on every device of the run at once (``shard_map``: every argument
-        and result whole on each; inside, :meth:`estimate` splits the batch), or itself on
-        a single device."""
+    def on_devices(self, function: Callable[..., Any], replicated: int = 0
+                   ) -> Callable[..., Any]:
+        """``function`` of member-stacked arguments (the last ``replicated`` of them whole for
+        every member) run on every device of the run at once (``shard_map``), or itself on a
+        single device. Members spread: each device gets its members' slices and returns
+        them. Batch split: every argument and result whole on each device; inside,
+        :meth:`estimate` splits the batch."""
         if self.mesh is None:
             return function
-        return jax.shard_map(function, mesh=self.mesh, in_specs=PartitionSpec(),
-                             out_specs=PartitionSpec(), check_vma=False)
+        if not self.spread_members:
+            return jax.shard_map(function, mesh=self.mesh, in_specs=PartitionSpec(),
+                                 out_specs=PartitionSpec(), check_vma=False)
+
+        def spread(*args: Any) -> Any:
+            specs = [PartitionSpec(SHARD_AXIS)] * (len(args) - replicated)
+            return jax.shard_map(function, mesh=self.mesh,
+                                 in_specs=(*specs, *[PartitionSpec()] * replicated),
+                                 out_specs=PartitionSpec(SHARD_AXIS), check_vma=False)(*args)
+
+        return spread
 
     def shard(self, batch: Batch) -> Batch:
         """This device's part of ``batch``: its ``1 / shards`` of the episodes, in order."""
@@ -483,7 +524,7 @@ def _run_chunk(program: Program, state: PyTree, constants: PyTree, first: jax.Ar
               ) -> tuple[PyTree, dict[str, Any]]:
         return program.over_members(lambda sm, cm: program.epochs(sm, cm, f, la), s, c)
 
-    return program.on_devices(chunk)(state, constants, first, last)
+    return program.on_devices(chunk, replicated=2)(state, constants, first, last)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -599,8 +640,9 @@ class Trainer:
     program
         The static description compiled code is cached under.
     devices, placement
-        The devices each batch is split over (one unless ``training.devices`` says more) and
-        where the state and constants live (whole on each of them).
+        The devices the members train on (one unless ``training.devices`` says more) and
+        where the state and constants live (whole on each device when the batch is split;
+        each device's members there when members are spread).
     """
 
     def __init__(self, configs: RunConfig | Sequence[RunConfig],
@@ -637,14 +679,16 @@ class Trainer:
         self.teacher_sources = teachers
         self.teacher_agent = self._teacher_agent(teachers)
         self.dtype = DTYPES[config.training.dtype]
-        self.devices = data_parallel_devices(config, self.device, self.rule)
+        self.devices = data_parallel_devices(config, self.device, self.rule, self.members)
         mesh = None if len(self.devices) == 1 else Mesh(np.asarray(self.devices), (SHARD_AXIS,))
-        self.placement: Any = self.device if mesh is None else NamedSharding(mesh,
-                                                                             PartitionSpec())
+        spread = mesh is not None and spreads_members(config, self.members)
+        self.placement: Any = self.device if mesh is None else NamedSharding(
+            mesh, PartitionSpec(SHARD_AXIS) if spread else PartitionSpec())
         self.program = Program(
             signature=program_signature(config), members=self.members,
             batching="map" if self.device.platform == "cpu" else "vmap",
-            device=str(self.device), shards=len(self.devices), mesh=mesh, config=config,
+            device=str(self.device), shards=1 if spread else len(self.devices),
+            spread_members=spread, mesh=mesh, config=config,
             rule=self.rule, cost=self.cost, plant=self.plant, agent=self.agent,
             teacher=self.teacher_agent,
             optimizer=Optimizer(config.training.optimizer, config.training.clip_norm is not None),
