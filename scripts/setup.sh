@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Set up ./.venv with closedloop (JAX, CPU build from PyPI). With --test, also the test tools,
+# Set up ./.venv with closedloop (JAX, CPU build from PyPI). With --docs, also the tools that
+# build the documentation site; with --test, the test tools, the documentation tools,
 # the benchmark baseline (the CPU build of PyTorch, pip install torch==2.13.0, which its tests
 # check against the paper's golden numbers) and Debian's chromium for the report's browser
 # test. Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 test_tools=0
+docs_tools=0
 [ "${1:-}" = "--test" ] && test_tools=1
+[ "${1:-}" = "--docs" ] && docs_tools=1
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 extra=""
+[ "$docs_tools" = 1 ] && extra="[docs]"
 if [ "$test_tools" = 1 ]; then
-  extra="[test,bench]"
+  extra="[test,bench,docs]"   # the suite builds the documentation too
   # the CPU build of PyTorch first, so that the bench extra pulls no multi-GB CUDA build
   .venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" install "torch==2.13.0"
 fi

@@ -7,11 +7,11 @@ or its SLURM job cancelled) has its task retried by Dask on another worker; the 
 the runs it was writing from their checkpoints (the run files' locks make sure no run is
 written twice).
 
-=============================  =============================================================
-``scheduler=None``             a local cluster of ``workers`` single-threaded processes
-``scheduler="tcp://h:8786"``   an existing Dask cluster (every worker must see the folder)
-``slurm=SlurmOptions(jobs=4)`` a ``dask_jobqueue.SLURMCluster`` of 4 batch jobs
-=============================  =============================================================
+==============================  ============================================================
+``scheduler=None``              a local cluster of ``workers`` single-threaded processes
+``scheduler="tcp://h:8786"``    an existing Dask cluster (every worker must see the folder)
+``slurm=SlurmOptions(jobs=4)``  a ``dask_jobqueue.SLURMCluster`` of 4 batch jobs
+==============================  ============================================================
 
 Example
 -------

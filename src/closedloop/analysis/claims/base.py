@@ -118,7 +118,7 @@ class Claim(ABC):
         more (optional) arguments, such as analyses a caller has already computed.
 
     and, where the default does not fit, overrides
-    ---------------------------------------------
+    ----------------------------------------------
     figure
         The figure of ``reproduce`` that shows it (``fig1`` ... ``fig6``; default None: none).
     applies(**runs)

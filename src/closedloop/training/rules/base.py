@@ -57,6 +57,11 @@ PyTree = Any
 class LearningRule(ABC):
     """How a batch becomes a loss and a gradient. Subclass it as a frozen dataclass.
 
+    Arguments the hooks receive: ``program`` (:class:`~closedloop.training.trainer.Program`:
+    ``config``, ``plant``, ``agent``, ``teacher``, ``cost``, ``dtype``), ``trainable`` (the trained
+    parameters), ``constants`` (per member: ``frozen`` parameters, ``teacher`` parameters,
+    ``control_cost``, ...) and ``batch`` (:class:`~closedloop.core.tasks.Batch`).
+
     A subclass writes
     -----------------
     loss(program, trainable, constants, batch)
@@ -65,7 +70,7 @@ class LearningRule(ABC):
         the update's (``jax.value_and_grad``).
 
     and, where the default does not fit, overrides
-    ---------------------------------------------
+    ----------------------------------------------
     description
         How the rule trains, in a few words for messages ("closed loop").
     needs_teacher
@@ -89,18 +94,14 @@ class LearningRule(ABC):
         loss and gradient of its part, with the terms that average over the batch scaled by
         ``program.batch_share`` (pass it to ``Cost.episode_loss``), and the parts are
         summed. A rule that compares episodes with each other (a batch-mean baseline, ranks)
-        leaves it False and trains on one device.
+        leaves it False: a single run of it trains on one device (runs trained together are
+        still shared out between devices, each whole).
 
     Attributes
     ----------
     config
         The run's config (members of one trainer differ only in what does not shape the
         compiled program).
-
-    Arguments the hooks receive: ``program`` (:class:`~closedloop.training.trainer.Program`:
-    ``config``, ``plant``, ``agent``, ``teacher``, ``cost``, ``dtype``), ``trainable`` (the trained
-    parameters), ``constants`` (per member: ``frozen`` parameters, ``teacher`` parameters,
-    ``control_cost``, ...) and ``batch`` (:class:`~closedloop.core.tasks.Batch`).
     """
 
     config: RunConfig

@@ -38,7 +38,7 @@ class EvolutionStrategies(ClosedLoop):
     differentiates_plant: ClassVar[bool] = False
 
     def extras(self, program: Program, key: jax.Array) -> dict[str, Any]:
-        """Standard normal directions (population, *shape) per parameter, drawn in
+        """Standard normal directions ``(population, *shape)`` per parameter, drawn in
         float64."""
         shapes = program.agent.parameter_shapes()
         keys = jax.random.split(jax.random.fold_in(key, 2), len(shapes))
