@@ -29,7 +29,7 @@ extensions = [
     "sphinx_click",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb"}
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "README.md"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 html_theme = "pydata_sphinx_theme"
 smartquotes = False            # command lines keep their "--"
 html_title = f"closedloop {version}"
@@ -53,7 +53,7 @@ napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
 napoleon_use_ivar = True
-napoleon_custom_sections = [  # the extension points' base classes (dynamax's layout)
+napoleon_custom_sections = [  # the sections of the extension points' base classes
     ("A subclass writes", "params_style"), ("A kind writes", "params_style"),
     ("and, where the default does not fit, overrides", "params_style"),
     ("and, where the default does not fit, sets or overrides", "params_style"), "It gets"]
