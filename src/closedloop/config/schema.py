@@ -111,9 +111,9 @@ class PlantConfig(_Strict):
     Linear kinds: ``integrator`` (``order``, ``n_inputs``, ``n_observed``), ``point_mass_2d``
     (two double integrators, positions observed), ``linear`` (the user's ``A``, ``B``, ``C``,
     nested lists, column-vector maths). Nonlinear kinds: ``pendulum``, ``two_link_arm``,
-    ``point_mass`` (with drag and a curl field), or a kind registered with
-    ``closedloop.register_plant``; their constants go in ``params`` (docs/plants.md lists
-    them). ``dt``: None means the kind's default (1.0 for the linear kinds).
+    ``point_mass`` (with drag and a curl field), ``muscle_arm`` (six Hill muscles), or a kind
+    registered with ``closedloop.register_plant``; their constants go in ``params``
+    (docs/plants.md lists them). ``dt``: None means the kind's default (1.0 for the linear kinds).
 
     Sensor options (any kind): ``observed`` (indices of the plant's outputs the agent reads),
     ``delay`` (feedback delay in steps), ``observation_noise_std`` and ``motor_noise_std``

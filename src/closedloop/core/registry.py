@@ -38,6 +38,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from closedloop.core.mechanics import BUILTIN_PLANTS, NonlinearPlant
+from closedloop.core.muscle_arm import MuscleArm
 from closedloop.errors import ConfigError
 
 LINEAR_PLANT_KINDS = ("integrator", "point_mass_2d", "linear")
@@ -131,7 +132,8 @@ class _PlantRegistry(Registry):
                               "inputs (state_names, input_names)")
 
 
-PLANTS = _PlantRegistry("plant", "closedloop.plants", BUILTIN_PLANTS, LINEAR_PLANT_KINDS)
+PLANTS = _PlantRegistry("plant", "closedloop.plants", {**BUILTIN_PLANTS, "muscle_arm": MuscleArm},
+                        LINEAR_PLANT_KINDS)
 
 
 def register_plant(name: str, cls: type[NonlinearPlant]) -> None:
