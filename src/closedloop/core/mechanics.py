@@ -260,6 +260,36 @@ class PointMass(NonlinearPlant):
         return x[jnp.array([0, 2])]
 
 
+def two_link_mass_matrix(angles: jax.Array, a1: float, a2: float, a3: float) -> jax.Array:
+    """A planar two-link arm's M(q) = [[a1 + 2 a2 cos q2, a3 + a2 cos q2], [a3 + a2 cos q2,
+    a3]] (q2 the elbow relative to the upper arm)."""
+    c2 = jnp.cos(angles[1])
+    return jnp.stack([jnp.stack([a1 + 2 * a2 * c2, a3 + a2 * c2]),
+                      jnp.stack([a3 + a2 * c2, a3 + 0 * c2])])
+
+
+def two_link_hand(angles: jax.Array, l1: float, l2: float) -> jax.Array:
+    """Hand position (l1 cos q1 + l2 cos(q1 + q2), l1 sin q1 + l2 sin(q1 + q2))."""
+    return jnp.stack([l1 * jnp.cos(angles[0]) + l2 * jnp.cos(angles[0] + angles[1]),
+                      l1 * jnp.sin(angles[0]) + l2 * jnp.sin(angles[0] + angles[1])])
+
+
+def two_link_acceleration(arm: Any, angles: jax.Array, velocity: jax.Array,
+                          torque: jax.Array, a2: float, curl: float,
+                          damping: jax.Array | None = None) -> jax.Array:
+    """q'' = M(q)^-1 (tau + J^T F - c(q, q') - damping) of a planar two-link ``arm`` (its
+    ``mass_matrix`` and ``hand``), with c the Coriolis and centripetal torques
+    a2 sin q2 (-q2' (2 q1' + q2'), q1'^2) and F = curl R v_hand the curl field on the hand."""
+    coriolis = a2 * jnp.sin(angles[1]) * jnp.stack(
+        [-velocity[1] * (2 * velocity[0] + velocity[1]), velocity[0] ** 2])
+    jacobian = jax.jacfwd(arm.hand)(angles)
+    field = curl * (jnp.asarray(ROTATION, dtype=velocity.dtype) @ (jacobian @ velocity))
+    force = torque + jacobian.T @ field - coriolis
+    if damping is not None:
+        force = force - damping
+    return jnp.linalg.solve(arm.mass_matrix(angles), force)
+
+
 @dataclass(frozen=True)
 class TwoLinkArm(NonlinearPlant):
     """Planar two-link arm driven by shoulder and elbow torques (Li and Todorov 2004; science
@@ -303,16 +333,11 @@ class TwoLinkArm(NonlinearPlant):
 
     def mass_matrix(self, angles: jax.Array) -> jax.Array:
         """M(q) = [[a1 + 2 a2 cos q2, a3 + a2 cos q2], [a3 + a2 cos q2, a3]]."""
-        a1, a2, a3 = self._constants()
-        c2 = jnp.cos(angles[1])
-        return jnp.stack([jnp.stack([a1 + 2 * a2 * c2, a3 + a2 * c2]),
-                          jnp.stack([a3 + a2 * c2, a3 + 0 * c2])])
+        return two_link_mass_matrix(angles, *self._constants())
 
     def hand(self, angles: jax.Array) -> jax.Array:
         """Hand position (l1 cos q1 + l2 cos(q1 + q2), l1 sin q1 + l2 sin(q1 + q2))."""
-        l1, l2 = self.length_upper, self.length_fore
-        return jnp.stack([l1 * jnp.cos(angles[0]) + l2 * jnp.cos(angles[0] + angles[1]),
-                          l1 * jnp.sin(angles[0]) + l2 * jnp.sin(angles[0] + angles[1])])
+        return two_link_hand(angles, self.length_upper, self.length_fore)
 
     def energy(self, x: jax.Array) -> jax.Array:
         """Kinetic energy 0.5 q'^T M(q) q' of one state."""
@@ -320,16 +345,8 @@ class TwoLinkArm(NonlinearPlant):
 
     def acceleration(self, x: jax.Array, torque: jax.Array) -> jax.Array:
         """q'' = M(q)^-1 (tau + J^T F - c(q, q') - B q')."""
-        _, a2, _ = self._constants()
-        angles, velocity = x[:2], x[2:]
-        s2 = jnp.sin(angles[1])
-        coriolis = a2 * s2 * jnp.stack([-velocity[1] * (2 * velocity[0] + velocity[1]),
-                                        velocity[0] ** 2])
-        damping = jnp.asarray(self.damping, dtype=x.dtype) @ velocity
-        jacobian = jax.jacfwd(self.hand)(angles)
-        field = self.curl * (jnp.asarray(ROTATION, dtype=x.dtype) @ (jacobian @ velocity))
-        force = torque + jacobian.T @ field - coriolis - damping
-        return jnp.linalg.solve(self.mass_matrix(angles), force)
+        return two_link_acceleration(self, x[:2], x[2:], torque, self._constants()[1],
+                                     self.curl, jnp.asarray(self.damping, dtype=x.dtype) @ x[2:])
 
     def dynamics(self, x: jax.Array, u: jax.Array) -> jax.Array:
         def derivative(state: jax.Array) -> jax.Array:

@@ -29,7 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from closedloop.core.mechanics import ROTATION, NonlinearPlant
+from closedloop.core.mechanics import (
+    NonlinearPlant,
+    two_link_acceleration,
+    two_link_hand,
+    two_link_mass_matrix,
+)
 
 MUSCLES = ("pectoralis", "deltoid", "brachioradialis", "triceps_lateral", "biceps",
            "triceps_long")
@@ -160,7 +165,8 @@ class MuscleArm(NonlinearPlant):
     # -- the skeleton ----------------------------------------------------------------------
 
     def _inertias(self) -> tuple[float, float, float]:
-        """(a, b, d) of M(q2) = [[a + 2 b cos q2, d + b cos q2], [d + b cos q2, d]]."""
+        """(a, b, d) of M(q2) = [[a + 2 b cos q2, d + b cos q2], [d + b cos q2, d]] (inertias
+        about the segments' centres of mass)."""
         m1, m2 = self.mass_upper, self.mass_fore
         g1, g2, l1 = self.centre_upper, self.centre_fore, self.length_upper
         d = m2 * g2 ** 2 + self.inertia_fore
@@ -169,16 +175,11 @@ class MuscleArm(NonlinearPlant):
 
     def mass_matrix(self, angles: jax.Array) -> jax.Array:
         """M(q) of the skeleton."""
-        a, b, d = self._inertias()
-        c2 = jnp.cos(angles[1])
-        return jnp.stack([jnp.stack([a + 2 * b * c2, d + b * c2]),
-                          jnp.stack([d + b * c2, d + 0 * c2])])
+        return two_link_mass_matrix(angles, *self._inertias())
 
     def hand(self, angles: jax.Array) -> jax.Array:
         """Hand position (L1 cos q1 + L2 cos(q1 + q2), L1 sin q1 + L2 sin(q1 + q2))."""
-        l1, l2 = self.length_upper, self.length_fore
-        return jnp.stack([l1 * jnp.cos(angles[0]) + l2 * jnp.cos(angles[0] + angles[1]),
-                          l1 * jnp.sin(angles[0]) + l2 * jnp.sin(angles[0] + angles[1])])
+        return two_link_hand(angles, self.length_upper, self.length_fore)
 
     def energy(self, x: jax.Array) -> jax.Array:
         """Kinetic energy 0.5 q'^T M(q) q' of one state."""
@@ -187,14 +188,8 @@ class MuscleArm(NonlinearPlant):
     def acceleration(self, x: jax.Array, torque: jax.Array) -> jax.Array:
         """q'' = M(q)^-1 (tau + J^T F - c(q, q')) for joint torques ``torque`` (the curl field
         F = curl R v_hand, if any)."""
-        _, b, _ = self._inertias()
-        angles, velocity = x[:2], x[2:4]
-        coriolis = b * jnp.sin(angles[1]) * jnp.stack(
-            [-velocity[1] * (2 * velocity[0] + velocity[1]), velocity[0] ** 2])
-        jacobian = jax.jacfwd(self.hand)(angles)
-        field = self.curl * (jnp.asarray(ROTATION, dtype=x.dtype) @ (jacobian @ velocity))
-        return jnp.linalg.solve(self.mass_matrix(angles),
-                                torque + jacobian.T @ field - coriolis)
+        return two_link_acceleration(self, x[:2], x[2:4], torque, self._inertias()[1],
+                                     self.curl)
 
     # -- the muscles -----------------------------------------------------------------------
 
