@@ -30,9 +30,11 @@ FORCES_AT_HALF = [418.87, 603.01, 691.87, 751.15, 192.74, 264.32]   # science 10
 TORQUES_AT_HALF = [-7.672, 6.056]
 
 
-def _state(angles, velocity=(0.0, 0.0), activation=0.5) -> jnp.ndarray:
-    return jnp.asarray(np.concatenate([angles, velocity, np.broadcast_to(activation, 6)]),
-                       dtype=jnp.float64)
+def _state(angles, velocity=(0.0, 0.0), activation=0.5, arm=ARM) -> jnp.ndarray:
+    """A state (16,): the kinematics, the activations and the forces they make there."""
+    state = arm.resting_state(angles, activation)
+    state[2:4] = velocity
+    return jnp.asarray(state, dtype=jnp.float64)
 
 
 def test_skeleton_matches_the_closed_form_values():
@@ -97,23 +99,24 @@ def test_the_skeleton_turns_torque_into_kinetic_energy():
             state = _state(rng.uniform(0.2, 2.0, 2), rng.normal(size=2))
             torque = jnp.asarray(rng.normal(size=2))
             derivative = jnp.concatenate([state[2:4], arm.acceleration(state, torque),
-                                          jnp.zeros(6)])
+                                          jnp.zeros(12)])
             _, power = jax.jvp(arm.energy, (state,), (derivative,))
             assert float(power) == pytest.approx(float(state[2:4] @ torque), rel=1e-10)
 
 
 def test_one_step_in_motornets_order():
-    """From rest at (45, 90) deg with a = 0.5 and excitations 0.5 (fed directly): the
-    activations stay, the torques are science 10's, q' becomes M^-1 tau dt, and q does not
-    move yet (it moves by the old q')."""
+    """From rest at (45, 90) deg with a = 0.5, its forces, and excitations 0.5 (fed
+    directly): the activations and forces stay, the torques are science 10's, q' becomes
+    M^-1 tau dt, and q does not move yet (it moves by the old q')."""
     arm = MuscleArm(excitation="clip")
-    state = _state(POSTURE)
+    state = _state(POSTURE, arm=arm)
     new = arm.step(state[None], jnp.full((1, 6), 0.5))[0]
     mass = np.asarray(arm.mass_matrix(jnp.asarray(POSTURE)))
     np.testing.assert_allclose(new[:2], POSTURE, atol=1e-15)
     np.testing.assert_allclose(new[2:4], np.linalg.solve(mass, TORQUES_AT_HALF) * arm.dt,
                                rtol=1e-3)
-    np.testing.assert_allclose(new[4:], 0.5, atol=1e-15)
+    np.testing.assert_allclose(new[4:10], 0.5, atol=1e-15)
+    np.testing.assert_allclose(new[10:], FORCES_AT_HALF, atol=5e-3)
     again = arm.step(new[None], jnp.full((1, 6), 0.5))[0]
     np.testing.assert_allclose(again[:2], POSTURE + arm.dt * np.asarray(new[2:4]), atol=1e-15)
 
@@ -128,13 +131,13 @@ def test_activation_rises_and_falls_with_its_own_time_constants():
     np.testing.assert_allclose(falling, 0.8 - 0.001 * 0.8 / (0.05 / (0.5 + 1.5 * 0.8)),
                                rtol=1e-12)
     np.testing.assert_allclose(MuscleArm().activation_step(low, jnp.ones(6)), 1.0)   # clipped
-    np.testing.assert_allclose(arm.excitations(jnp.array([-1.0, 0.5, 2.0])), [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(arm.excitations(jnp.array([-1.0, 0.5, 2.0])), [0.001, 0.5, 1.0])
     np.testing.assert_allclose(MuscleArm().excitations(jnp.zeros(1)), 0.5)
 
 
 def test_a_reached_joint_limit_stops_the_joint():
     arm = MuscleArm(excitation="clip")
-    state = _state([0.0, math.radians(155.0)], velocity=(-1.0, 2.0), activation=0.001)
+    state = _state([0.0, math.radians(155.0)], velocity=(-1.0, 2.0), activation=0.001, arm=arm)
     new = arm.step(state[None], jnp.zeros((1, 6)))[0]
     assert float(new[0]) == 0.0 and float(new[1]) == pytest.approx(math.radians(155.0))
     np.testing.assert_array_equal(new[2:4], 0.0)
@@ -143,13 +146,46 @@ def test_a_reached_joint_limit_stops_the_joint():
 def test_sensors_and_config():
     arm = plant_from_config(PlantConfig(kind="muscle_arm", params={"curl": 3.0}))
     assert isinstance(arm, MuscleArm) and arm.curl == 3.0
-    assert (arm.n_states, arm.n_inputs, arm.n_outputs) == (10, 6, 14)
+    assert (arm.n_states, arm.n_inputs, arm.n_outputs) == (16, 6, 14)
     start = jnp.asarray(arm.target_state)
     observed = np.asarray(arm.observe(start))
     lengths = (np.asarray(arm.path_lengths(start[:2])) - np.asarray(arm.slack_length)) / \
         np.asarray(arm.optimal_length)
     np.testing.assert_allclose(observed[:6], lengths, rtol=1e-12)
     np.testing.assert_allclose(observed[6:], 0.0, atol=1e-15)     # at rest, at the start
+    np.testing.assert_allclose(start[10:], arm.muscle_forces(start[:4], start[4:10]))
     assert len(MUSCLES) == 6
     with pytest.raises(ConfigError, match="max_force needs one value per muscle"):
         plant_from_config(PlantConfig(kind="muscle_arm", params={"max_force": [1.0, 2.0]}))
+
+
+def test_the_same_excitations_through_motornet_itself():
+    """MotorNet's ``RigidTendonArm26`` with ``RigidTendonHillMuscle`` (PyTorch, float32) and
+    this plant (float64) fed the same excitation sequences from the same postures: joint
+    angles and velocities, hand positions and muscle forces agree over 100 steps (1 s)."""
+    torch = pytest.importorskip("torch")
+    motornet = pytest.importorskip("motornet")
+    rng = np.random.default_rng(0)
+    batch, steps = 8, 100
+    angles = np.deg2rad(rng.uniform([30, 40], [100, 120], (batch, 2)))
+    excitations = rng.uniform(0, 1, (steps, batch, 6)) ** 2
+    theirs = motornet.effector.RigidTendonArm26(muscle=motornet.muscle.RigidTendonHillMuscle(),
+                                                 timestep=0.01)
+    theirs.reset(options={"joint_state": torch.tensor(
+        np.concatenate([angles, np.zeros((batch, 2))], 1), dtype=torch.float32)})
+    arm = MuscleArm(excitation="clip")
+    activation = theirs.states["muscle"][:, 0, :].numpy()
+    state = jnp.asarray(np.stack([arm.resting_state(q, a) for q, a in zip(angles, activation,
+                                                                           strict=True)]))
+    step = jax.jit(arm.step)
+    hand = jax.jit(jax.vmap(arm.hand))
+    for t in range(steps):
+        theirs.step(torch.tensor(excitations[t], dtype=torch.float32))
+        state = step(state, jnp.asarray(excitations[t]))
+        joint = theirs.states["joint"].numpy()
+        np.testing.assert_allclose(state[:, :2], joint[:, :2], atol=1e-4, err_msg=f"step {t}")
+        np.testing.assert_allclose(state[:, 2:4], joint[:, 2:], atol=1e-3, err_msg=f"step {t}")
+        np.testing.assert_allclose(hand(state[:, :2]), theirs.states["fingertip"].numpy(),
+                                   atol=1e-4, err_msg=f"step {t}")
+        np.testing.assert_allclose(state[:, 10:], theirs.states["muscle"][:, 6, :].numpy(),
+                                   rtol=1e-4, atol=1e-3, err_msg=f"step {t}")

@@ -2,13 +2,14 @@
 ``arm26``, a planar two-joint skeleton pulled by six Hill-type muscles with rigid tendons and
 first-order activation dynamics, stepped in MotorNet's order.
 
-State (10): the joint angles q = (shoulder from +x, elbow relative to the upper arm), their
-velocities, and the six muscles' activations. Command (6): one value per muscle, mapped to an
-excitation in [0, 1] by ``excitation`` (``sigmoid``, the default, so that any agent's
-unbounded output drives the muscles; ``clip`` to feed excitations directly). Sensors (14):
-proprioception (the muscles' normalised fibre lengths and velocities) and vision (the hand
-position from the start posture). Every constant is a field, so a config sets it under
-``plant.params``.
+State (16): the joint angles q = (shoulder from +x, elbow relative to the upper arm), their
+velocities, the six muscles' activations and their forces (the skeleton is driven by the
+forces of the state; a step computes the next ones, as MotorNet does). Command (6): one value
+per muscle, mapped to an excitation by ``excitation`` (``sigmoid``, the default, so that any
+agent's unbounded output drives the muscles; ``clip`` to feed excitations directly), kept in
+[``min_activation``, 1]. Sensors (14): proprioception (the muscles' normalised fibre lengths
+and velocities) and vision (the hand position from the start posture). Every constant is a
+field, so a config sets it under ``plant.params``.
 
 Example
 -------
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -96,17 +98,19 @@ class MuscleArm(NonlinearPlant):
     """Two-joint arm driven by six Hill-type muscles (science 10; MotorNet's
     ``RigidTendonArm26`` with ``RigidTendonHillMuscle``).
 
-    One step of ``dt`` (explicit Euler, MotorNet's order): the activations move toward the
-    excitations with time constant 0.015 (0.5 + 1.5 a) s when rising, 0.05 / (0.5 + 1.5 a) s
-    when falling; the muscle forces follow from the new activations and the previous step's
-    fibre lengths and velocities; the joint torques tau = -sum_i F_i r_i (and J^T F of the
-    optional curl field on the hand) accelerate the skeleton, q'' = M^-1 (tau - c); then
-    q' += q'' dt and q += (old q') dt, a velocity that pushes into a reached joint limit is
-    set to 0 and the angles are clipped to their ranges.
+    One step of ``dt`` (explicit Euler, MotorNet's order, checked against MotorNet itself):
+    the activations move toward the excitations with time constant 0.015 (0.5 + 1.5 a) s when
+    rising, 0.05 / (0.5 + 1.5 a) s when falling; the new muscle forces follow from the new
+    activations and the step's starting fibre lengths and velocities; meanwhile the skeleton
+    is accelerated by the joint torques of the state's forces, tau = -sum_i F_i r_i (and J^T F
+    of the optional curl field on the hand), q'' = M^-1 (tau - c); q' += q'' dt and
+    q += (old q') dt, a velocity that pushes into a reached joint limit is set to 0 and the
+    angles are clipped to their ranges. A force thus acts on the skeleton one step after the
+    activation that made it.
 
-    The operating point is the start posture at rest with every activation at its floor (the
-    arm holds still there only as far as those forces balance; regulation and reaching
-    charge the hand, not the activations).
+    The operating point is the start posture at rest with every activation at its floor and
+    the forces those activations make there (the arm holds still only as far as they balance;
+    regulation and reaching charge the hand, not the muscles).
 
     Example
     -------
@@ -146,7 +150,7 @@ class MuscleArm(NonlinearPlant):
     start_elbow: float = math.radians(77.5)
 
     state_names = ("shoulder", "elbow", "shoulder_velocity", "elbow_velocity",
-                   *(f"activation_{m}" for m in MUSCLES))
+                   *(f"activation_{m}" for m in MUSCLES), *(f"force_{m}" for m in MUSCLES))
     input_names = tuple(f"excitation_{m}" for m in MUSCLES)
     output_names = (*(f"length_{m}" for m in MUSCLES), *(f"velocity_{m}" for m in MUSCLES),
                     "hand_x", "hand_y")
@@ -230,10 +234,10 @@ class MuscleArm(NonlinearPlant):
         return -(self.moment_arms(kinematics[:2]) @ forces)
 
     def excitations(self, command: jax.Array) -> jax.Array:
-        """The command mapped to excitations in [0, 1] (``excitation``)."""
-        if self.excitation == "clip":
-            return jnp.clip(command, 0.0, 1.0)
-        return jax.nn.sigmoid(command)
+        """The command mapped to excitations (``excitation``: ``sigmoid`` or ``clip``), kept in
+        the activations' range [min_activation, 1] as MotorNet keeps them."""
+        mapped = command if self.excitation == "clip" else jax.nn.sigmoid(command)
+        return jnp.clip(mapped, self.min_activation, 1.0)
 
     def activation_step(self, activation: jax.Array, excitation: jax.Array) -> jax.Array:
         """One Euler step of a' = (u - a) / tau(u, a), clipped to [min_activation, 1]."""
@@ -246,22 +250,31 @@ class MuscleArm(NonlinearPlant):
     # -- the plant protocol ----------------------------------------------------------------
 
     def dynamics(self, x: jax.Array, u: jax.Array) -> jax.Array:
-        kinematics, activation = x[:4], x[4:]
+        kinematics, activation, force = x[:4], x[4:10], x[10:]
         activation = self.activation_step(activation, self.excitations(u))
-        torque = self.torques(kinematics, self.muscle_forces(kinematics, activation))
+        new_force = self.muscle_forces(kinematics, activation)
+        acceleration = self.acceleration(kinematics, self.torques(kinematics, force))
         angles, velocity = kinematics[:2], kinematics[2:4]
-        new_velocity = velocity + self.dt * self.acceleration(kinematics, torque)
+        new_velocity = velocity + self.dt * acceleration
         new_angles = angles + self.dt * velocity
         low = jnp.asarray([self.shoulder_range[0], self.elbow_range[0]], dtype=x.dtype)
         high = jnp.asarray([self.shoulder_range[1], self.elbow_range[1]], dtype=x.dtype)
         blocked = ((new_angles >= high) & (new_velocity > 0)) | (
             (new_angles <= low) & (new_velocity < 0))
         new_velocity = jnp.where(blocked, 0.0, new_velocity)
-        return jnp.concatenate([jnp.clip(new_angles, low, high), new_velocity, activation])
+        return jnp.concatenate([jnp.clip(new_angles, low, high), new_velocity, activation,
+                                new_force])
+
+    def resting_state(self, angles: Any, activation: Any) -> np.ndarray:
+        """The state at rest at ``angles`` (2,) with ``activation`` (6,) and the forces they
+        make there (float64): what a step starts from."""
+        kinematics = np.concatenate([np.asarray(angles, dtype=np.float64), np.zeros(2)])
+        activation = np.broadcast_to(np.asarray(activation, dtype=np.float64), len(MUSCLES))
+        force = np.asarray(self.muscle_forces(jnp.asarray(kinematics), jnp.asarray(activation)))
+        return np.concatenate([kinematics, activation, force])
 
     def target(self) -> np.ndarray:
-        return np.concatenate([[self.start_shoulder, self.start_elbow, 0.0, 0.0],
-                               np.full(len(MUSCLES), self.min_activation)])
+        return self.resting_state([self.start_shoulder, self.start_elbow], self.min_activation)
 
     def position(self, x: jax.Array) -> jax.Array:
         start = jnp.asarray([self.start_shoulder, self.start_elbow], dtype=x.dtype)
