@@ -339,7 +339,12 @@ class TaskConfig(_Strict):
     of ``target_radius`` around it, and with ``centre_target`` also the operating point itself
     (a trial to hold still there, which trains the loop at the point its spectrum is read at);
     the agent reads the target after its observation; the test set visits each target in
-    turn."""
+    turn. With ``go_cue`` = [earliest, latest] (seconds) a trial has a delay period: the
+    target is shown from the start, a go cue (a third reference input, 0 then 1) comes at a
+    uniformly drawn time, and the hand is charged for leaving the start before it and for
+    missing the target after it; a ``catch_fraction`` of the trials has no go cue (hold still
+    throughout). The test set's cue comes at the middle of the range, without catch
+    trials."""
 
     kind: Literal["regulation", "tracking", "reaching"] = "regulation"
     steps: int = Field(50, ge=1, le=1_000_000)
@@ -351,6 +356,19 @@ class TaskConfig(_Strict):
     n_targets: int = Field(8, ge=1, le=10_000)
     target_radius: float = Field(1.0, gt=0, le=1e6)
     centre_target: bool = True
+    go_cue: list[float] | None = None
+    catch_fraction: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check_go_cue(self) -> TaskConfig:
+        cue = self.go_cue
+        if cue is not None and (len(cue) != 2 or not all(math.isfinite(t) for t in cue)
+                                or not 0 <= cue[0] <= cue[1]):
+            raise ValueError("task.go_cue must be [earliest, latest] go-cue times in seconds, "
+                             "0 <= earliest <= latest")
+        if (cue is not None or self.catch_fraction) and self.kind != "reaching":
+            raise ValueError("task.go_cue and task.catch_fraction are for task.kind reaching")
+        return self
 
     @model_validator(mode="after")
     def _check_frequencies(self) -> TaskConfig:

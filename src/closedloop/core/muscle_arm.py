@@ -270,7 +270,9 @@ class MuscleArm(NonlinearPlant):
         make there (float64): what a step starts from."""
         kinematics = np.concatenate([np.asarray(angles, dtype=np.float64), np.zeros(2)])
         activation = np.broadcast_to(np.asarray(activation, dtype=np.float64), len(MUSCLES))
-        force = np.asarray(self.muscle_forces(jnp.asarray(kinematics), jnp.asarray(activation)))
+        with jax.ensure_compile_time_eval():       # also while a program is being traced
+            force = np.asarray(self.muscle_forces(jnp.asarray(kinematics),
+                                                  jnp.asarray(activation)))
         return np.concatenate([kinematics, activation, force])
 
     def target(self) -> np.ndarray:

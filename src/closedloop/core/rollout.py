@@ -106,7 +106,8 @@ def agent_observation(agent: Agent, plant: Plant, x: jax.Array,
 
 def reference_inputs(config: RunConfig, plant: Plant) -> int:
     """How many reference inputs the agent reads after the plant's observation: the tracked
-    axes (tracking), the target's two coordinates (reaching), none (regulation).
+    axes (tracking), the target's two coordinates (reaching; and the go cue when the task has
+    one), none (regulation).
 
     Raises
     ------
@@ -128,7 +129,7 @@ def reference_inputs(config: RunConfig, plant: Plant) -> int:
         what = "task.frequencies has" if task.kind == "tracking" else "reaching targets have"
         raise ConfigError(f"{what} {size} axes but the plant's effector position has "
                           f"{plant.n_effector} (plant.kind '{config.plant.kind}')")
-    return size
+    return size + int(task.kind == "reaching" and task.go_cue is not None)
 
 
 def build_loop(config: RunConfig) -> tuple[Plant, Agent]:

@@ -246,6 +246,32 @@ def reaching_targets(task: TaskConfig, batch_size: int, key: jax.Array | None) -
     return radius[:, None] * jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=-1)
 
 
+def go_signal(task: TaskConfig, batch_size: int, steps: int, dt: float,
+              key: jax.Array | None) -> jax.Array:
+    """The go cue of each trial, (batch, steps), float64: 0 before the cue, 1 from its step
+    on; the cue at a time drawn uniformly from ``task.go_cue`` (seconds), never in a
+    ``task.catch_fraction`` of the trials; without a key (the test set) at the middle of the
+    range in every trial.
+
+    Example
+    -------
+    >>> task = TaskConfig(kind="reaching", go_cue=[0.2, 0.2])
+    >>> go_signal(task, 1, 5, 0.1, None).tolist()
+    [[0.0, 0.0, 1.0, 1.0, 1.0]]
+    """
+    earliest, latest = task.go_cue
+    if key is None:
+        times = jnp.full(batch_size, (earliest + latest) / 2, dtype=jnp.float64)
+    else:
+        time_key, catch_key = jax.random.split(key)
+        times = jax.random.uniform(time_key, (batch_size,), dtype=jnp.float64, minval=earliest,
+                                   maxval=latest)
+        caught = jax.random.uniform(catch_key, (batch_size,)) < task.catch_fraction
+        times = jnp.where(caught, jnp.inf, times)
+    first = jnp.round(times / dt)                       # the step the cue appears at
+    return (jnp.arange(steps)[None, :] >= first[:, None]).astype(jnp.float64)
+
+
 def sample_batch(task: TaskConfig, n_states: int, key: jax.Array, *,
                  batch_size: int | None = None, steps: int | None = None, dt: float = 0.1,
                  initial_state_range: float | None = None, dtype: Any = jnp.float64,
@@ -255,7 +281,7 @@ def sample_batch(task: TaskConfig, n_states: int, key: jax.Array, *,
     Regulation: offsets x0 ~ U(-a, a)^n_x (from the plant's target: the trainer adds it).
     Tracking: x0 = 0 and a reference from fresh phases. Reaching: offsets as regulation and a
     target held for the whole episode as the reference (``every_target``: each in turn, the
-    test set).
+    test set), followed by the go cue (:func:`go_signal`) when the task has one.
 
     Example
     -------
@@ -276,6 +302,10 @@ def sample_batch(task: TaskConfig, n_states: int, key: jax.Array, *,
         key, target_key = jax.random.split(key)
         targets = reaching_targets(task, batch_size, None if every_target else target_key)
         reference = jnp.broadcast_to(targets[:, None], (batch_size, steps, 2))
+        if task.go_cue is not None:       # its own stream: tasks without a cue keep theirs
+            go_key = jax.random.fold_in(target_key, 1)
+            go = go_signal(task, batch_size, steps, dt, None if every_target else go_key)
+            reference = jnp.concatenate([reference, go[..., None]], axis=-1)
     x0 = jax.random.uniform(key, (batch_size, n_states), dtype=jnp.float64, minval=-1.0,
                             maxval=1.0) * bound
     if task.kind == "reaching":

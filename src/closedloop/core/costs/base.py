@@ -102,7 +102,9 @@ def squared_control(traj: Trajectory, plant: Plant, reference: jax.Array | None)
 
 def squared_effector_error(traj: Trajectory, plant: Plant, reference: jax.Array | None
                            ) -> jax.Array:
-    """(p(x_{t+1}) - r_t)^2 at t = 0..T-1, p the plant's effector position.
+    """(p(x_{t+1}) - r_t)^2 at t = 0..T-1, p the plant's effector position; with a go cue
+    after the target's coordinates (reaching with a delay period), r_t = target x go_t: the
+    start before the cue, the target from it on.
 
     Example
     -------
@@ -114,8 +116,11 @@ def squared_effector_error(traj: Trajectory, plant: Plant, reference: jax.Array 
     """
     if reference is None:
         raise ShapeError("this cost needs a reference")
-    steps = traj.controls.shape[-2]
-    return (plant.effector(_states(traj)[..., 1:, :]) - reference[..., :steps, :]) ** 2
+    steps, axes = traj.controls.shape[-2], plant.n_effector
+    wanted = reference[..., :steps, :axes]
+    if reference.shape[-1] > axes:                      # the go cue
+        wanted = wanted * reference[..., :steps, axes:axes + 1]
+    return (plant.effector(_states(traj)[..., 1:, :]) - wanted) ** 2
 
 
 def _states(traj: Trajectory) -> jax.Array:
