@@ -24,6 +24,10 @@ round by round and the medians are reported:
   ``tracking``) and the compiled training alone. The baseline column is one device.
 * ``ensemble``: ``train_ensemble`` of M members (CPU: 1, 8, 32), per network and epoch, against
   the baseline's epoch and the single run (``gpu.sh`` measures 1, 32, 256, 1024 on a GPU).
+* ``motornet``: the race on the muscle arm: MotorNet's own arm trained on ``reach-muscle-arm``'s
+  task with the same network, batch and optimiser (``benchmarks/motornet_race.py``, a MotorNet
+  user's training loop), against closedloop's compiled training step, and both whole loops
+  for a fixed number of updates. Target: >= 3x per step. Needs ``motornet`` (a test extra).
 * ``memory``: resident-memory growth while recording 1000 epochs of an N = 1000 network: the
   records in Python lists (the baseline) against ``RunWriter`` streaming them to a run file.
   Target: < 200 MB.
@@ -52,10 +56,11 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHMARKS = ("one-network", "tracking", "devices", "ensemble", "memory")
+BENCHMARKS = ("one-network", "tracking", "devices", "ensemble", "motornet", "memory")
 DEVICE_CASES = (("tracking-closed", False), ("di-tanh-closed", False),   # T = 300 and T = 50
                 ("tracking-closed", True))    # devices: (preset, one seed per device)
-NEEDS_TORCH = {"one-network", "tracking", "ensemble"}
+NEEDS_TORCH = {"one-network", "tracking", "ensemble", "motornet"}
+RACE_TARGET = 3.0                        # motornet: speed-up per training step
 TRAIN_TARGET, TRAIN_AIM = 3.0, 4.0       # one-network: speed-up over the baseline's training
 TRACKING_TARGET_S = 0.045                # tracking: seconds per epoch with recording
 MEMORY_LIMIT_MB = 200.0                  # memory: growth while recording
@@ -74,14 +79,15 @@ class Sizes:
     ensemble_rounds: int
     memory_epochs: int
     memory_size: int
+    race_updates: int
 
 
 FULL = Sizes(rounds=3, di_epochs=1000, tracking_epochs=100, tracking_baseline_epochs=10,
              ensemble_members=(1, 8, 32), ensemble_epochs=40, ensemble_rounds=2,
-             memory_epochs=1000, memory_size=1000)
+             memory_epochs=1000, memory_size=1000, race_updates=100)
 QUICK = Sizes(rounds=1, di_epochs=200, tracking_epochs=40, tracking_baseline_epochs=3,
               ensemble_members=(1, 8), ensemble_epochs=20, ensemble_rounds=1,
-              memory_epochs=200, memory_size=300)
+              memory_epochs=200, memory_size=300, race_updates=10)
 
 
 @dataclass
@@ -266,6 +272,29 @@ class Runner:
                                 {"devices": count, "members": members,
                                  "scaling": one / split}))
         return rows
+
+    def motornet(self) -> list[Row]:
+        if importlib.util.find_spec("motornet") is None:
+            self.progress("motornet: not installed (pip install motornet, a test extra)")
+            return []
+        updates = self.sizes.race_updates
+        theirs, ours = [], []
+        for index in range(self.sizes.rounds):
+            self.progress(f"motornet: round {index + 1}/{self.sizes.rounds}")
+            threads = ["--threads", str(self.threads)] if self.threads else []
+            theirs.append(_run_json([str(HERE / "motornet_race.py"), "motornet", "--updates",
+                                     str(updates), *threads]))
+            ours.append(_run_json([str(HERE / "motornet_race.py"), "ours", "--updates",
+                                   str(updates), "--cache", str(self.fresh("cache"))]))
+        step = [statistics.median(r["update_s"] for r in side) for side in (theirs, ours)]
+        loop = [statistics.median(r["loop_s"] for r in side) for side in (theirs, ours)]
+        return [
+            Row("motornet", "reach-muscle-arm: one training step (batch 64, T = 100), "
+                "MotorNet's loop vs the compiled step", "ms", 1e3 * step[0], 1e3 * step[1],
+                f">= {RACE_TARGET:g}x", step[0] / step[1] >= RACE_TARGET),
+            Row("motornet", f"{updates} updates: MotorNet's loop vs closedloop train "
+                "(compile and recording included)", "s", loop[0], loop[1]),
+        ]
 
     def ensemble(self) -> list[Row]:
         sizes = self.sizes

@@ -231,3 +231,14 @@ def test_cores_follow_the_cgroup_quota(tmp_path: Path) -> None:
     assert cpu_quota(tmp_path / "v1") is None
     assert cpu_quota(tmp_path / "none") is None
     assert 1 <= available_cores() <= (os.cpu_count() or 1)
+
+
+def test_the_motornet_race_runs_both_sides() -> None:
+    """``motornet_race.py`` (tiny sizes): MotorNet's loop and closedloop's training each
+    report their time per update and their whole loop."""
+    pytest.importorskip("motornet")
+    for tool in ("motornet", "ours"):
+        done = _python("benchmarks/motornet_race.py", tool, "--updates", "3", "--batch", "2")
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert result["updates"] == 3 and result["update_s"] > 0 and result["loop_s"] > 0
