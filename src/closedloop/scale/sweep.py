@@ -57,7 +57,8 @@ from closedloop.training.sources import load_teacher
 
 TEACHER_PRESETS = {"di-tanh-open": "di-tanh-closed", "di-tanh-open-plant": "di-tanh-closed",
                    "tracking-open": "tracking-closed",
-                   "pendulum-upright-open": "pendulum-upright-closed"}
+                   "pendulum-upright-open": "pendulum-upright-closed",
+                   "reach-muscle-arm-open": "reach-muscle-arm"}
 """The closed-loop preset that trains the teacher of each open-loop preset."""
 
 SPEC_FILE = "sweep.json"
