@@ -189,3 +189,31 @@ def test_the_same_excitations_through_motornet_itself():
                                    atol=1e-4, err_msg=f"step {t}")
         np.testing.assert_allclose(state[:, 10:], theirs.states["muscle"][:, 6, :].numpy(),
                                    rtol=1e-4, atol=1e-3, err_msg=f"step {t}")
+
+
+def test_at_the_operating_point_the_muscles_are_stationary():
+    """The coupled spectrum is read where the agent's command holds the muscles: one step on
+    that command leaves the activations and forces where they are, and the Jacobian has no
+    explicit-Euler activation mode outside the unit circle (it would at the activation floor
+    under a stronger command: 1 - dt (1.5 (u - a) + 0.5 + 1.5 a) / (0.015 (0.5 + 1.5 a)^2)
+    = -2.3 for a = 0.001, u = 0.5)."""
+    from closedloop.analysis.coupling import coupled_jacobian, operating_point
+    from closedloop.config import load_preset
+    from closedloop.core.rollout import build_loop
+    from closedloop.training import Trainer
+
+    config = load_preset("reach-muscle-arm", ["agent.size=8"])
+    plant, agent = build_loop(config)
+    params = {k: jnp.asarray(v, jnp.float64)
+              for k, v in Trainer(config).parameters_numpy(0).items()}
+    x, hidden, reference = operating_point(plant, agent, params)
+    observation = jnp.concatenate([plant.observe(x), reference])
+    _, command = agent.step(agent.prepare(params), hidden[None], observation[None])
+    after = plant.step(x[None], command)[0]
+    np.testing.assert_allclose(after[4:], x[4:], rtol=1e-12, atol=1e-12)
+    assert not np.allclose(x[4:10], 0.001)                   # settled above the floor
+    np.testing.assert_allclose(x[:4], plant.target_state[:4])
+    activation_block = np.asarray(coupled_jacobian(plant, agent, params, x, hidden,
+                                                   reference))[4:10, 4:10]
+    np.testing.assert_allclose(np.diag(activation_block),
+                               1 - 0.01 * (0.5 + 1.5 * np.asarray(x[4:10])) / 0.05, rtol=1e-9)

@@ -261,7 +261,9 @@ def operating_point(plant: Plant, agent: Agent, params: Params, dtype: Any = jnp
                     ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
     """(x*, h*, r*): the plant's target state, the agent's fixed point reading it there, and
     the reference there (0: in the task's coordinates the target sits at the operating
-    point). For the paper's plants and bias-free networks this is the origin.
+    point). For the paper's plants and bias-free networks this is the origin. A plant whose
+    internal states settle under the agent's command there (``settle``: a muscle's
+    activation) has them settled at the fixed point's command.
 
     Example
     -------
@@ -277,7 +279,12 @@ def operating_point(plant: Plant, agent: Agent, params: Params, dtype: Any = jnp
     if agent.reads_state:
         return x, jnp.zeros(agent.size, dtype=dtype), reference
     observation = agent_observation(agent, plant, x, reference)
-    return x, agent_fixed_point(agent, params, observation), reference
+    hidden = agent_fixed_point(agent, params, observation)
+    settle = getattr(plant, "settle", None)
+    if settle is not None:     # the observation does not read the settled states
+        _, command = agent.step(agent.prepare(params), hidden[None], observation[None])
+        x = settle(x, command[0])
+    return x, hidden, reference
 
 
 def plant_jacobian_failure(plant: Plant) -> str | None:

@@ -102,6 +102,13 @@ class NonlinearPlant(ABC):
         """What the agent can observe of one state; default the error x - x*."""
         return x - jnp.asarray(self.target(), dtype=x.dtype)
 
+    def settle(self, x: jax.Array, u: jax.Array) -> jax.Array:
+        """The operating point's state when the agent holds the command ``u`` there: the
+        target ``x`` with whatever internal states (an actuator's activation, say) settle
+        under a constant command. Default: ``x`` itself. The sensors must not read those
+        states (the agent's fixed point there is found before they settle)."""
+        return x
+
     def position(self, x: jax.Array) -> jax.Array:
         """The task-space position of one state that reaching costs charge (relative to the
         operating point); plants with ``effector_names`` define it, the others have none (an

@@ -108,9 +108,11 @@ class MuscleArm(NonlinearPlant):
     angles are clipped to their ranges. A force thus acts on the skeleton one step after the
     activation that made it.
 
-    The operating point is the start posture at rest with every activation at its floor and
-    the forces those activations make there (the arm holds still only as far as they balance;
-    regulation and reaching charge the hand, not the muscles).
+    The target (where episodes start) is the start posture at rest with every activation at
+    its floor and the forces it makes there. At the operating point the coupled spectrum is
+    read at, the activations are those the agent's command settles them at (:meth:`settle`),
+    with their forces: the muscles' states are then stationary, and the skeleton is too as far
+    as those forces balance (a network that holds still at the start makes them balance).
 
     Example
     -------
@@ -277,6 +279,12 @@ class MuscleArm(NonlinearPlant):
 
     def target(self) -> np.ndarray:
         return self.resting_state([self.start_shoulder, self.start_elbow], self.min_activation)
+
+    def settle(self, x: jax.Array, u: jax.Array) -> jax.Array:
+        """Under a constant command the activations settle at its excitations and the forces
+        at what they make at the posture of ``x``: the operating point's muscle states."""
+        activation = self.excitations(u).astype(x.dtype)
+        return jnp.concatenate([x[:4], activation, self.muscle_forces(x[:4], activation)])
 
     def position(self, x: jax.Array) -> jax.Array:
         start = jnp.asarray([self.start_shoulder, self.start_elbow], dtype=x.dtype)
