@@ -1,7 +1,7 @@
 """The documentation site: built by Sphinx with warnings as errors, every tutorial executed by
 the build, checked in the built HTML and in headless Chromium; and the package as a wheel.
 
-The build executes all six tutorials (about four minutes on two cores): it is the one test
+The build executes every tutorial (about five minutes on two cores): it is the one test
 that does, shared by the checks below through a module fixture.
 """
 
