@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from closedloop.training.loggers import LogSpec
 
 err_console = Console(stderr=True)
+SHOWN_STATES = 6
+"""The widest plant state ``closedloop fixed-points`` prints whole (--json has every entry)."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -692,8 +694,10 @@ def fixed_points(run_path: Path, epoch: str, starts: int, slow: bool, as_json: b
                    "starts"):
         table.add_column(column, no_wrap=True)
     n_x, names = result.n_states, result.state_names
+    shown = n_x if n_x <= SHOWN_STATES else 4      # a wide state: its first entries
     for index, point in enumerate(result.points):
-        state = ", ".join(f"{v:+.4f}" for v in point.state[:n_x])
+        state = ", ".join(f"{v:+.4f}" for v in point.state[:shown]) + (
+            f", ... (+{n_x - shown})" if shown < n_x else "")
         kind = ("[green]yes[/green]" if point.stable else "[red]no[/red]") + (
             "" if point.fixed else " (slow)")
         lead = _complex(complex(point.eigenvalues[0])) if point.eigenvalues.size else "-"
@@ -702,7 +706,8 @@ def fixed_points(run_path: Path, epoch: str, starts: int, slow: bool, as_json: b
                       str(point.starts))
     Console(width=max(120, Console().width)).print(table)
     if names:
-        click.echo("plant state: " + ", ".join(names[:n_x]))
+        click.echo("plant state: " + ", ".join(names[:shown])
+                   + (f", ... (all {n_x} with --json)" if shown < n_x else ""))
 
 
 def _epoch_number(text: str) -> int:

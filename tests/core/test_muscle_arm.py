@@ -6,6 +6,7 @@ config."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import jax
@@ -217,3 +218,23 @@ def test_at_the_operating_point_the_muscles_are_stationary():
                                                    reference))[4:10, 4:10]
     np.testing.assert_allclose(np.diag(activation_block),
                                1 - 0.01 * (0.5 + 1.5 * np.asarray(x[4:10])) / 0.05, rtol=1e-9)
+
+
+def test_fixed_points_of_a_muscle_arm_loop_print_its_wide_state_in_brief(tmp_path, capsys):
+    """``closedloop fixed-points`` on a (tiny, untrained: only slow points) muscle-arm run: the
+    table shows the first four of the 16 plant states and says where the rest are; --json
+    has every entry."""
+    from tests.test_cli import run_cli
+
+    out = tmp_path / "arm.h5"
+    code, _, _ = run_cli(capsys, "train", "reach-muscle-arm", "--epochs", "2", "--quiet",
+                         "--out", out, "--set", "agent.size=8", "--set", "task.steps=10",
+                         "--set", "task.batch_size=4")
+    assert code == 0
+    code, text, _ = run_cli(capsys, "fixed-points", out, "--starts", "8", "--slow")
+    assert code == 0
+    assert "... (+12)" in text and "(all 16 with --json)" in text
+    code, text, _ = run_cli(capsys, "fixed-points", out, "--starts", "8", "--slow", "--json")
+    assert code == 0
+    points = json.loads(text)["points"]
+    assert points and all(len(p["state"]) == 16 + 8 for p in points)
