@@ -69,3 +69,16 @@ def test_the_agent_reads_the_cue_and_settings_are_checked():
         TaskConfig(kind="reaching", go_cue=[0.3, 0.1])
     with pytest.raises(ValidationError, match=r"for task\.kind reaching"):
         TaskConfig(kind="regulation", catch_fraction=0.1)
+
+
+def test_the_test_set_can_visit_more_directions_than_training_draws():
+    """``evaluation.test_targets``: the muscle arm's preset trains on 8 directions and tests
+    on 24, 15 degrees apart, each once, its cue at the middle of the window."""
+    from closedloop.training import Trainer
+
+    trainer = Trainer(load_preset("reach-muscle-arm", ["agent.size=4"]))
+    reference = np.asarray(trainer.constants["test"].reference[0])
+    assert reference.shape == (24, 100, 3)
+    angles = np.degrees(np.arctan2(reference[:, 0, 1], reference[:, 0, 0])) % 360
+    np.testing.assert_allclose(angles, np.arange(24) * 15.0, atol=1e-4)     # float32
+    np.testing.assert_array_equal(np.argmax(reference[:, :, 2], axis=1), 15)

@@ -487,6 +487,10 @@ class EvaluationConfig(_Strict):
     of the compiled epoch, +11 % of a whole run). docs/science.md (gain space) has the
     measurements.
 
+    ``test_targets`` (reaching tasks): how many directions on the target circle the test set
+    visits, each in turn (None: the task's ``n_targets``); e.g. 24 directions for a task
+    trained on 8.
+
     ``probe_phases`` (tracking tasks): every epoch, each probe frequency is tracked alone
     from this many evenly spaced phases and its error recorded (the metric
     ``probe_errors``, science 6); 3 or more give exactly the average over a random phase for
@@ -502,6 +506,7 @@ class EvaluationConfig(_Strict):
     gain_fit_state_range: float | None = Field(None, ge=0, le=1e6)
     gain_fit_seed: int = Field(20250514, ge=0, lt=2**63)
     probe_phases: int = Field(4, ge=1, le=64)
+    test_targets: int | None = Field(None, ge=1, le=10_000)
 
     @field_validator("gain_fit_states", mode="before")
     @classmethod

@@ -583,7 +583,9 @@ def _draw_params_compiled(agent: Agent, init_signature: str, dtype: str, key: ja
 @functools.partial(jax.jit, static_argnums=0)
 def _test_batch(program: Program) -> Batch:
     config = program.config
-    batch = sample_batch(config.task, program.plant.n_core_states,
+    task = config.task if config.evaluation.test_targets is None else config.task.model_copy(
+        update={"n_targets": config.evaluation.test_targets})
+    batch = sample_batch(task, program.plant.n_core_states,
                          key_from_seed(config.evaluation.test_seed),
                          batch_size=config.evaluation.test_size, steps=config.test_steps,
                          dt=program.plant.dt,
