@@ -13,7 +13,7 @@ start; a go cue at 0.05-0.25 s, 20 % catch trials; 100 steps of 10 ms. The netwo
 of 100 units (h' = tanh(W h + W_in y)), a linear readout through a sigmoid to the six muscles;
 it reads the muscles' normalised lengths and velocities, the hand from the start, the target
 and the cue. The loss: the hand's squared distance to the start before the cue and to the
-target after it, plus 1e-4 x the squared readout; Adam 1e-3.
+target after it, plus 1e-4 x the squared readout; Adam 3e-3.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 STEPS, SIZE, TARGETS, RADIUS = 100, 100, 8, 0.1
-CUE, CATCH, EFFORT, LR = (0.05, 0.25), 0.2, 1e-4, 1e-3
+CUE, CATCH, EFFORT, LR = (0.05, 0.25), 0.2, 1e-4, 3e-3
 START = (math.radians(67.5), math.radians(77.5))
 
 
