@@ -262,7 +262,7 @@ def operating_point(plant: Plant, agent: Agent, params: Params, dtype: Any = jnp
     """(x*, h*, r*): the plant's target state, the agent's fixed point reading it there, and
     the reference there (0: in the task's coordinates the target sits at the operating
     point). For the paper's plants and bias-free networks this is the origin. A plant whose
-    internal states settle under the agent's command there (``settle``: a muscle's
+    internal states settle under the agent's command there (``Plant.settle``: a muscle's
     activation) has them settled at the fixed point's command.
 
     Example
@@ -280,11 +280,9 @@ def operating_point(plant: Plant, agent: Agent, params: Params, dtype: Any = jnp
         return x, jnp.zeros(agent.size, dtype=dtype), reference
     observation = agent_observation(agent, plant, x, reference)
     hidden = agent_fixed_point(agent, params, observation)
-    settle = getattr(plant, "settle", None)
-    if settle is not None:     # the observation does not read the settled states
-        _, command = agent.step(agent.prepare(params), hidden[None], observation[None])
-        x = settle(x, command[0])
-    return x, hidden, reference
+    # the observation does not read the settled states (Plant.settle)
+    _, command = agent.step(agent.prepare(params), hidden[None], observation[None])
+    return plant.settle(x, command[0]), hidden, reference
 
 
 def plant_jacobian_failure(plant: Plant) -> str | None:

@@ -68,6 +68,7 @@ class Plant(Protocol):
     def effector(self, x: jax.Array) -> jax.Array: ...
     def state_error(self, x: jax.Array) -> jax.Array: ...
     def initial_states(self, offsets: jax.Array) -> jax.Array: ...
+    def settle(self, x: jax.Array, u: jax.Array) -> jax.Array: ...
     def draw_noise(self, key: jax.Array, batch: int, steps: int, dtype: Any
                    ) -> jax.Array | None: ...
 
@@ -162,6 +163,10 @@ class LinearPlant:
     def initial_states(self, offsets: jax.Array) -> jax.Array:
         """x_0 = offsets (the target is 0)."""
         return offsets
+
+    def settle(self, x: jax.Array, u: jax.Array) -> jax.Array:
+        """A linear plant has no internal states that settle under a held command: ``x``."""
+        return x
 
     def step(self, x: jax.Array, u: jax.Array, noise: jax.Array | None = None) -> jax.Array:
         """One step x_{t+1} = A x + B u (+ noise), clamped if the plant clamps.

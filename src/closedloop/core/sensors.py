@@ -152,12 +152,9 @@ class SensedPlant:
     # -- the plant protocol ----------------------------------------------------------------------
 
     def settle(self, x: jax.Array, u: jax.Array) -> jax.Array:
-        """The base plant's settled state (its ``settle``, if it has one) under the command
-        ``u``; the delay buffer as it was."""
-        settle = getattr(self.base, "settle", None)
-        if settle is None:
-            return x
-        core = settle(x[: self.base.n_states], u)
+        """The base plant's settled state under the command ``u``; the delay buffer as it
+        was."""
+        core = self.base.settle(x[: self.base.n_states], u)
         return jnp.concatenate([core, x[self.base.n_states:]])
 
     def step(self, x: jax.Array, u: jax.Array, noise: jax.Array | None = None) -> jax.Array:

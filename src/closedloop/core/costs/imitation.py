@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import jax
 
+from closedloop.core.costs.base import batch_factor
 from closedloop.core.rollout import Trajectory
 from closedloop.errors import ShapeError
 
@@ -26,4 +27,4 @@ def imitation_cost(traj: Trajectory, batch_share: float = 1.0) -> jax.Array:
     if traj.teacher_controls is None:
         raise ShapeError("the imitation cost needs a teacher")
     cost = ((traj.controls - traj.teacher_controls) ** 2).sum(axis=-1).mean(axis=-2).sum(axis=-1)
-    return cost if batch_share == 1.0 else batch_share * cost
+    return batch_factor("mean", batch_share) * cost
