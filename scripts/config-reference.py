@@ -37,6 +37,7 @@ run. The science behind each setting is in `docs/science.md`; plants, sensors an
 
 def field_type(annotation: object) -> str:
     text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    text = text.replace("closedloop.config.schema.SensorConfig", "{delay: int, noise_std: float}")
     return text.replace("|", "\\|")
 
 

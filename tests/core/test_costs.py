@@ -169,3 +169,76 @@ def test_unknown_costs_and_wrong_tasks_are_refused_with_the_key():
         Trainer(load_preset("tracking-closed", [*SMALL, "loss.control_cost=0.1"]))
     assert sorted(COSTS.builtin) == ["mean_state", "paper_di", "per_sample", "reaching",
                                      "tracking"]
+
+
+@pytest.mark.parametrize("kind", ["reaching", "per_sample"])
+def test_effort_and_hidden_activity_are_charged_as_defined(kind):
+    """loss.effort_cost * mean_{b,t} sum_i (a_i F_max,i / sum_j F_max,j)^2 of the activations
+    after each command, plus loss.hidden_cost * mean_{b,t,units} h_t^2, by loops, on top of
+    the cost's own terms; the test loss charges neither."""
+    from closedloop.core.muscle_arm import MuscleArm
+
+    rng = np.random.default_rng(2)
+    arm = MuscleArm()
+    states, controls = rng.uniform(size=(3, 6, 16)), rng.normal(size=(3, 5, 6))
+    hidden, reference = rng.normal(size=(3, 5, 7)), rng.normal(size=(3, 5, 2))
+    share = np.array(arm.max_force) / np.sum(arm.max_force)
+    effort = np.mean([[np.sum((states[b, t + 1, 4:10] * share) ** 2) for t in range(5)]
+                      for b in range(3)])
+    activity = np.mean(hidden ** 2)
+    plain = cost_for(LossConfig(kind=kind, control_cost=BETA))
+    charged = cost_for(LossConfig(kind=kind, control_cost=BETA, effort_cost=0.7,
+                                  hidden_cost=0.2))
+    traj = Trajectory(jnp.asarray(states), jnp.asarray(controls), hidden=jnp.asarray(hidden))
+    ref = jnp.asarray(reference)
+    base = float(plain.episode_loss(traj, arm, ref))
+    assert float(charged.episode_loss(traj, arm, ref)) == pytest.approx(
+        base + 0.7 * effort + 0.2 * activity, rel=1e-12)
+    assert float(charged.step_costs(traj, arm, ref).sum(-1).mean()) == pytest.approx(
+        base + 0.7 * effort + 0.2 * activity, rel=1e-12)
+    assert float(charged.evaluation(traj, arm, ref)) == float(plain.evaluation(traj, arm, ref))
+    # behind delayed sensors the effort is the arm's own (the buffer is not muscle)
+    from closedloop.core.sensors import SensedPlant
+
+    sensed = SensedPlant(arm, delay=2)
+    buffered = jnp.concatenate([traj.states, jnp.ones((3, 6, sensed.n_states - 16))], -1)
+    assert float(charged.episode_loss(Trajectory(buffered, traj.controls, hidden=traj.hidden),
+                                       sensed, ref)) == \
+        pytest.approx(base + 0.7 * effort + 0.2 * activity, rel=1e-12)
+
+
+def test_the_trainer_charges_the_hidden_activity_of_its_own_episodes():
+    """A muscle-arm run with both costs: the trainer's loss is the loss without them plus the
+    effort and the hidden activity of the closed-loop episode, computed here from a rollout
+    that records the hidden states."""
+    from closedloop.core.rollout import Given, closed_loop, run_loop
+    from closedloop.training import Trainer
+
+    small = ["agent.size=6", "task.batch_size=4", "task.steps=8", "evaluation.test_size=4",
+             "evaluation.test_targets=4"]
+    plain = Trainer(load_preset("reach-muscle-arm", [*small, "loss.effort_cost=0",
+                                                     "loss.hidden_cost=0"], epochs=1))
+    charged = Trainer(load_preset("reach-muscle-arm", [*small, "loss.effort_cost=0.5",
+                                                       "loss.hidden_cost=0.25"], epochs=1))
+    batch = charged.draw_batch(1)
+    params = {k: v[0] for k, v in charged.params.items()}
+    traj = run_loop(closed_loop(charged.plant, charged.agent, params), steps=8,
+                    x0=batch.x0[0], given=Given(batch.reference[0], None),
+                    zero_first_control=True, record_hidden=True)
+    states, hidden = np.asarray(traj.states, float), np.asarray(traj.hidden, float)
+    share = np.array(charged.plant.max_force) / np.sum(charged.plant.max_force)
+    extra = 0.5 * np.mean(np.sum((states[:, 1:, 4:10] * share) ** 2, -1)) \
+        + 0.25 * np.mean(hidden ** 2)
+    assert np.abs(hidden).max() > 0
+    assert float(charged.loss(batch)[0]) == pytest.approx(float(plain.loss(batch)[0]) + extra,
+                                                          rel=1e-5)
+
+
+def test_effort_needs_muscles_and_regularised_costs_have_no_lqr_weights():
+    from closedloop.training import Trainer
+
+    with pytest.raises(ConfigError, match="has no muscles"):
+        Trainer(load_preset("reach-pointmass", ["loss.effort_cost=0.1"]))
+    with pytest.raises(ConfigError, match="not quadratic"):
+        cost_for(LossConfig(kind="per_sample", hidden_cost=0.1)).quadratic_weights(
+            double_integrator(), 4, 5)

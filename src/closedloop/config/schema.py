@@ -105,6 +105,22 @@ LINEAR_KINDS = ("integrator", "point_mass_2d", "linear")
 """Plant kinds given by matrices; every other kind is a nonlinear plant with ``params``."""
 
 
+class SensorConfig(_Strict):
+    """One sensor of the plant (a group of its outputs, or one output): its feedback delay
+    in steps and the standard deviation of the Gaussian noise added to what it senses
+    (before the delay). Unset values are the plant's ``delay`` and
+    ``observation_noise_std``.
+
+    Example
+    -------
+    >>> SensorConfig(delay=5).model_dump()
+    {'delay': 5, 'noise_std': None}
+    """
+
+    delay: int | None = Field(None, ge=0, le=10_000)
+    noise_std: float | None = Field(None, ge=0, le=1e6)
+
+
 class PlantConfig(_Strict):
     """The plant (science 1.1, 9) and the sensors the agent reads it through.
 
@@ -117,7 +133,16 @@ class PlantConfig(_Strict):
 
     Sensor options (any kind): ``observed`` (indices of the plant's outputs the agent reads),
     ``delay`` (feedback delay in steps), ``observation_noise_std`` and ``motor_noise_std``
-    (additive Gaussian noise on the observation and on the command).
+    (additive Gaussian noise on the observation and on the command). ``sensors`` gives
+    sensors a delay and a noise of their own, as ``{name: {delay: k, noise_std: s}}`` (both
+    optional; unset, ``delay`` and ``observation_noise_std``): a name is a group of outputs
+    the plant defines (its ``sensor_groups``: the ``muscle_arm``'s ``proprioception``, its
+    12 fibre lengths and velocities, and ``vision``, the hand's 2 coordinates) or one of its
+    outputs (its ``output_names``; ``y0``, ``y1``, ... for the linear kinds); an output's own
+    entry overrides its group's, and every output named must be observed. An unknown name
+    is refused with the names allowed. Noise is added when sensed, before the delay, as in
+    MotorNet: ``sensors: {proprioception: {delay: 2, noise_std: 0.001}, vision: {delay: 7,
+    noise_std: 0.001}}`` on the muscle arm.
     """
 
     kind: str = Field("integrator", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
@@ -135,6 +160,7 @@ class PlantConfig(_Strict):
     delay: int = Field(0, ge=0, le=10_000)
     observation_noise_std: float = Field(0.0, ge=0, le=1e6)
     motor_noise_std: float = Field(0.0, ge=0, le=1e6)
+    sensors: dict[str, SensorConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_kind(self) -> PlantConfig:
@@ -393,11 +419,18 @@ class LossConfig(_Strict):
     (``task.kind: tracking``, no control cost); ``reaching`` (``task.kind: reaching``):
     mean_{batch,t} |p_t - target|^2 + control_cost * mean_{batch,t} |u_t|^2 with p the
     plant's effector position.
+
+    Any kind adds, when set, ``effort_cost`` * mean_{batch,t} sum_muscles e_t, the plant's
+    muscle effort e = (a_i F_max,i / sum_j F_max,j)^2 after each command (a plant with
+    muscles: ``muscle_arm``), and ``hidden_cost`` * mean_{batch,t,units} h_t^2, the agent's
+    hidden activity; neither is part of the test loss.
     """
 
     kind: str = Field("paper_di", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
     control_cost: float = Field(0.0, ge=0, le=1e12)
     state_weight: float = Field(1.0, ge=0, le=1e12)
+    effort_cost: float = Field(0.0, ge=0, le=1e12)
+    hidden_cost: float = Field(0.0, ge=0, le=1e12)
 
 
 class TrainingConfig(_Strict):

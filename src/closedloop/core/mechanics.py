@@ -86,6 +86,9 @@ class NonlinearPlant(ABC):
     input_names: ClassVar[tuple[str, ...]] = ()
     output_names: ClassVar[tuple[str, ...] | None] = None
     effector_names: ClassVar[tuple[str, ...]] = ()
+    sensor_groups: ClassVar[dict[str, tuple[int, ...]]] = {}
+    """Named groups of outputs (indices into the sensors) that ``plant.sensors`` may give a
+    delay and a noise of their own (none by default)."""
 
     # -- what a subclass writes (one state) ------------------------------------------------
 

@@ -8,8 +8,9 @@ forces of the state; a step computes the next ones, as MotorNet does). Command (
 per muscle, mapped to an excitation by ``excitation`` (``sigmoid``, the default, so that any
 agent's unbounded output drives the muscles; ``clip`` to feed excitations directly), kept in
 [``min_activation``, 1]. Sensors (14): proprioception (the muscles' normalised fibre lengths
-and velocities) and vision (the hand position from the start posture). Every constant is a
-field, so a config sets it under ``plant.params``.
+and velocities) and vision (the hand position from the start posture), the sensor groups
+``proprioception`` and ``vision`` that ``plant.sensors`` gives a delay and a noise of their
+own. Every constant is a field, so a config sets it under ``plant.params``.
 
 Example
 -------
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -157,6 +158,8 @@ class MuscleArm(NonlinearPlant):
     output_names = (*(f"length_{m}" for m in MUSCLES), *(f"velocity_{m}" for m in MUSCLES),
                     "hand_x", "hand_y")
     effector_names = ("hand_x", "hand_y")
+    sensor_groups: ClassVar[dict[str, tuple[int, ...]]] = {
+        "proprioception": tuple(range(12)), "vision": (12, 13)}
 
     def __post_init__(self) -> None:
         for name in ("max_force", "optimal_length", "slack_length", "path_offset",
@@ -285,6 +288,22 @@ class MuscleArm(NonlinearPlant):
         at what they make at the posture of ``x``: the operating point's muscle states."""
         activation = self.excitations(u).astype(x.dtype)
         return jnp.concatenate([x[:4], activation, self.muscle_forces(x[:4], activation)])
+
+    def effort(self, x: jax.Array) -> jax.Array:
+        """The muscles' effort (..., 6) of states ``x`` (..., 16): each activation weighted by
+        its muscle's share of the summed maximal forces, squared, (a_i F_max,i / sum_j
+        F_max,j)^2 (what ``loss.effort_cost`` charges; a strong muscle's activation costs
+        more).
+
+        Example
+        -------
+        >>> arm = MuscleArm()
+        >>> state = jnp.asarray(arm.resting_state([1.0, 1.0], 1.0))
+        >>> round(float(arm.effort(state).sum()), 4)   # sum_i (F_max,i / sum_j F_max,j)^2
+        0.1955
+        """
+        force = jnp.asarray(self.max_force, dtype=x.dtype)
+        return (x[..., 4:10] * force / force.sum()) ** 2
 
     def position(self, x: jax.Array) -> jax.Array:
         start = jnp.asarray([self.start_shoulder, self.start_elbow], dtype=x.dtype)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +73,27 @@ class Plant(Protocol):
                    ) -> jax.Array | None: ...
 
 
+@runtime_checkable
+class MusclePlant(Protocol):
+    """A plant driven by muscles: it says what a state's muscle effort is (what
+    ``loss.effort_cost`` charges)."""
+
+    def effort(self, x: jax.Array) -> jax.Array:
+        """The per-muscle effort (..., n_muscles) of states ``x`` (..., n_x)."""
+        ...
+
+
+def has_muscles(plant: Plant) -> bool:
+    """Whether ``plant`` (or the plant a sensor wrapper reads) has an effort to charge.
+
+    Example
+    -------
+    >>> has_muscles(double_integrator())
+    False
+    """
+    return isinstance(getattr(plant, "base", plant), MusclePlant)
+
+
 @dataclass(frozen=True, eq=False)
 class LinearPlant:
     """A discrete-time LTI plant with optional process noise and state clamping.
@@ -95,6 +116,9 @@ class LinearPlant:
     dt: float = 1.0
     process_noise_std: float = 0.0
     clamp: float | None = None
+
+    sensor_groups: ClassVar[dict[str, tuple[int, ...]]] = {}
+    """Named groups of outputs (``plant.sensors`` keys): none for a linear plant."""
 
     def __post_init__(self) -> None:
         A, B, C = plant_matrices(self.A, self.B, self.C)
@@ -126,6 +150,11 @@ class LinearPlant:
     def n_outputs(self) -> int:
         """Dimension of y = C x."""
         return self.C.shape[0]
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """``y0``, ``y1``, ...: the rows of C (what ``plant.sensors`` may name)."""
+        return tuple(f"y{i}" for i in range(self.n_outputs))
 
     @property
     def n_core_states(self) -> int:
@@ -259,20 +288,26 @@ def from_control(system: Any, **options: Any) -> LinearPlant:
                        dt=float(dt), **options)
 
 
-SENSOR_OPTIONS = ("observed", "delay", "observation_noise_std", "motor_noise_std")
+SENSOR_OPTIONS = ("observed", "delay", "observation_noise_std", "motor_noise_std", "sensors")
 """PlantConfig fields that put a plant behind :class:`~closedloop.core.sensors.SensedPlant`."""
 
 
 def plant_from_config(config: PlantConfig) -> Plant:
     """Build the plant a :class:`~closedloop.config.PlantConfig` describes: a linear kind, a
     nonlinear built-in or a registered kind (with ``plant.params``), behind sensors when
-    any of :data:`SENSOR_OPTIONS` is set.
+    any of :data:`SENSOR_OPTIONS` asks for them.
+
+    ``plant.sensors`` gives groups of the plant's outputs (its ``sensor_groups``) or single
+    outputs (its ``output_names``) a delay and an observation noise of their own; an output's
+    own entry overrides its group's, and what neither sets is ``plant.delay`` and
+    ``plant.observation_noise_std``.
 
     Raises
     ------
     ConfigError
-        For an unknown kind or parameter, and for a plant whose step or observation has the
-        wrong shape or is not finite at its operating point.
+        For an unknown kind, parameter or sensor name, a sensor that reads no observed
+        output, and for a plant whose step or observation has the wrong shape or is not
+        finite at its operating point.
 
     Example
     -------
@@ -281,20 +316,61 @@ def plant_from_config(config: PlantConfig) -> Plant:
     4
     >>> plant_from_config(PlantConfig(kind="pendulum", delay=2)).n_states
     6
+    >>> arm = plant_from_config(PlantConfig(
+    ...     kind="muscle_arm", sensors={"proprioception": {"delay": 2}, "vision": {"delay": 5}}))
+    >>> arm.n_states - arm.n_core_states               # 12 outputs x 2 steps + 2 x 5
+    34
     """
     options = {"process_noise_std": config.process_noise_std, "clamp": config.clamp}
     if config.kind in LINEAR_PLANT_KINDS:
         base: Plant = _linear_plant(config, options)
     else:
         base = _nonlinear_plant(config, options)
-    if config.observed is None and not config.delay and not config.observation_noise_std \
-            and not config.motor_noise_std:
+    delay, noise_std = _sensor_settings(config, base)
+    if config.observed is None and not any(np.atleast_1d(delay)) \
+            and not any(np.atleast_1d(noise_std)) and not config.motor_noise_std:
         return base
     from closedloop.core.sensors import SensedPlant
 
     observed = None if config.observed is None else tuple(config.observed)
-    return SensedPlant(base, observed, config.delay, config.observation_noise_std,
-                       config.motor_noise_std)
+    return SensedPlant(base, observed, delay, noise_std, config.motor_noise_std)
+
+
+def _sensor_settings(config: PlantConfig, base: Any
+                     ) -> tuple[int | tuple[int, ...], float | tuple[float, ...]]:
+    """The delay and the observation noise of each observed output (one value when they are
+    all the same): ``plant.delay`` and ``plant.observation_noise_std``, with
+    ``plant.sensors`` applied (groups first, then single outputs)."""
+    if not config.sensors:
+        return config.delay, config.observation_noise_std
+    observed = list(range(base.n_outputs)) if config.observed is None else config.observed
+    delays = [config.delay] * len(observed)
+    stds = [config.observation_noise_std] * len(observed)
+    groups = {name: tuple(indices) for name, indices in base.sensor_groups.items()}
+    names = base.output_names if base.output_names is not None else base.state_names
+    for name in config.sensors:
+        if name not in groups and name not in names:
+            raise ConfigError(
+                f"unknown key 'plant.sensors.{name}' for plant.kind '{config.kind}' (allowed: "
+                f"sensor groups {', '.join(groups) or 'none'}; outputs {', '.join(names)})")
+    ordered = [*(n for n in config.sensors if n in groups),
+               *(n for n in config.sensors if n not in groups)]
+    for name in ordered:
+        spec = config.sensors[name]
+        indices = groups[name] if name in groups else (list(names).index(name),)
+        places = [p for p, i in enumerate(observed) if i in indices]
+        if not places:
+            what = f"its outputs {list(indices)} are" if name in groups else \
+                f"output {indices[0]} is"
+            raise ConfigError(f"plant.sensors.{name}: {what} not in plant.observed "
+                              f"{list(observed)}")
+        for p in places:
+            if spec.delay is not None:
+                delays[p] = spec.delay
+            if spec.noise_std is not None:
+                stds[p] = spec.noise_std
+    return (delays[0] if len(set(delays)) == 1 else tuple(delays),
+            stds[0] if len(set(stds)) == 1 else tuple(stds))
 
 
 def _linear_plant(config: PlantConfig, options: dict[str, Any]) -> LinearPlant:

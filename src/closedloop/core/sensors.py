@@ -1,5 +1,5 @@
 """Sensor and motor options on any plant: which outputs are observed, observation and motor
-noise, and a feedback delay of k steps (docs/science.md, section 9).
+noise, and feedback delays of their own per observed output (docs/science.md, section 9).
 
 :class:`SensedPlant` wraps a plant and is itself a plant. With a delay k >= 1 the agent at
 time t reads y_{t-k} = g(x_{t-k}) (+ noise): the wrapped state is
@@ -11,9 +11,16 @@ entry. The delayed observations are thus part of the loop's state, and the coupl
 (and P) of a delayed loop is built on the augmented state. At the start the buffer holds
 g(x_0) k times, as if the plant had rested there.
 
+Each observed output i may have a delay d_i of its own (proprioception faster than vision,
+as in MotorNet): the buffer then keeps, at lag j = 1..K (K the largest delay), only the
+outputs with d_i >= j, so it holds sum_i d_i values, and the agent reads output i at
+y_{t-d_i} (now, for d_i = 0). The sets shrink with j, so a shift is one index selection.
+With one delay for all outputs this is the layout above.
+
 Noise is one vector per step, read in parts: the wrapped plant's own (process) noise, then
 the motor noise added to the command, then the observation noise added to the observation
-(written into the buffer with a delay, added when observed without one).
+when it is sensed (one standard deviation per output, or one for all), before the delay:
+written into the buffer with it, added when observed without one.
 
 Example
 -------
@@ -29,8 +36,11 @@ Example
 
 from __future__ import annotations
 
+import functools
+import math
+import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,9 +49,17 @@ import numpy as np
 from closedloop.errors import ConfigError
 
 
+class _Layout(NamedTuple):
+    """Where the delay buffer keeps what (all positions relative to the buffer's start)."""
+
+    lags: tuple[tuple[int, ...], ...]      # lag j = 1..K: the outputs with delay >= j
+    keep: tuple[int, ...]                  # the entries a shift keeps, in their new order
+    read: tuple[int, ...]                  # per output: its entry at lag d_i, or -1 (now)
+
+
 @dataclass(frozen=True)
 class SensedPlant:
-    """A plant seen through sensors: observed outputs, noise and a feedback delay.
+    """A plant seen through sensors: observed outputs, noise and feedback delays.
 
     Parameters
     ----------
@@ -50,27 +68,54 @@ class SensedPlant:
     observed
         Indices of the base plant's outputs the agent reads (None: all).
     delay
-        Feedback delay k in steps.
-    observation_noise_std, motor_noise_std
-        Standard deviations of the additive Gaussian noise on the observation and on the
-        command.
+        Feedback delay in steps: one for all observed outputs, or one per observed output
+        (a sequence as long as the observation; 0 reads that output now).
+    observation_noise_std
+        Standard deviation of the additive Gaussian noise on the observation: one for all
+        observed outputs, or one per observed output (added when sensed, before the delay).
+    motor_noise_std
+        Standard deviation of the additive Gaussian noise on the command.
+
+    Example
+    -------
+    >>> import jax.numpy as jnp
+    >>> from closedloop.core.plants import point_mass_2d
+    >>> sensed = SensedPlant(point_mass_2d(dt=1.0), delay=(0, 2))   # x now, y 2 steps late
+    >>> sensed.n_states, sensed.state_names[4:]
+    (6, ('y1@t-1', 'y1@t-2'))
+    >>> s = sensed.initial_states(jnp.array([[1.0, 1.0, 2.0, 1.0]]))   # both move at 1/step
+    >>> for _ in range(2):
+    ...     s = sensed.step(s, jnp.zeros((1, 2)))
+    >>> sensed.observe(s).tolist()          # x as it is now, y as it was two steps ago
+    [[3.0, 2.0]]
     """
 
     base: Any
     observed: tuple[int, ...] | None = None
-    delay: int = 0
-    observation_noise_std: float = 0.0
+    delay: int | tuple[int, ...] = 0
+    observation_noise_std: float | tuple[float, ...] = 0.0
     motor_noise_std: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.delay < 0:
-            raise ConfigError("plant.delay must be >= 0")
         if self.observed is not None:
             bad = [i for i in self.observed if not 0 <= i < self.base.n_outputs]
             if bad or not self.observed:
                 raise ConfigError(f"plant.observed: indices must be in 0.."
                                   f"{self.base.n_outputs - 1} (the plant has "
                                   f"{self.base.n_outputs} outputs)")
+        for name in ("delay", "observation_noise_std"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple, np.ndarray)):
+                if len(value) != self.n_outputs:
+                    raise ConfigError(f"plant.{name}: one value per observed output "
+                                      f"({self.n_outputs}), got {len(value)}")
+                object.__setattr__(self, name, tuple(value))
+        if any(not isinstance(d, numbers.Integral) or isinstance(d, bool) for d in self.delays):
+            raise ConfigError("plant.delay must be an integer number of steps")
+        if any(d < 0 for d in self.delays):
+            raise ConfigError("plant.delay must be >= 0")
+        if any(not math.isfinite(s) or s < 0 for s in self.noise_stds):
+            raise ConfigError("plant.observation_noise_std must be finite and >= 0")
 
     # -- dimensions ------------------------------------------------------------------------
 
@@ -90,9 +135,23 @@ class SensedPlant:
         return self.base.n_outputs if self.observed is None else len(self.observed)
 
     @property
+    def delays(self) -> tuple[int, ...]:
+        """The feedback delay of each observed output, in steps."""
+        if isinstance(self.delay, tuple):
+            return self.delay
+        return (self.delay,) * self.n_outputs
+
+    @property
+    def noise_stds(self) -> tuple[float, ...]:
+        """The observation noise's standard deviation on each observed output."""
+        if isinstance(self.observation_noise_std, tuple):
+            return self.observation_noise_std
+        return (self.observation_noise_std,) * self.n_outputs
+
+    @property
     def n_states(self) -> int:
-        """Physical state plus the delay buffer."""
-        return self.base.n_states + self.delay * self.n_outputs
+        """Physical state plus the delay buffer (the sum of the outputs' delays)."""
+        return self.base.n_states + sum(self.delays)
 
     @property
     def n_inputs(self) -> int:
@@ -106,16 +165,17 @@ class SensedPlant:
 
     @property
     def state_names(self) -> tuple[str, ...]:
-        """Names of the wrapped state: the plant's, then ``y[i]@t-j`` for the buffer."""
+        """Names of the wrapped state: the plant's, then ``y[i]@t-j`` for the buffer (output
+        i of the observation, j steps ago)."""
         base = tuple(getattr(self.base, "state_names", ())) or tuple(
             f"x{i}" for i in range(self.base.n_states))
-        return base + tuple(f"y{i}@t-{j}" for j in range(1, self.delay + 1)
-                            for i in range(self.n_outputs))
+        return base + tuple(f"y{i}@t-{j}" for j, lag in enumerate(self._layout.lags, 1)
+                            for i in lag)
 
     @property
     def _sizes(self) -> tuple[int, int, int]:
         motor = self.n_inputs if self.motor_noise_std > 0 else 0
-        sensor = self.n_outputs if self.observation_noise_std > 0 else 0
+        sensor = self.n_outputs if any(s > 0 for s in self.noise_stds) else 0
         return self.base.noise_size, motor, sensor
 
     @property
@@ -129,9 +189,27 @@ class SensedPlant:
         core = np.asarray(self.base.target_state, dtype=np.float64)
         with jax.ensure_compile_time_eval():          # a constant, also inside a trace
             seen = np.asarray(self._sense(jnp.asarray(core), None))
-        return np.concatenate([core, np.tile(seen, self.delay)])
+        return np.concatenate([core, *self._lagged(seen)])
 
     # -- the parts of the state and of the noise ------------------------------------------------
+
+    @functools.cached_property
+    def _layout(self) -> _Layout:
+        delays = self.delays
+        lags = tuple(tuple(i for i, d in enumerate(delays) if d >= j)
+                     for j in range(1, max(delays, default=0) + 1))
+        starts = np.cumsum([0, *map(len, lags)])
+        keep = tuple(int(starts[j]) + lags[j].index(i) for j in range(len(lags) - 1)
+                     for i in lags[j + 1])
+        read = tuple(int(starts[d - 1]) + lags[d - 1].index(i) if d else -1
+                     for i, d in enumerate(delays))
+        return _Layout(lags, keep, read)
+
+    def _lagged(self, seen: Any) -> list[Any]:
+        """The buffer's blocks (lag 1..K) when every lag holds the observation ``seen``."""
+        every = tuple(range(self.n_outputs))
+        return [seen if lag == every else seen[..., np.asarray(lag, dtype=int)]
+                for lag in self._layout.lags]
 
     def _split_noise(self, noise: jax.Array | None) -> tuple[Any, Any, Any]:
         if noise is None:
@@ -146,7 +224,11 @@ class SensedPlant:
         if self.observed is not None:
             y = y[..., jnp.asarray(self.observed)]
         if sensor_noise is not None:
-            y = y + self.observation_noise_std * sensor_noise
+            stds = self.noise_stds
+            if len(set(stds)) == 1:
+                y = y + stds[0] * sensor_noise
+            else:
+                y = y + jnp.asarray(stds, dtype=sensor_noise.dtype) * sensor_noise
         return y
 
     # -- the plant protocol ----------------------------------------------------------------------
@@ -158,24 +240,37 @@ class SensedPlant:
         return jnp.concatenate([core, x[self.base.n_states:]])
 
     def step(self, x: jax.Array, u: jax.Array, noise: jax.Array | None = None) -> jax.Array:
-        """Step the plant on the (noisy) command and shift the delay buffer."""
+        """Step the plant on the (noisy) command and shift the delay buffer: the outputs
+        with a delay enter it at lag 1, each lag's entries move one lag on where their
+        delay reaches it, the rest leave."""
         base_noise, motor_noise, sensor_noise = self._split_noise(noise)
         core = x[..., : self.base.n_states]
         if motor_noise is not None:
             u = u + self.motor_noise_std * motor_noise
         core_next = self.base.step(core, u, base_noise)
-        if not self.delay:
+        layout = self._layout
+        if not layout.lags:
             return core_next
-        newest = self._sense(core, sensor_noise)
+        newest = self._lagged(self._sense(core, sensor_noise))[0]
         buffer = x[..., self.base.n_states:]
-        kept = buffer[..., : (self.delay - 1) * self.n_outputs]
+        kept = buffer[..., : len(layout.keep)] if layout.keep == tuple(
+            range(len(layout.keep))) else buffer[..., np.asarray(layout.keep, dtype=int)]
         return jnp.concatenate([core_next, newest.astype(x.dtype), kept], axis=-1)
 
     def observe(self, x: jax.Array, noise: jax.Array | None = None) -> jax.Array:
-        """The delayed observation (the buffer's oldest entry), or the current one."""
-        if self.delay:
-            return x[..., self.n_states - self.n_outputs:]
-        return self._sense(x[..., : self.base.n_states], self._split_noise(noise)[2])
+        """The observation: each output from the buffer at its delay (the oldest entry for
+        one delay), an output without a delay sensed now."""
+        read = self._layout.read
+        if all(r < 0 for r in read):
+            return self._sense(x[..., : self.base.n_states], self._split_noise(noise)[2])
+        buffer = x[..., self.base.n_states:]
+        if min(read) >= 0:
+            if read == tuple(range(read[0], read[0] + len(read))):
+                return buffer[..., read[0]:read[0] + len(read)]
+            return buffer[..., np.asarray(read, dtype=int)]
+        now = self._sense(x[..., : self.base.n_states], self._split_noise(noise)[2])
+        where = np.asarray([i if r < 0 else self.n_outputs + r for i, r in enumerate(read)])
+        return jnp.concatenate([now.astype(x.dtype), buffer], axis=-1)[..., where]
 
     def effector(self, x: jax.Array) -> jax.Array:
         """The base plant's effector position."""
@@ -188,10 +283,10 @@ class SensedPlant:
     def initial_states(self, offsets: jax.Array) -> jax.Array:
         """The base plant's starts, with their observation filling the buffer."""
         core = self.base.initial_states(offsets)
-        if not self.delay:
+        if not self._layout.lags:
             return core
         seen = self._sense(core, None).astype(core.dtype)
-        return jnp.concatenate([core, *([seen] * self.delay)], axis=-1)
+        return jnp.concatenate([core, *self._lagged(seen)], axis=-1)
 
     def draw_noise(self, key: jax.Array, batch: int, steps: int, dtype: Any = jnp.float32
                    ) -> jax.Array | None:

@@ -10,7 +10,9 @@
 ``reaching``       mean_{batch,t} [|p(x_{t+1}) - r|^2 + beta |u_t|^2]          :mod:`.reaching`
 =================  ==========================================================  ==============
 
-(beta is ``loss.control_cost``.)
+(beta is ``loss.control_cost``.) Every kind adds, when set, ``loss.effort_cost`` times the
+plant's muscle effort and ``loss.hidden_cost`` times the agent's squared hidden activity
+(:meth:`~closedloop.core.costs.base.Cost.regularisers`).
 
 :class:`~closedloop.core.costs.base.Cost` says what a cost writes (its terms) and what it gets
 (the episode loss, the per-step costs of the black-box estimators, the LQR weights);
@@ -32,9 +34,11 @@ from closedloop.core.costs.base import (
     QuadraticCosts,
     Term,
     cost_for,
+    muscle_effort,
     register_cost,
     squared_control,
     squared_effector_error,
+    squared_hidden,
     squared_state_error,
 )
 from closedloop.core.costs.mean_state import MeanState
@@ -51,5 +55,6 @@ COSTS.builtin.update({
     "reaching": Reaching,
 })
 
-__all__ = ["COSTS", "Cost", "QuadraticCosts", "Term", "cost_for", "register_cost",
-           "squared_control", "squared_effector_error", "squared_state_error"]
+__all__ = ["COSTS", "Cost", "QuadraticCosts", "Term", "cost_for", "muscle_effort",
+           "register_cost", "squared_control", "squared_effector_error", "squared_hidden",
+           "squared_state_error"]

@@ -57,7 +57,7 @@ import jax
 import numpy as np
 
 from closedloop.config import LossConfig, RunConfig
-from closedloop.core.plants import Plant
+from closedloop.core.plants import Plant, has_muscles, plant_from_config
 from closedloop.core.registry import SubclassRegistry
 from closedloop.core.rollout import Trajectory
 from closedloop.errors import ConfigError, ShapeError
@@ -121,6 +121,42 @@ def squared_effector_error(traj: Trajectory, plant: Plant, reference: jax.Array 
     if reference.shape[-1] > axes:                      # the go cue
         wanted = wanted * reference[..., :steps, axes:axes + 1]
     return (plant.effector(_states(traj)[..., 1:, :]) - wanted) ** 2
+
+
+def muscle_effort(traj: Trajectory, plant: Plant, reference: jax.Array | None) -> jax.Array:
+    """The plant's per-muscle effort e(x_{t+1}) at t = 0..T-1 (the activations the commands
+    u_t made; see the plant's ``effort``; a plant behind sensors is read through them).
+
+    Example
+    -------
+    >>> import jax.numpy as jnp
+    >>> from closedloop.core.muscle_arm import MuscleArm
+    >>> traj = Trajectory(states=jnp.zeros((1, 3, 16)), controls=jnp.zeros((1, 2, 6)))
+    >>> muscle_effort(traj, MuscleArm(), None).shape
+    (1, 2, 6)
+    """
+    if not has_muscles(plant):
+        raise ConfigError("loss.effort_cost needs a plant with muscles (plant.kind "
+                          "muscle_arm)")
+    muscled = getattr(plant, "base", plant)          # the plant behind its sensors
+    return muscled.effort(_states(traj)[..., 1:, : muscled.n_states])
+
+
+def squared_hidden(traj: Trajectory, plant: Plant, reference: jax.Array | None) -> jax.Array:
+    """h_t^2 at t = 0..T-1, the agent's hidden activity (a rollout that records it).
+
+    Example
+    -------
+    >>> import jax.numpy as jnp
+    >>> traj = Trajectory(states=None, controls=jnp.zeros((1, 2, 1)),
+    ...                   hidden=jnp.full((1, 2, 3), 0.5))
+    >>> float(squared_hidden(traj, None, None).sum())
+    1.5
+    """
+    if traj.hidden is None:
+        raise ShapeError("loss.hidden_cost needs the agent's hidden states (a rollout with "
+                         "record_hidden)")
+    return traj.hidden ** 2
 
 
 def _states(traj: Trajectory) -> jax.Array:
@@ -213,7 +249,8 @@ class Cost(ABC):
     check(config)
         Refuse settings the cost cannot charge, with a :class:`~closedloop.errors.ConfigError`.
 
-    What it gets: :meth:`episode_loss`, :meth:`step_costs`, :meth:`quadratic_weights`.
+    What it gets: :meth:`episode_loss`, :meth:`step_costs`, :meth:`quadratic_weights`, and
+    the :meth:`regularisers` the config asks for (muscle effort, hidden activity).
 
     Attributes
     ----------
@@ -230,25 +267,56 @@ class Cost(ABC):
         """The quantities charged, their weights and reductions."""
 
     def check(self, config: RunConfig) -> None:
-        """Refuse a task this cost does not charge."""
+        """Refuse a task this cost does not charge, and an effort cost on a plant without
+        muscles."""
         if self.task is not None and config.task.kind != self.task:
             raise ConfigError(f"loss.kind '{config.loss.kind}' needs task.kind '{self.task}'")
+        if config.loss.effort_cost and not has_muscles(plant_from_config(config.plant)):
+            raise ConfigError(f"loss.effort_cost charges muscle effort, and plant.kind "
+                              f"'{config.plant.kind}' has no muscles (muscle_arm has)")
 
     def evaluation(self, traj: Trajectory, plant: Plant, reference: jax.Array | None = None
                    ) -> jax.Array:
-        """The test loss: the episode loss with no control cost."""
-        return self.episode_loss(traj, plant, reference, control_cost=0.0)
+        """The test loss: the episode loss with no control cost and no :meth:`regularisers`."""
+        return self.episode_loss(traj, plant, reference, control_cost=0.0, regularised=False)
 
     # -- what a subclass gets -------------------------------------------------------------
 
-    def _terms(self, plant: Plant, control_cost: Weight | None) -> tuple[Term, ...]:
-        """:meth:`terms` with the config's control cost unless ``control_cost`` replaces it."""
-        return self.terms(plant, self.config.control_cost if control_cost is None
-                          else control_cost)
+    def regularisers(self, plant: Plant) -> tuple[Term, ...]:
+        """The terms every cost adds from its config, each averaged over batch and time:
+        ``effort_cost`` times the plant's muscle effort summed over muscles
+        (:func:`muscle_effort`), ``hidden_cost`` times the agent's squared hidden activity
+        averaged over units (:func:`squared_hidden`); none when both are 0.
+
+        Example
+        -------
+        >>> from closedloop.core.costs.reaching import Reaching
+        >>> from closedloop.core.muscle_arm import MuscleArm
+        >>> cost = Reaching(LossConfig(kind="reaching", effort_cost=0.1, hidden_cost=0.01))
+        >>> [(t.quantity.__name__, t.weight) for t in cost.regularisers(MuscleArm())]
+        [('muscle_effort', 0.1), ('squared_hidden', 0.01)]
+        """
+        axes = "".join(letters for _, letters in self.terms(plant, 0.0)[0].reduction)
+        averaged = (("mean", axes.replace("d", "")),)
+        terms = []
+        if self.config.effort_cost:
+            terms.append(Term(muscle_effort, (("sum", "d"), *averaged), self.config.effort_cost))
+        if self.config.hidden_cost:
+            terms.append(Term(squared_hidden, (("mean", "d"), *averaged),
+                              self.config.hidden_cost))
+        return tuple(terms)
+
+    def _terms(self, plant: Plant, control_cost: Weight | None, regularised: bool = True
+               ) -> tuple[Term, ...]:
+        """:meth:`terms` with the config's control cost unless ``control_cost`` replaces it,
+        and the :meth:`regularisers` unless ``regularised`` is False."""
+        terms = self.terms(plant, self.config.control_cost if control_cost is None
+                           else control_cost)
+        return terms + self.regularisers(plant) if regularised else terms
 
     def episode_loss(self, traj: Trajectory, plant: Plant, reference: jax.Array | None = None,
-                     *, control_cost: Weight | None = None, batch_share: float = 1.0
-                     ) -> jax.Array:
+                     *, control_cost: Weight | None = None, batch_share: float = 1.0,
+                     regularised: bool = True) -> jax.Array:
         """The training loss of ``traj``: the weighted terms, each reduced in its order, added,
         then reduced by :attr:`then`. Arrays may carry leading axes (..., batch, T, dims).
         ``control_cost`` replaces the config's (an ensemble passes one weight per network).
@@ -256,8 +324,10 @@ class Cost(ABC):
         ``batch_share``: the fraction of the whole batch ``traj`` holds, when the batch is
         split over devices. Every term is linear in its episodes, so the loss of the whole
         batch is the sum over its parts of each part's loss with the terms that average over
-        the batch scaled by the part's share (a term that sums over the batch is not)."""
-        terms = self._terms(plant, control_cost)
+        the batch scaled by the part's share (a term that sums over the batch is not).
+        ``regularised``: whether the :meth:`regularisers` are charged (the test loss does
+        not)."""
+        terms = self._terms(plant, control_cost, regularised)
         total = sum(batch_factor(term.operation("b", self.then), batch_share) * term.weight
                     * reduce(term.quantity(traj, plant, reference), term.reduction)
                     for term in terms)

@@ -154,11 +154,13 @@ class LearningRule(ABC):
         """The rollout by ``step`` (a builder's of :mod:`closedloop.core.rollout`:
         ``closed_loop``, ``teacher_driven``, ``black_box``) of ``batch`` (initial states,
         references, plant noise, and the ``exploration`` and ``nodes`` noise of a black-box
-        step) with the run's time convention."""
+        step) with the run's time convention; the hidden states are recorded when asked and
+        when the loss charges them (``loss.hidden_cost``)."""
         return run_loop(step, steps=self.config.task.steps, x0=batch.x0,
                         given=Given(batch.reference, batch.noise, exploration, nodes),
                         zero_first_control=self.config.training.zero_first_control,
-                        record_hidden=record_hidden, record_inputs=record_inputs)
+                        record_hidden=record_hidden or self.config.loss.hidden_cost > 0,
+                        record_inputs=record_inputs)
 
 
 RULES = SubclassRegistry("rule", "closedloop.rules", LearningRule, key="training.mode",
