@@ -39,6 +39,11 @@ def test_pendulum_under_a_gain_rests_where_torques_balance():
     # at q = 0 gravity (g q) outpulls the gain (g q / 2): it holds; beside it the gain wins
     by_angle = {round(float(p.state[0]), 3): p.stable for p in points}
     assert by_angle[0.0] is True and by_angle[round(root, 3)] is False
+    # running the loop instead of minimising finds the attracting one only (the starts
+    # between the unstable ones fall to it; those beyond are pushed away and find nothing)
+    settled = find_fixed_points(plant, gain, params, starts, iterate=2000)
+    assert [float(p.state[0]) for p in settled] == pytest.approx([0.0], abs=1e-12)
+    assert settled[0].stable and settled[0].starts >= np.sum(np.abs(starts[:, 0]) < root)
 
 
 def test_search_starts_are_visited_states():

@@ -4,6 +4,11 @@ starts, F the loop's one-step map; polish each minimum with Newton's method; kee
 where F(s) = s (q near 0; a minimum with q > 0 is a slow point, reported apart), merge
 duplicates, and read each one's stability from the spectrum of the coupled Jacobian there.
 
+Where q is badly scaled (the muscle arm's forces in newtons beside activations and hidden
+states of order 1, on which Adam's equal steps wander off), ``iterate`` replaces the
+minimisation by running the loop itself from each start: that finds the attracting fixed
+points (only those), which Newton's method then polishes as before.
+
 Example
 -------
 >>> import jax.numpy as jnp
@@ -112,9 +117,9 @@ def loop_map(plant: Plant, agent: Agent, params: Params) -> Callable[[jax.Array]
     return step
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 4, 5))
+@functools.partial(jax.jit, static_argnums=(0, 1, 4, 5, 6))
 def _search(plant: Plant, agent: Agent, params: Params, starts: jax.Array, steps: int,
-            learning_rate: float) -> tuple[jax.Array, jax.Array]:
+            learning_rate: float, iterate: int) -> tuple[jax.Array, jax.Array]:
     step = loop_map(plant, agent, params)
 
     def speed(state: jax.Array) -> jax.Array:
@@ -123,6 +128,10 @@ def _search(plant: Plant, agent: Agent, params: Params, starts: jax.Array, steps
     optimizer = optax.adam(learning_rate)
 
     def descend(start: jax.Array) -> jax.Array:
+        if iterate:
+            state, _ = jax.lax.scan(lambda s, _: (step(s), None), start, None, length=iterate)
+            return polish(state)
+
         def update(carry: tuple[jax.Array, Any], _: Any) -> tuple[tuple[jax.Array, Any], None]:
             state, opt_state = carry
             updates, opt_state = optimizer.update(jax.grad(speed)(state), opt_state)
@@ -130,7 +139,9 @@ def _search(plant: Plant, agent: Agent, params: Params, starts: jax.Array, steps
 
         (state, _), _ = jax.lax.scan(update, (start, optimizer.init(start)), None,
                                      length=steps)
+        return polish(state)
 
+    def polish(state: jax.Array) -> jax.Array:
         def newton(state: jax.Array, _: Any) -> tuple[jax.Array, None]:
             jacobian = jax.jacfwd(step)(state) - jnp.eye(state.shape[0], dtype=state.dtype)
             moved = state - jnp.linalg.lstsq(jacobian, step(state) - state)[0]
@@ -146,7 +157,7 @@ def _search(plant: Plant, agent: Agent, params: Params, starts: jax.Array, steps
 
 def find_fixed_points(plant: Plant, agent: Agent, params: Mapping[str, Any], starts: Any, *,
                       steps: int = SEARCH_STEPS, learning_rate: float = 1e-2,
-                      include_slow: bool = False) -> list[FixedPoint]:
+                      include_slow: bool = False, iterate: int = 0) -> list[FixedPoint]:
     """The loop's fixed points reached from ``starts`` (K, n_x + N), float64, merged, each
     with its Jacobian spectrum, ordered by state norm; with ``include_slow``, the slow points
     (minima of q with F(s) != s) too.
@@ -157,6 +168,9 @@ def find_fixed_points(plant: Plant, agent: Agent, params: Mapping[str, Any], sta
         Joint states s = (x, h) to start from: states the loop visits, with some spread.
     steps, learning_rate
         The Adam search on q(s).
+    iterate
+        When > 0, run the loop this many steps from each start instead of the Adam search
+        (finds the attracting fixed points only).
 
     Example
     -------
@@ -178,7 +192,7 @@ def find_fixed_points(plant: Plant, agent: Agent, params: Mapping[str, Any], sta
                           f"cannot be differentiated ({failure})")
     as64 = {k: jnp.asarray(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
     found, residuals = _search(plant, agent, as64, jnp.asarray(np.asarray(starts, np.float64)),
-                               steps, learning_rate)
+                               steps, learning_rate, iterate)
     found, residuals = np.asarray(found), np.asarray(residuals)
     points: list[FixedPoint] = []
     for state, residual in sorted(zip(found, residuals, strict=True), key=lambda p: p[1]):
@@ -263,11 +277,14 @@ class RunFixedPoints:
 
 
 def run_fixed_points(run: Run, epoch: int | str = "last", starts: int = 64, *,
-                     include_slow: bool = False) -> RunFixedPoints:
+                     include_slow: bool = False, spread: float | None = None,
+                     iterate: int = 0) -> RunFixedPoints:
     """Fixed points of a run's closed loop (network and plant together) with the parameters
     of snapshot ``epoch`` (an epoch or ``"last"``): searched from ``starts`` states the loop
-    visits from the run's evaluation initial states (:func:`visited_starts`), as
-    ``closedloop fixed-points`` prints them.
+    visits from the run's evaluation initial states (:func:`visited_starts`; ``spread``
+    replaces their range, by default ``evaluation.initial_state_range``, or 1 where that is
+    0), as ``closedloop fixed-points`` prints them; ``iterate``: see
+    :func:`find_fixed_points`.
 
     Raises
     ------
@@ -289,11 +306,12 @@ def run_fixed_points(run: Run, epoch: int | str = "last", starts: int = 64, *,
     config = run.config
     try:
         begin = visited_starts(plant, agent, params, starts,
-                               spread=config.evaluation.initial_state_range or 1.0,
+                               spread=spread or config.evaluation.initial_state_range or 1.0,
                                steps=config.test_steps,
                                zero_first_control=config.training.zero_first_control)
     except ValueError as exc:
         raise ConfigError(f"{run.path}: {exc}") from None
-    points = find_fixed_points(plant, agent, params, begin, include_slow=include_slow)
+    points = find_fixed_points(plant, agent, params, begin, include_slow=include_slow,
+                               iterate=iterate)
     return RunFixedPoints(at, starts, points, tuple(getattr(plant, "state_names", ())),
                           plant.n_states)
