@@ -560,13 +560,17 @@ def reproduce(out: Path, only: str | None, quick: bool, seeds: int, workers: int
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def study(name: str, out: Path | None, seed_list: str, epochs: int | None, quiet: bool) -> None:
     """Run a study of a loop beyond the paper, shipped as presets: pendulum-pair (closed
-    versus open loop on a pendulum held upright) or curl-field (reaching with a point mass,
-    then a curl force field switched on). Writes OUT/NAME.png, .svg and .json.
+    versus open loop on a pendulum held upright), curl-field (reaching with a point mass,
+    then a curl force field switched on), muscle-curl-field (the same with the muscle arm,
+    with the spectrum at the hold posture and the trained loop's fixed points) or
+    compare-modes (the double integrator trained four ways). Writes OUT/NAME.png, .svg and
+    .json.
 
     \b
     Example:
       closedloop study pendulum-pair --seeds 0-4
       closedloop study curl-field --seeds 0-4 --out studies/curl
+      closedloop study muscle-curl-field --seeds 0-4
     """
     from closedloop.studies.loops import STUDIES, run_study
 

@@ -82,11 +82,12 @@ def _split_curve(ax: Any, epochs: np.ndarray, values: np.ndarray, switch: int, f
 def draw_curl_field(runs: Sequence[Run], switch: int,
                     paths: dict[str, tuple[np.ndarray, np.ndarray]],
                     deviation: Sequence[tuple[tuple[np.ndarray, np.ndarray],
-                                              tuple[np.ndarray, np.ndarray]]]) -> Figure:
+                                              tuple[np.ndarray, np.ndarray]]],
+                    title: str = "Reaching: a curl force field switched on") -> Figure:
     """Test loss, spectral radius and the paths' lateral deviation before and after the field
     is switched on at epoch ``switch`` (every seed; ``deviation`` holds per seed the curves
     without and with the field), the first seed's leading eigenvalues
-    while it re-learns, and its hand paths at four moments."""
+    while it re-learns, and its hand paths at four moments, under ``title``."""
     fig, axes = _figure(2, 4, width=3.9, height=3.4)
     for index, run in enumerate(runs):
         _split_curve(axes[0], run.epochs, run.metrics["test_loss"], switch, index == 0)
@@ -118,7 +119,7 @@ def draw_curl_field(runs: Sequence[Run], switch: int,
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("x")
         ax.set_ylabel("y")
-    fig.suptitle("Reaching with a point mass: a curl force field switched on", fontsize=11)
+    fig.suptitle(title, fontsize=11)
     return fig
 
 

@@ -9,7 +9,11 @@
   the middle of training (``reach-pointmass-curl``, a ``perturbation`` of the plant): the
   classic motor-adaptation experiment, read in the hand paths (lateral deviation,
   after-effect) and in the coupled spectrum.
-
+* ``muscle-curl-field``: the same experiment with the muscle arm (``reach-muscle-arm-curl``:
+  reaching with a go cue, the field on the hand from update 2001), read also in the hand's
+  final error, the stages of the coupled spectrum at the hold posture (network, activations
+  and skeleton) while the null field is learned, and the trained loop's fixed points holding
+  still.
 * ``compare-modes``: the paper's network on the double integrator trained closed loop, open
   loop, with the plant as a black box (REINFORCE) and by node perturbation, from the same
   initial weights.
@@ -31,6 +35,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -38,13 +43,14 @@ from closedloop.analysis.claims import CLAIMS
 from closedloop.analysis.claims.c1 import CLOSED_RISE, PEAK_FACTOR
 from closedloop.analysis.coupling import operating_point_spectra
 from closedloop.analysis.replay import closed_loop
+from closedloop.analysis.spectrum import detect_stages
 from closedloop.analysis.summary import run_stages
 from closedloop.config import RunConfig, load_preset
 from closedloop.core.plants import plant_from_config
 from closedloop.core.rollout import build_loop
-from closedloop.core.tasks import reaching_targets
+from closedloop.core.tasks import sample_batch
 from closedloop.errors import ConfigError
-from closedloop.runs.store import Run, load_run
+from closedloop.runs.store import Run, load_run, stabilization_epoch
 from closedloop.scale.jobs import train_group
 from closedloop.training.sources import load_initial_parameters, load_teacher
 
@@ -177,19 +183,21 @@ def pendulum_pair(out: Path, seeds: Sequence[int], epochs: int | None = None,
 
 
 def _hand_paths(run: Run, epoch: int | str, plant_config: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Effector paths of ``run``'s network after ``epoch`` to every test target on the plant
-    ``plant_config`` (another field than the run's own: before/after the switch)."""
+    """Effector paths of ``run``'s network after ``epoch`` to every test target (each
+    direction of ``evaluation.test_targets`` once, from the start, the go cue where the task
+    has one at the middle of its range) on the plant ``plant_config`` (another field than the
+    run's own: before/after the switch)."""
     config = run.config.model_copy(update={"plant": plant_config})
     plant, agent = build_loop(config)
     params = agent.to_params(run.parameters(epoch), jnp.float64)
     task = config.task
-    targets = reaching_targets(task, task.n_targets, None)
-    steps = config.test_steps
-    reference = jnp.broadcast_to(targets[:, None], (task.n_targets, steps, 2))
-    x0 = plant.initial_states(jnp.zeros((task.n_targets, plant.n_core_states)))
-    traj = closed_loop(plant, agent, steps, config.training.zero_first_control, params, x0,
-                       reference)
-    return np.asarray(plant.effector(traj.states)), np.asarray(targets)
+    count = config.evaluation.test_targets or task.n_targets
+    batch = sample_batch(task.model_copy(update={"n_targets": count}), plant.n_core_states,
+                         jax.random.key(0), batch_size=count, steps=config.test_steps,
+                         dt=plant.dt, initial_state_range=0.0, every_target=True)
+    traj = closed_loop(plant, agent, config.test_steps, config.training.zero_first_control,
+                       params, plant.initial_states(batch.x0), batch.reference)
+    return np.asarray(plant.effector(traj.states)), np.asarray(batch.reference[:, 0, :2])
 
 
 def lateral_deviation(paths: np.ndarray, targets: np.ndarray) -> float:
@@ -240,14 +248,112 @@ def curl_field(out: Path, seeds: Sequence[int], epochs: int | None = None,
     -------
     >>> curl_field(Path("studies/curl-field"), [0, 1])["support"]         # doctest: +SKIP
     """
-    configs = [load_preset("reach-pointmass-curl", seed=s) for s in seeds]
-    if epochs is not None:         # as many epochs in the field as before it
+    summary, reading = _curl_study(out, seeds, epochs, progress, "reach-pointmass-curl",
+                                   "reach-curl", "reach, curl field from the middle on")
+    summary = {"study": "curl-field", **summary}
+    from closedloop.plotting.loops import draw_curl_field
+
+    _save(draw_curl_field(*reading, title="Reaching with a point mass: a curl force field "
+                          "switched on"), out / "curl-field")
+    return summary
+
+
+def muscle_curl_field(out: Path, seeds: Sequence[int], epochs: int | None = None,
+                      progress: Progress | None = None) -> dict[str, Any]:
+    """Train and read the muscle-arm curl-field study over ``seeds``: the curl-field reading
+    (lateral deviations, after-effect, spectral radius before and after the switch), and per
+    seed the hand's final error over the test directions, the stages of the coupled spectrum
+    at the hold posture (network, activations and skeleton) while it learns the null field,
+    and the fixed points of the trained loop holding still (no go cue).
+
+    Example
+    -------
+    >>> muscle_curl_field(Path("studies/muscle"), [0, 1])["support"]     # doctest: +SKIP
+    """
+    summary, reading = _curl_study(out, seeds, epochs, progress, "reach-muscle-arm-curl",
+                                   "reach-muscle-arm-curl", "muscle arm, curl field from "
+                                   "the middle on")
+    runs, switch = reading[0], reading[1]
+    before = switch - 1
+    for row, run in zip(summary["per_seed"], runs, strict=True):
+        for name, epoch, plant in (("null field, trained", before, run.config.plant),
+                                   ("field on, re-learned", "last", run.config.plant_at(switch))):
+            hand, targets = _hand_paths(run, epoch, plant)
+            error = 1000 * np.linalg.norm(hand[:, -1] - targets, axis=-1)
+            row[f"final hand error (mm): {name}"] = float(error.mean())
+            row[f"largest final hand error (mm): {name}"] = float(error.max())
+        row.update(_null_field_stages(run, before))
+        row.update(_hold_fixed_points(run))
+    keys = [k for k in summary["per_seed"][0] if k != "seed"]
+    summary["spread"] = {k: _quantiles([r[k] for r in summary["per_seed"]]) for k in keys}
+    per_seed = summary["per_seed"]
+    summary["support"].update({
+        "stabilised before the switch": sum(r["stabilisation_epoch"] is not None
+                                            for r in per_seed),
+        "three stages before the switch": sum(r["stage2_end"] is not None for r in per_seed),
+        "a stable fixed point holding still": sum(r["stable_fixed_points"] > 0
+                                                  for r in per_seed)})
+    summary = {"study": "muscle-curl-field", **summary}
+    from closedloop.plotting.loops import draw_curl_field
+
+    _save(draw_curl_field(*reading, title="Reaching with the muscle arm: a curl force field "
+                          "on the hand switched on"), out / "muscle-curl-field")
+    return summary
+
+
+def _null_field_stages(run: Run, before: int) -> dict[str, Any]:
+    """The stages of ``run``'s coupled spectrum up to epoch ``before`` (the null field's
+    learning; :func:`~closedloop.analysis.spectrum.detect_stages`) and its spectral radius
+    at the start."""
+    kept = run.epochs <= before
+    radius = run.metrics["spectral_radius"][kept]
+    stages = detect_stages(run.coupled_eigenvalues[kept], radius, run.epochs[kept]).to_json()
+    return {"stabilisation_epoch": stabilization_epoch(radius, run.epochs[kept]),
+            "stage1_end": stages["stage1_end"], "stage2_end": stages["stage2_end"],
+            "spectral_radius_at_start": float(radius[0])}
+
+
+FIXED_POINT_STARTS = 32
+"""Starts of the search for the trained loop's fixed points in the muscle-arm study."""
+HOLD_SPREAD, HOLD_STEPS = 0.01, 1000
+"""The search's starts: states the loop visits holding still from the start posture pushed by
+U(-0.01, 0.01) in every entry, each then run on for 1000 steps (10 s) before Newton's method
+(:func:`~closedloop.analysis.fixed_points.find_fixed_points` with ``iterate``: the muscle
+forces in newtons make the minimisation of |F(s) - s|^2 wander off)."""
+
+
+def _hold_fixed_points(run: Run) -> dict[str, Any]:
+    """The fixed points of ``run``'s trained loop with no go cue (holding still) that the
+    loop settles at: how many, how many stable, the largest spectral radius among the stable
+    ones, and the distance of the nearest one's hand from the start (m)."""
+    from closedloop.analysis.fixed_points import run_fixed_points
+
+    found = run_fixed_points(run, starts=FIXED_POINT_STARTS, spread=HOLD_SPREAD,
+                             iterate=HOLD_STEPS)
+    stable = [p for p in found.points if p.stable]
+    plant = plant_from_config(run.config.plant)
+    hands = [float(np.linalg.norm(plant.effector(jnp.asarray(p.state[:plant.n_states]))))
+             for p in found.points]
+    return {"fixed_points": len(found.points), "stable_fixed_points": len(stable),
+            "fixed_point_radius": max((p.spectral_radius for p in stable), default=None),
+            "fixed_point_hand_from_start_m": min(hands, default=None)}
+
+
+def _curl_study(out: Path, seeds: Sequence[int], epochs: int | None, progress: Progress | None,
+                preset: str, stem: str, label: str) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """Train ``preset`` (a reaching preset with a curl field switched on by a perturbation)
+    over ``seeds`` into ``OUT/runs/STEM-seedN.h5`` and read it: the summary without its
+    name, and what :func:`~closedloop.plotting.loops.draw_curl_field` draws (runs, switch
+    epoch, the first seed's paths at four moments, every seed's deviation curves).
+    ``epochs``: as many epochs in the field as before it."""
+    configs = [load_preset(preset, seed=s) for s in seeds]
+    if epochs is not None:
         configs = [c.model_copy(update={
             "training": c.training.model_copy(update={"epochs": 2 * epochs}),
             "perturbation": c.perturbation.model_copy(update={"epoch": epochs + 1})})
             for c in configs]
-    runs = _train(configs, [out / "runs" / f"reach-curl-seed{s}.h5" for s in seeds], None,
-                  None, "reach, curl field from the middle on", progress)
+    runs = _train(configs, [out / "runs" / f"{stem}-seed{s}.h5" for s in seeds], None,
+                  None, label, progress)
     switch = configs[0].perturbation.epoch
     before = switch - 1
     null_plant, curl_plant = configs[0].plant, configs[0].plant_at(switch)
@@ -281,7 +387,7 @@ def curl_field(out: Path, seeds: Sequence[int], epochs: int | None = None,
         if not shown:
             shown = paths
     keys = [k for k in per_seed[0] if k != "seed"]
-    summary = {"study": "curl-field", "seeds": list(seeds), "per_seed": per_seed,
+    summary = {"seeds": list(seeds), "per_seed": per_seed,
                "curl": curl_plant.params.get("curl"), "switch_epoch": switch,
                "spread": {k: _quantiles([r[k] for r in per_seed]) for k in keys},
                "support": {
@@ -296,10 +402,7 @@ def curl_field(out: Path, seeds: Sequence[int], epochs: int | None = None,
                        np.sign(r["lateral_deviation: field off again (after-effect)"])
                        == -np.sign(r["lateral_deviation: field on, before re-learning"])
                        for r in per_seed)}}
-    from closedloop.plotting.loops import draw_curl_field
-
-    _save(draw_curl_field(runs, switch, shown, deviation), out / "curl-field")
-    return summary
+    return summary, (runs, switch, shown, deviation)
 
 
 def _gain_distance(a: Run, b: Run) -> float:
@@ -383,6 +486,9 @@ STUDIES: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "pendulum-pair": ("closed versus open loop on a pendulum held upright", pendulum_pair),
     "curl-field": ("reaching with a point mass, a curl field switched on mid-training",
                    curl_field),
+    "muscle-curl-field": ("reaching with the muscle arm, a curl field switched on "
+                          "mid-training; the spectrum at the hold posture and the fixed "
+                          "points", muscle_curl_field),
     "compare-modes": ("the double integrator trained closed loop, open loop, as a black box "
                       "and by node perturbation from the same weights", compare_modes),
 }
