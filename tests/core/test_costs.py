@@ -242,3 +242,5 @@ def test_effort_needs_muscles_and_regularised_costs_have_no_lqr_weights():
     with pytest.raises(ConfigError, match="not quadratic"):
         cost_for(LossConfig(kind="per_sample", hidden_cost=0.1)).quadratic_weights(
             double_integrator(), 4, 5)
+    with pytest.raises(ConfigError, match="hidden_cost is not charged by REINFORCE"):
+        Trainer(load_preset("reach-muscle-arm-blackbox", ["loss.hidden_cost=0.001"]))

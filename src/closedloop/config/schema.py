@@ -81,11 +81,12 @@ class InitSpec(_Strict):
     """How one parameter matrix is drawn.
 
     ``normal``: each entry ~ N(0, (gain * scale)^2); ``uniform``: U(-gain * scale, gain * scale);
-    ``zeros``: all zero. ``scale`` is a number or one of ``"1/N"``, ``"1/sqrt(N)"`` with N the
-    network size.
+    ``zeros``: all zero; ``constant``: every entry gain * scale (a readout bias that starts
+    the muscles near rest: ``{distribution: constant, scale: -5}``, as MotorNet's policy
+    does). ``scale`` is a number or one of ``"1/N"``, ``"1/sqrt(N)"`` with N the network size.
     """
 
-    distribution: Literal["normal", "uniform", "zeros"] = "normal"
+    distribution: Literal["normal", "uniform", "zeros", "constant"] = "normal"
     scale: float | Literal["1/N", "1/sqrt(N)"] = "1/sqrt(N)"
     gain: float = 1.0
 

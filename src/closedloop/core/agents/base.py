@@ -57,10 +57,14 @@ def draw(spec: InitSpec, shape: tuple[int, ...], size: int, key: jax.Array) -> j
     -------
     >>> draw(InitSpec(distribution="uniform", scale=0.5), (3,), 10, jax.random.key(1)).dtype
     dtype('float64')
+    >>> draw(InitSpec(distribution="constant", scale=-5.0), (2,), 10, jax.random.key(1)).tolist()
+    [-5.0, -5.0]
     """
     scale = spec.gain * spec.resolve_scale(size)
     if spec.distribution == "zeros":
         return jnp.zeros(shape, dtype=jnp.float64)
+    if spec.distribution == "constant":
+        return jnp.full(shape, scale, dtype=jnp.float64)
     if spec.distribution == "normal":
         return jax.random.normal(key, shape, dtype=jnp.float64) * scale
     return jax.random.uniform(key, shape, dtype=jnp.float64, minval=-1.0, maxval=1.0) * scale

@@ -76,7 +76,13 @@ class Reinforce(LearningRule):
         return surrogate - lax.stop_gradient(surrogate) + lax.stop_gradient(cost)
 
     def check(self, config: RunConfig, agent: Agent, teacher: Agent | None) -> None:
-        """A value baseline is cross-fitted between two halves of the batch."""
+        """A value baseline is cross-fitted between two halves of the batch; a cost on the
+        network's own hidden activity has no place in the score-function estimate (it
+        depends on the weights directly, not only through the explored commands)."""
         if config.training.baseline == "value" and config.task.batch_size < 2:
             raise ConfigError("training.baseline 'value' is fitted on one half of the batch "
                               "and used on the other: it needs task.batch_size >= 2")
+        if config.loss.hidden_cost:
+            raise ConfigError("loss.hidden_cost is not charged by REINFORCE (its estimate "
+                              "covers costs that depend on the weights through the explored "
+                              "commands only): set loss.hidden_cost=0")
