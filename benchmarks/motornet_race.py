@@ -10,10 +10,12 @@ Each prints one JSON line: seconds per update (the median of the steady updates 
 warm-up ones) and the whole process's time for ``--updates`` updates. The task: the start
 posture (67.5, 77.5) deg at rest, 8 targets on a 10 cm circle around the hand, shown from the
 start; a go cue at 0.05-0.25 s, 20 % catch trials; 100 steps of 10 ms. The network: a tanh RNN
-of 100 units (h' = tanh(W h + W_in y)), a linear readout through a sigmoid to the six muscles;
+of 100 units (h' = tanh(W h + W_in y)), a linear readout with a bias starting at -5 (as
+MotorNet's own policy) through a sigmoid to the six muscles;
 it reads the muscles' normalised lengths and velocities, the hand from the start, the target
 and the cue. The loss: the hand's squared distance to the start before the cue and to the
-target after it, plus 1e-4 x the squared readout; Adam 3e-3.
+target after it, plus 0.01 x the muscle effort (sum_i (a_i F_max,i / sum_j F_max,j)^2 of the
+activations after each step) and 0.001 x the mean squared hidden activity; Adam 1e-3.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 STEPS, SIZE, TARGETS, RADIUS = 100, 100, 8, 0.1
-CUE, CATCH, EFFORT, LR = (0.05, 0.25), 0.2, 1e-4, 3e-3
+CUE, CATCH, EFFORT, HIDDEN, LR = (0.05, 0.25), 0.2, 0.01, 0.001, 1e-3
 START = (math.radians(67.5), math.radians(77.5))
 
 
@@ -46,9 +48,11 @@ def motornet_race(updates: int, batch: int, threads: int | None = None) -> dict[
     arm = RigidTendonArm26(muscle=RigidTendonHillMuscle(), timestep=0.01)
     optimal = torch.tensor([0.134, 0.140, 0.092, 0.093, 0.137, 0.127])
     cell = torch.nn.RNNCell(6 + 6 + 2 + 3, SIZE, nonlinearity="tanh", bias=False)
-    readout = torch.nn.Linear(SIZE, 6, bias=False)
+    readout = torch.nn.Linear(SIZE, 6)
+    torch.nn.init.constant_(readout.bias, -5.0)       # the muscles start near rest
     optimizer = torch.optim.Adam([*cell.parameters(), *readout.parameters()], lr=LR)
     start = torch.tensor([[*START, 0.0, 0.0]]).repeat(batch, 1)
+    force_share = arm.muscle.max_iso_force.reshape(1, 6) / arm.muscle.max_iso_force.sum()
 
     def update() -> float:
         angle = 2 * math.pi * torch.randint(0, TARGETS, (batch,)) / TARGETS
@@ -69,8 +73,10 @@ def motornet_race(updates: int, batch: int, threads: int | None = None) -> dict[
             command = readout(hidden)
             arm.step(torch.sigmoid(command))
             wanted = target * go[:, t:t + 1]
+            activation = arm.states["muscle"][:, 0]
             loss = loss + ((arm.states["fingertip"] - origin - wanted) ** 2).sum(1).mean() \
-                + EFFORT * (command ** 2).sum(1).mean()
+                + EFFORT * ((activation * force_share) ** 2).sum(1).mean() \
+                + HIDDEN * (hidden ** 2).mean()
         loss = loss / STEPS
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
