@@ -244,3 +244,5 @@ def test_effort_needs_muscles_and_regularised_costs_have_no_lqr_weights():
             double_integrator(), 4, 5)
     with pytest.raises(ConfigError, match="hidden_cost is not charged by REINFORCE"):
         Trainer(load_preset("reach-muscle-arm-blackbox", ["loss.hidden_cost=0.001"]))
+    with pytest.raises(ConfigError, match="hidden_cost is not charged by node perturbation"):
+        Trainer(load_preset("di-tanh-nodepert", ["loss.hidden_cost=0.001"]))

@@ -140,10 +140,15 @@ class NodePerturbation(LearningRule):
 
     def check(self, config: RunConfig, agent: Agent, teacher: Agent | None) -> None:
         """The perturbed units are the agent's hidden units and outputs: a static gain has
-        none, and the exploration scale is not learned."""
+        none, the exploration scale is not learned, and no cost on the hidden activity is
+        charged."""
         if agent.reads_state:
             raise ConfigError("node perturbation perturbs an agent's hidden units; a "
                               "static gain has none (train it with training.mode=black_box)")
         if config.agent.learned_std:
             raise ConfigError("node perturbation uses training.exploration_std as it is; "
                               "agent.learned_std is for training.mode=black_box")
+        if config.loss.hidden_cost:
+            raise ConfigError("loss.hidden_cost is not charged by node perturbation (not "
+                              "built: its estimate is made from the per-step costs of the "
+                              "plant and commands): set loss.hidden_cost=0")
