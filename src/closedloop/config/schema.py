@@ -424,7 +424,8 @@ class LossConfig(_Strict):
     Any kind adds, when set, ``effort_cost`` * mean_{batch,t} sum_muscles e_t, the plant's
     muscle effort e = (a_i F_max,i / sum_j F_max,j)^2 after each command (a plant with
     muscles: ``muscle_arm``), and ``hidden_cost`` * mean_{batch,t,units} h_t^2, the agent's
-    hidden activity; neither is part of the test loss.
+    hidden activity; neither is part of the test loss (REINFORCE and node perturbation
+    refuse ``hidden_cost``: their estimates have no path for it).
     """
 
     kind: str = Field("paper_di", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
