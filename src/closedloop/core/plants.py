@@ -78,20 +78,27 @@ class MusclePlant(Protocol):
     """A plant driven by muscles: it says what a state's muscle effort is (what
     ``loss.effort_cost`` charges)."""
 
+    @property
+    def n_states(self) -> int:
+        """Dimension of its state."""
+        ...
+
     def effort(self, x: jax.Array) -> jax.Array:
         """The per-muscle effort (..., n_muscles) of states ``x`` (..., n_x)."""
         ...
 
 
-def has_muscles(plant: Plant) -> bool:
-    """Whether ``plant`` (or the plant a sensor wrapper reads) has an effort to charge.
+def muscles_of(plant: Plant) -> MusclePlant | None:
+    """The plant with muscles behind ``plant`` (itself, or the plant a sensor wrapper reads),
+    or None when it has no effort to charge.
 
     Example
     -------
-    >>> has_muscles(double_integrator())
-    False
+    >>> muscles_of(double_integrator()) is None
+    True
     """
-    return isinstance(getattr(plant, "base", plant), MusclePlant)
+    base = getattr(plant, "base", plant)
+    return base if isinstance(base, MusclePlant) else None
 
 
 @dataclass(frozen=True, eq=False)

@@ -272,20 +272,7 @@ def muscle_curl_field(out: Path, seeds: Sequence[int], epochs: int | None = None
     """
     summary, reading = _curl_study(out, seeds, epochs, progress, "reach-muscle-arm-curl",
                                    "reach-muscle-arm-curl", "muscle arm, curl field from "
-                                   "the middle on")
-    runs, switch = reading[0], reading[1]
-    before = switch - 1
-    for row, run in zip(summary["per_seed"], runs, strict=True):
-        for name, epoch, plant in (("null field, trained", before, run.config.plant),
-                                   ("field on, re-learned", "last", run.config.plant_at(switch))):
-            hand, targets = _hand_paths(run, epoch, plant)
-            error = 1000 * np.linalg.norm(hand[:, -1] - targets, axis=-1)
-            row[f"final hand error (mm): {name}"] = float(error.mean())
-            row[f"largest final hand error (mm): {name}"] = float(error.max())
-        row.update(_null_field_stages(run, before))
-        row.update(_hold_fixed_points(run))
-    keys = [k for k in summary["per_seed"][0] if k != "seed"]
-    summary["spread"] = {k: _quantiles([r[k] for r in summary["per_seed"]]) for k in keys}
+                                   "the middle on", _muscle_reading)
     per_seed = summary["per_seed"]
     summary["support"].update({
         "stabilised before the switch": sum(r["stabilisation_epoch"] is not None
@@ -299,6 +286,21 @@ def muscle_curl_field(out: Path, seeds: Sequence[int], epochs: int | None = None
     _save(draw_curl_field(*reading, title="Reaching with the muscle arm: a curl force field "
                           "on the hand switched on"), out / "muscle-curl-field")
     return summary
+
+
+def _muscle_reading(run: Run, switch: int,
+                    paths: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """What the muscle-arm study reads beyond the curl field's numbers, per run: the hand's
+    final error (mean and largest over the test directions) trained in the null field and
+    re-learned in the field, from the curl-field reading's ``paths``; the stages before the
+    switch; the fixed points holding still."""
+    row: dict[str, Any] = {}
+    for name in ("null field, trained", "field on, re-learned"):
+        hand, targets = paths[name]
+        error = 1000 * np.linalg.norm(hand[:, -1] - targets, axis=-1)
+        row[f"final hand error (mm): {name}"] = float(error.mean())
+        row[f"largest final hand error (mm): {name}"] = float(error.max())
+    return {**row, **_null_field_stages(run, switch - 1), **_hold_fixed_points(run)}
 
 
 def _null_field_stages(run: Run, before: int) -> dict[str, Any]:
@@ -340,12 +342,15 @@ def _hold_fixed_points(run: Run) -> dict[str, Any]:
 
 
 def _curl_study(out: Path, seeds: Sequence[int], epochs: int | None, progress: Progress | None,
-                preset: str, stem: str, label: str) -> tuple[dict[str, Any], tuple[Any, ...]]:
+                preset: str, stem: str, label: str,
+                more: Callable[[Run, int, dict[str, Any]], dict[str, Any]] | None = None
+                ) -> tuple[dict[str, Any], tuple[Any, ...]]:
     """Train ``preset`` (a reaching preset with a curl field switched on by a perturbation)
     over ``seeds`` into ``OUT/runs/STEM-seedN.h5`` and read it: the summary without its
     name, and what :func:`~closedloop.plotting.loops.draw_curl_field` draws (runs, switch
     epoch, the first seed's paths at four moments, every seed's deviation curves).
-    ``epochs``: as many epochs in the field as before it."""
+    ``epochs``: as many epochs in the field as before it. ``more(run, switch, paths)``: a
+    study's own numbers per run, added to its row (``paths``: the four moments')."""
     configs = [load_preset(preset, seed=s) for s in seeds]
     if epochs is not None:
         configs = [c.model_copy(update={
@@ -383,6 +388,7 @@ def _curl_study(out: Path, seeds: Sequence[int], epochs: int | None, progress: P
             "spectral_radius_field_on": float(unadapted),
             "spectral_radius_relearned": float(radius[-1]),
             **{f"lateral_deviation: {name}": lateral_deviation(*p) for name, p in paths.items()},
+            **(more(run, switch, paths) if more else {}),
         })
         if not shown:
             shown = paths

@@ -57,7 +57,7 @@ import jax
 import numpy as np
 
 from closedloop.config import LossConfig, RunConfig
-from closedloop.core.plants import Plant, has_muscles, plant_from_config
+from closedloop.core.plants import Plant, muscles_of, plant_from_config
 from closedloop.core.registry import SubclassRegistry
 from closedloop.core.rollout import Trajectory
 from closedloop.errors import ConfigError, ShapeError
@@ -135,10 +135,10 @@ def muscle_effort(traj: Trajectory, plant: Plant, reference: jax.Array | None) -
     >>> muscle_effort(traj, MuscleArm(), None).shape
     (1, 2, 6)
     """
-    if not has_muscles(plant):
+    muscled = muscles_of(plant)
+    if muscled is None:
         raise ConfigError("loss.effort_cost needs a plant with muscles (plant.kind "
                           "muscle_arm)")
-    muscled = getattr(plant, "base", plant)          # the plant behind its sensors
     return muscled.effort(_states(traj)[..., 1:, : muscled.n_states])
 
 
@@ -271,7 +271,7 @@ class Cost(ABC):
         muscles."""
         if self.task is not None and config.task.kind != self.task:
             raise ConfigError(f"loss.kind '{config.loss.kind}' needs task.kind '{self.task}'")
-        if config.loss.effort_cost and not has_muscles(plant_from_config(config.plant)):
+        if config.loss.effort_cost and muscles_of(plant_from_config(config.plant)) is None:
             raise ConfigError(f"loss.effort_cost charges muscle effort, and plant.kind "
                               f"'{config.plant.kind}' has no muscles (muscle_arm has)")
 
